@@ -1,0 +1,156 @@
+package blockdev
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Sys locates sysfs and /dev; tests point them at fake trees.
+type Sys struct {
+	SysBlock string // "/sys/block"
+	Dev      string // "/dev"
+}
+
+// DefaultSys is the running system.
+var DefaultSys = Sys{SysBlock: "/sys/block", Dev: "/dev"}
+
+// Target says how to recognise one attached EBS volume.
+type Target struct {
+	VolumeID string // vol-0123…
+	Device   string // the API device name, /dev/sdf
+}
+
+// Serial is what Nitro (and our QEMU) put in the NVMe controller serial:
+// the volume id without its dash.
+func (t Target) Serial() string { return strings.Replace(t.VolumeID, "-", "", 1) }
+
+// xenNames are the names a Xen instance gives the API device /dev/sdX.
+func (t Target) xenNames() []string {
+	name := strings.TrimPrefix(t.Device, "/dev/")
+	if name == "" {
+		return nil
+	}
+	if rest, ok := strings.CutPrefix(name, "sd"); ok {
+		return []string{name, "xvd" + rest}
+	}
+	if rest, ok := strings.CutPrefix(name, "xvd"); ok {
+		return []string{name, "sd" + rest}
+	}
+	return []string{name}
+}
+
+// Match returns the /sys/block name of the disk for t, or "" when absent.
+// NVMe and virtio disks match by serial; Xen disks by name.
+func (s Sys) Match(t Target) (string, error) {
+	entries, err := os.ReadDir(s.SysBlock)
+	if err != nil {
+		return "", fmt.Errorf("list %s: %w", s.SysBlock, err)
+	}
+	want := t.Serial()
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		switch {
+		case strings.HasPrefix(name, "nvme"):
+			if s.readTrim(name, "device", "serial") == want {
+				return name, nil
+			}
+		case strings.HasPrefix(name, "vd"):
+			if s.readTrim(name, "serial") == want {
+				return name, nil
+			}
+		}
+	}
+	for _, xn := range t.xenNames() {
+		for _, name := range names {
+			if name == xn {
+				return name, nil
+			}
+		}
+	}
+	return "", nil
+}
+
+func (s Sys) readTrim(parts ...string) string {
+	b, err := os.ReadFile(filepath.Join(append([]string{s.SysBlock}, parts...)...))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// WaitDisk waits, event-driven, for t's disk to appear and returns its
+// /sys/block name. l must have been opened before the volume was attached.
+func (s Sys) WaitDisk(ctx context.Context, l *Listener, t Target) (string, error) {
+	var found string
+	err := l.WaitFor(ctx, func() (bool, error) {
+		name, err := s.Match(t)
+		found = name
+		return name != "", err
+	})
+	if err != nil {
+		return "", fmt.Errorf("wait for the block device of %s (NVMe serial %s, or %s): %w", t.VolumeID, t.Serial(), strings.Join(t.xenNames(), "/"), err)
+	}
+	return found, nil
+}
+
+// Partitions lists the partition block devices of disk by number.
+func (s Sys) Partitions(disk string) map[int]string {
+	out := map[int]string{}
+	entries, _ := os.ReadDir(filepath.Join(s.SysBlock, disk))
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), disk) {
+			continue
+		}
+		var n int
+		if _, err := fmt.Sscanf(s.readTrim(disk, e.Name(), "partition"), "%d", &n); err == nil {
+			out[n] = e.Name()
+		}
+	}
+	return out
+}
+
+// WaitPartition waits for partition number n of disk to appear.
+func (s Sys) WaitPartition(ctx context.Context, l *Listener, disk string, n int) (string, error) {
+	var found string
+	err := l.WaitFor(ctx, func() (bool, error) {
+		found = s.Partitions(disk)[n]
+		return found != "", nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("wait for partition %d of %s: %w", n, disk, err)
+	}
+	return found, nil
+}
+
+// Node returns a usable device node path for a /sys/block name, creating it
+// under dir when devtmpfs has not (or is not mounted).
+func (s Sys) Node(name string) (string, error) {
+	p := filepath.Join(s.Dev, name)
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	}
+	dev := s.readTrim(name, "dev")
+	if dev == "" { // a partition: /sys/block/<disk>/<part>/dev
+		matches, _ := filepath.Glob(filepath.Join(s.SysBlock, "*", name, "dev"))
+		if len(matches) > 0 {
+			b, _ := os.ReadFile(matches[0])
+			dev = strings.TrimSpace(string(b))
+		}
+	}
+	var major, minor uint32
+	if _, err := fmt.Sscanf(dev, "%d:%d", &major, &minor); err != nil {
+		return "", fmt.Errorf("device node for %s: no %s and no major:minor in sysfs", name, p)
+	}
+	if err := mknodBlock(p, major, minor); err != nil {
+		return "", fmt.Errorf("create device node %s (%d:%d): %w", p, major, minor, err)
+	}
+	return p, nil
+}

@@ -1,0 +1,258 @@
+// Package claim finds the instance's EBS volume and attaches it: by id, by
+// tag, in the instance's own AZ, on a free device name, waiting for EC2 to
+// report the attachment.
+package claim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/spotroot/spotroot/internal/config"
+)
+
+// Instance is the claiming instance.
+type Instance struct {
+	ID, AZ string
+}
+
+// Claimer claims volumes for one instance.
+type Claimer struct {
+	EC2      EC2
+	Instance Instance
+	Log      *slog.Logger
+	// CallTimeout bounds each API call, retries included.
+	CallTimeout time.Duration
+	// PollInterval is the first delay between attachment checks; it grows to 1s.
+	PollInterval time.Duration
+}
+
+// Claim is an attached volume.
+type Claim struct {
+	VolumeID string
+	Device   string // the API device name, e.g. /dev/sdf
+	// AlreadyAttached means the volume was attached to this instance before
+	// spotroot ran (a reboot of the same instance).
+	AlreadyAttached bool
+	Volume          types.Volume
+}
+
+func (c *Claimer) log() *slog.Logger {
+	if c.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.Log
+}
+
+func (c *Claimer) call(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := c.CallTimeout
+	if d == 0 {
+		d = 30 * time.Second
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// Find returns the volume v names, in this instance's AZ.
+func (c *Claimer) Find(ctx context.Context, v config.Volume) (types.Volume, error) {
+	in := &ec2.DescribeVolumesInput{}
+	switch {
+	case v.ID != "":
+		in.VolumeIds = []string{v.ID}
+	case len(v.Tag) > 0:
+		in.Filters = tagFilters(v.Tag)
+	default:
+		return types.Volume{}, fmt.Errorf("find %s: pools are not supported by this build", v.Describe())
+	}
+	vols, err := c.describe(ctx, in, "find "+v.Describe())
+	if err != nil {
+		return types.Volume{}, err
+	}
+	if len(vols) == 0 {
+		return types.Volume{}, fmt.Errorf("no EBS volume has %s in region; create one (spotroot volume create) or fix the user-data", v.Describe())
+	}
+	var here, elsewhere []types.Volume
+	for _, vol := range vols {
+		if aws.ToString(vol.AvailabilityZone) == c.Instance.AZ {
+			here = append(here, vol)
+		} else {
+			elsewhere = append(elsewhere, vol)
+		}
+	}
+	switch len(here) {
+	case 0:
+		return types.Volume{}, fmt.Errorf("volume %s (%s) is in %s, but this instance is in %s; launch in that AZ or move the volume",
+			v.Describe(), ids(elsewhere), aws.ToString(elsewhere[0].AvailabilityZone), c.Instance.AZ)
+	case 1:
+		return here[0], nil
+	}
+	// Several volumes carry the tag: one already attached to us wins (reboot).
+	for _, vol := range here {
+		if attachedTo(vol, c.Instance.ID) != nil {
+			return vol, nil
+		}
+	}
+	return types.Volume{}, fmt.Errorf("%d volumes in %s have %s (%s): a root tag must name exactly one; use a pool for interchangeable volumes",
+		len(here), c.Instance.AZ, v.Describe(), ids(here))
+}
+
+// Attach attaches vol to this instance on a free device name, unless it is
+// attached already, and waits until EC2 reports it attached.
+func (c *Claimer) Attach(ctx context.Context, vol types.Volume) (Claim, error) {
+	id := aws.ToString(vol.VolumeId)
+	what := fmt.Sprintf("attach %s to %s", id, c.Instance.ID)
+	if aws.ToBool(vol.MultiAttachEnabled) {
+		return Claim{}, fmt.Errorf("%s: the volume has Multi-Attach enabled; spotroot refuses to use it (another instance could mount it too)", what)
+	}
+	if a := attachedTo(vol, c.Instance.ID); a != nil {
+		c.log().Info("volume already attached to this instance", "volume", id, "device", aws.ToString(a.Device))
+		cl := Claim{VolumeID: id, Device: aws.ToString(a.Device), AlreadyAttached: true, Volume: vol}
+		if a.State == types.VolumeAttachmentStateAttached {
+			return cl, nil
+		}
+		return cl, c.WaitAttached(ctx, id)
+	}
+	for _, a := range vol.Attachments {
+		return Claim{}, fmt.Errorf("%s: it is %s to %s; spotroot does not take a volume from another instance",
+			what, a.State, aws.ToString(a.InstanceId))
+	}
+	if vol.State != types.VolumeStateAvailable {
+		return Claim{}, fmt.Errorf("%s: volume state is %q, not available", what, vol.State)
+	}
+	device, err := c.freeDevice(ctx)
+	if err != nil {
+		return Claim{}, fmt.Errorf("%s: %w", what, err)
+	}
+	cctx, cancel := c.call(ctx)
+	out, err := c.EC2.AttachVolume(cctx, &ec2.AttachVolumeInput{
+		VolumeId: aws.String(id), InstanceId: aws.String(c.Instance.ID), Device: aws.String(device),
+	})
+	cancel()
+	if err != nil {
+		return Claim{}, apiError("AttachVolume", what, err)
+	}
+	c.log().Info("attach requested", "volume", id, "device", device, "state", string(out.State))
+	return Claim{VolumeID: id, Device: device, Volume: vol}, nil
+}
+
+// WaitAttached polls until EC2 reports vol attached to this instance, or
+// fails as soon as the attachment is gone (EC2 gave up on it).
+func (c *Claimer) WaitAttached(ctx context.Context, volID string) error {
+	what := fmt.Sprintf("wait for %s to attach to %s", volID, c.Instance.ID)
+	delay := c.PollInterval
+	if delay == 0 {
+		delay = 200 * time.Millisecond
+	}
+	for {
+		vols, err := c.describe(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{volID}}, what)
+		if err != nil {
+			return err
+		}
+		if len(vols) == 1 {
+			a := attachedTo(vols[0], c.Instance.ID)
+			switch {
+			case a == nil:
+				return fmt.Errorf("%s: the attachment disappeared (volume %s); EC2 could not attach it", what, vols[0].State)
+			case a.State == types.VolumeAttachmentStateAttached:
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: still not attached: %w", what, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, time.Second)
+	}
+}
+
+// freeDevice picks the first of /dev/sdf…/dev/sdp that this instance does
+// not use (EC2 rejects a name in use, and xvdX aliases sdX on Xen).
+func (c *Claimer) freeDevice(ctx context.Context) (string, error) {
+	cctx, cancel := c.call(ctx)
+	defer cancel()
+	out, err := c.EC2.DescribeInstances(cctx, &ec2.DescribeInstancesInput{InstanceIds: []string{c.Instance.ID}})
+	if err != nil {
+		return "", apiError("DescribeInstances", "describe "+c.Instance.ID, err)
+	}
+	used := map[string]bool{}
+	for _, r := range out.Reservations {
+		for _, in := range r.Instances {
+			for _, m := range in.BlockDeviceMappings {
+				used[letter(aws.ToString(m.DeviceName))] = true
+			}
+		}
+	}
+	for l := 'f'; l <= 'p'; l++ {
+		if !used[string(l)] {
+			return "/dev/sd" + string(l), nil
+		}
+	}
+	return "", errors.New("no free device name in /dev/sdf…/dev/sdp")
+}
+
+// letter returns the drive letter of /dev/sdX, /dev/xvdX, xvdX…
+func letter(dev string) string {
+	dev = strings.TrimPrefix(dev, "/dev/")
+	for _, p := range []string{"xvd", "sd"} {
+		if rest, ok := strings.CutPrefix(dev, p); ok && len(rest) > 0 {
+			return rest[:1]
+		}
+	}
+	return dev
+}
+
+func (c *Claimer) describe(ctx context.Context, in *ec2.DescribeVolumesInput, what string) ([]types.Volume, error) {
+	var vols []types.Volume
+	p := ec2.NewDescribeVolumesPaginator(c.EC2, in)
+	for p.HasMorePages() {
+		cctx, cancel := c.call(ctx)
+		out, err := p.NextPage(cctx)
+		cancel()
+		if err != nil {
+			if ErrorCode(err) == "InvalidVolume.NotFound" {
+				return nil, nil
+			}
+			return nil, apiError("DescribeVolumes", what, err)
+		}
+		vols = append(vols, out.Volumes...)
+	}
+	return vols, nil
+}
+
+func attachedTo(v types.Volume, instanceID string) *types.VolumeAttachment {
+	for i := range v.Attachments {
+		if aws.ToString(v.Attachments[i].InstanceId) == instanceID {
+			return &v.Attachments[i]
+		}
+	}
+	return nil
+}
+
+func tagFilters(tags map[string]string) []types.Filter {
+	keys := make([]string, 0, len(tags))
+	for k := range tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	fs := make([]types.Filter, 0, len(keys))
+	for _, k := range keys {
+		fs = append(fs, types.Filter{Name: aws.String("tag:" + k), Values: []string{tags[k]}})
+	}
+	return fs
+}
+
+func ids(vols []types.Volume) string {
+	s := make([]string, len(vols))
+	for i, v := range vols {
+		s[i] = aws.ToString(v.VolumeId)
+	}
+	return strings.Join(s, ", ")
+}

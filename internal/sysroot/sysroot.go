@@ -1,0 +1,187 @@
+// Package sysroot turns a mounted volume into the root filesystem and hands
+// PID 1 over to its init: the API filesystems move along, the image's root is
+// detached, and the real init starts as PID 1 as if the kernel had mounted
+// the volume itself.
+package sysroot
+
+import (
+	"debug/elf"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Mount mounts dev on target with fstype, read-only unless rw.
+func Mount(dev, target, fstype string, rw bool, options string) error {
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return fmt.Errorf("create mount point %s: %w", target, err)
+	}
+	var flags uintptr
+	if !rw {
+		flags |= unix.MS_RDONLY
+	}
+	if err := unix.Mount(dev, target, fstype, flags, options); err != nil {
+		hint := ""
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EUCLEAN) {
+			hint = " (the filesystem is corrupt or not " + fstype + ")"
+		} else if errors.Is(err, unix.ENODEV) {
+			hint = " (the kernel has no " + fstype + " driver loaded)"
+		}
+		return fmt.Errorf("mount %s (%s) on %s: %w%s", dev, fstype, target, err, hint)
+	}
+	return nil
+}
+
+// APIMounts move from the old root to the new one; /run is bound, not moved,
+// because the new root itself is mounted below /run.
+var APIMounts = []string{"/dev", "/proc", "/sys"}
+
+// Check verifies, before anything irreversible, that newRoot can take over:
+// the directories the API filesystems move to exist, and init resolves
+// inside newRoot to an executable for this machine.
+func Check(newRoot, init string) (resolved string, err error) {
+	for _, d := range append(APIMounts, "/run") {
+		st, err := os.Stat(filepath.Join(newRoot, d))
+		if err != nil || !st.IsDir() {
+			return "", fmt.Errorf("the volume has no %s directory to move %s to; it is not a root filesystem", d, d)
+		}
+	}
+	resolved, err = ResolveIn(newRoot, init)
+	if err != nil {
+		return "", fmt.Errorf("init %s on the volume: %w", init, err)
+	}
+	if err := checkExecutable(filepath.Join(newRoot, resolved)); err != nil {
+		return "", fmt.Errorf("init %s on the volume: %w", init, err)
+	}
+	return resolved, nil
+}
+
+// ResolveIn follows symlinks of p as if root were "/" and returns the final
+// path relative to root (starting with "/"). Absolute links stay inside root.
+func ResolveIn(root, p string) (string, error) {
+	cur := path.Clean("/" + p)
+	for range 40 {
+		var resolved string
+		parts := strings.Split(strings.TrimPrefix(cur, "/"), "/")
+		linked := false
+		for i, part := range parts {
+			next := path.Join("/", resolved, part)
+			fi, err := os.Lstat(filepath.Join(root, next))
+			if err != nil {
+				return "", fmt.Errorf("%s: %w", next, errors.Unwrap(err))
+			}
+			if fi.Mode()&os.ModeSymlink == 0 {
+				resolved = next
+				continue
+			}
+			target, err := os.Readlink(filepath.Join(root, next))
+			if err != nil {
+				return "", err
+			}
+			if !path.IsAbs(target) {
+				target = path.Join("/", resolved, target)
+			}
+			cur = path.Join(append([]string{target}, parts[i+1:]...)...)
+			linked = true
+			break
+		}
+		if !linked {
+			return path.Clean("/" + resolved), nil
+		}
+	}
+	return "", fmt.Errorf("%s: too many levels of symbolic links", p)
+}
+
+func checkExecutable(p string) error {
+	st, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
+		return fmt.Errorf("%s is not an executable file (mode %v)", p, st.Mode())
+	}
+	f, err := elf.Open(p)
+	if err != nil {
+		// Scripts (#!) are fine: the kernel runs their interpreter.
+		head := make([]byte, 2)
+		if g, err := os.Open(p); err == nil {
+			_, _ = g.Read(head)
+			g.Close()
+		}
+		if string(head) == "#!" {
+			return nil
+		}
+		return fmt.Errorf("%s is neither an ELF binary nor a script", p)
+	}
+	defer f.Close()
+	if want := machine(); want != elf.EM_NONE && f.Machine != want {
+		return fmt.Errorf("%s is built for %v, this machine is %s", p, f.Machine, runtime.GOARCH)
+	}
+	return nil
+}
+
+func machine() elf.Machine {
+	switch runtime.GOARCH {
+	case "amd64":
+		return elf.EM_X86_64
+	case "arm64":
+		return elf.EM_AARCH64
+	}
+	return elf.EM_NONE
+}
+
+// Switch makes newRoot the root: API filesystems move into it, /run is bound
+// into it, then pivot_root; from an initramfs (rootfs cannot be pivoted) the
+// new root is moved over / and chrooted into instead. The old root is
+// detached. On return the process's root and cwd are the new root.
+func Switch(newRoot string) error {
+	// pivot_root and MS_MOVE refuse shared mounts.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make / private: %w", err)
+	}
+	for _, m := range APIMounts {
+		if err := unix.Mount(m, filepath.Join(newRoot, m), "", unix.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("move %s to %s: %w", m, filepath.Join(newRoot, m), err)
+		}
+	}
+	// Non-recursive bind: the new root's own mount below /run is not copied.
+	if err := unix.Mount("/run", filepath.Join(newRoot, "run"), "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind /run into %s: %w", newRoot, err)
+	}
+	if err := unix.Chdir(newRoot); err != nil {
+		return fmt.Errorf("chdir %s: %w", newRoot, err)
+	}
+	// pivot_root(".", ".") stacks the old root on top of the new one; a lazy
+	// unmount of "." then drops it, without needing a directory for it.
+	err := unix.PivotRoot(".", ".")
+	switch {
+	case err == nil:
+		if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("detach the old root: %w", err)
+		}
+	case errors.Is(err, unix.EINVAL):
+		// rootfs (initramfs) cannot be pivoted: move the new root over it.
+		if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("move %s to /: %w", newRoot, err)
+		}
+		if err := unix.Chroot("."); err != nil {
+			return fmt.Errorf("chroot: %w", err)
+		}
+	default:
+		return fmt.Errorf("pivot_root %s: %w", newRoot, err)
+	}
+	return unix.Chdir("/")
+}
+
+// Exec replaces this process with init. argv[0] becomes init; the rest of
+// argv and env are passed on unchanged (the kernel's own).
+func Exec(init string, argv, env []string) error {
+	args := append([]string{init}, argv[min(1, len(argv)):]...)
+	return fmt.Errorf("exec %s: %w", init, unix.Exec(init, args, env))
+}

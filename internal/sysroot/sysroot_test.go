@@ -1,0 +1,162 @@
+package sysroot
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestResolveIn(t *testing.T) {
+	root := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(root, "lib/systemd"), 0o755))
+	must(t, os.MkdirAll(filepath.Join(root, "usr/sbin"), 0o755))
+	must(t, os.WriteFile(filepath.Join(root, "lib/systemd/systemd"), []byte("#!x"), 0o755))
+	must(t, os.Symlink("/lib/systemd/systemd", filepath.Join(root, "usr/sbin/init"))) // absolute: inside root
+	must(t, os.Symlink("usr/sbin", filepath.Join(root, "sbin")))                      // relative dir link
+	must(t, os.Symlink("/loop", filepath.Join(root, "loop")))
+	got, err := ResolveIn(root, "/sbin/init")
+	if err != nil || got != "/lib/systemd/systemd" {
+		t.Fatalf("ResolveIn = %q, %v", got, err)
+	}
+	if _, err := ResolveIn(root, "/loop"); err == nil || !strings.Contains(err.Error(), "too many levels") {
+		t.Fatalf("loop err = %v", err)
+	}
+	if _, err := ResolveIn(root, "/sbin/missing"); err == nil {
+		t.Fatal("missing init resolved")
+	}
+}
+
+func TestCheck(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"dev", "proc", "sys", "run", "sbin"} {
+		must(t, os.MkdirAll(filepath.Join(root, d), 0o755))
+	}
+	self, err := os.Executable()
+	must(t, err)
+	b, err := os.ReadFile(self)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(root, "sbin/init"), b, 0o755))
+	must(t, os.WriteFile(filepath.Join(root, "sbin/text"), []byte("hello"), 0o755))
+	must(t, os.WriteFile(filepath.Join(root, "sbin/noexec"), b, 0o644))
+	if got, err := Check(root, "/sbin/init"); err != nil || got != "/sbin/init" {
+		t.Fatalf("Check = %q, %v", got, err)
+	}
+	for init, want := range map[string]string{
+		"/sbin/text":   "neither an ELF binary nor a script",
+		"/sbin/noexec": "not an executable file",
+		"/sbin/none":   "no such file",
+	} {
+		if _, err := Check(root, init); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Check(%s) err = %v, want %q", init, err, want)
+		}
+	}
+	must(t, os.Remove(filepath.Join(root, "run")))
+	if _, err := Check(root, "/sbin/init"); err == nil || !strings.Contains(err.Error(), "no /run directory") {
+		t.Errorf("missing /run: err = %v", err)
+	}
+}
+
+// TestSwitchIntegration mounts a loop-backed ext4 volume in a private mount
+// and PID namespace, switches into it and execs its init, which reports what
+// it sees. The host's mounts are never touched.
+func TestSwitchIntegration(t *testing.T) {
+	if os.Getenv("SPOTROOT_SWITCH_HELPER") == "1" {
+		switchHelper()
+		return
+	}
+	requireRoot(t)
+	for _, tool := range []string{"mkfs.ext4", "losetup", "unshare"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("requires root tools: %s not installed", tool)
+		}
+	}
+	dir := t.TempDir()
+	stage := filepath.Join(dir, "stage")
+	for _, d := range []string{"dev", "proc", "sys", "run", "sbin"} {
+		must(t, os.MkdirAll(filepath.Join(stage, d), 0o755))
+	}
+	build := exec.Command("go", "build", "-o", filepath.Join(stage, "sbin/init"), "./testdata/probe")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build probe: %v\n%s", err, out)
+	}
+	img := filepath.Join(dir, "vol.img")
+	run(t, "truncate", "-s", "32M", img)
+	run(t, "mkfs.ext4", "-q", "-F", "-d", stage, img)
+	loop := strings.TrimSpace(run(t, "losetup", "--find", "--show", img))
+	t.Cleanup(func() { _ = exec.Command("losetup", "-d", loop).Run() })
+
+	self, err := os.Executable()
+	must(t, err)
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "--pid", "--fork",
+		self, "-test.run=^TestSwitchIntegration$")
+	cmd.Env = append(os.Environ(), "SPOTROOT_SWITCH_HELPER=1", "LOOP="+loop, "OLD_ROOT_PROBE="+self)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	line := ""
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "PROBE ") {
+			line = l
+		}
+	}
+	want := "PROBE argv=/sbin/init,-test.run=^TestSwitchIntegration$ root=" + loop + " proc=true dev=true run=before-switch oldroot-visible=false"
+	if line != want {
+		t.Fatalf("after the switch:\n got  %q\n want %q\nfull output:\n%s", line, want, out)
+	}
+}
+
+// switchHelper runs inside the private namespaces: it stands in for PID 1.
+func switchHelper() {
+	fail := func(err error) {
+		os.Stdout.WriteString("HELPER ERROR " + err.Error() + "\n")
+		os.Exit(3)
+	}
+	if err := exec.Command("mount", "-t", "tmpfs", "tmpfs", "/run").Run(); err != nil {
+		fail(err)
+	}
+	if err := os.WriteFile("/run/marker", []byte("before-switch"), 0o644); err != nil {
+		fail(err)
+	}
+	newRoot := "/run/spotroot/root"
+	if err := Mount(os.Getenv("LOOP"), newRoot, "ext4", false, ""); err != nil {
+		fail(err)
+	}
+	init, err := Check(newRoot, "/sbin/init")
+	if err != nil {
+		fail(err)
+	}
+	if err := Switch(newRoot); err != nil {
+		fail(err)
+	}
+	fail(Exec(init, os.Args, os.Environ()))
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("requires root, and CI must run this test")
+		}
+		t.Skip("requires root (loop devices, mount namespaces)")
+	}
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
