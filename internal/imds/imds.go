@@ -12,11 +12,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
-	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
 // DefaultEndpoint is the link-local address IMDS answers on.
@@ -101,7 +102,7 @@ func (c *Client) UserData(ctx context.Context) ([]byte, error) {
 		defer out.Content.Close()
 		ud, err = io.ReadAll(io.LimitReader(out.Content, 16<<20+1))
 		if len(ud) > 16<<20 {
-			return permanent(errors.New("user-data is larger than EC2's 16 KiB limit times 1024: refusing"))
+			return permanent(errors.New("user-data is larger than 16 MiB: refusing to parse it"))
 		}
 		return err
 	})
@@ -176,9 +177,19 @@ func explain(status int, err error) error {
 
 // status returns the HTTP status of an SDK error, or 0.
 func status(err error) int {
-	var re *smithyhttp.ResponseError
+	// An interface, not *smithyhttp.ResponseError: the SDK wraps that in
+	// awshttp.ResponseError, whose Unwrap skips it.
+	var re interface{ HTTPStatusCode() int }
 	if errors.As(err, &re) {
 		return re.HTTPStatusCode()
 	}
+	// The token request's failure reaches us through the SDK's unexported
+	// retryableError, which does not unwrap: read the status from its text.
+	if m := statusText.FindStringSubmatch(fmt.Sprint(err)); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
 	return 0
 }
+
+var statusText = regexp.MustCompile(`StatusCode: (\d{3})`)
