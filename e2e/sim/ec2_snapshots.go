@@ -1,0 +1,171 @@
+package sim
+
+import (
+	"context"
+	"maps"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+)
+
+type xmlSnapshot struct {
+	SnapshotID  string   `xml:"snapshotId"`
+	VolumeID    string   `xml:"volumeId"`
+	Status      string   `xml:"status"`
+	StartTime   string   `xml:"startTime"`
+	Progress    string   `xml:"progress"`
+	OwnerID     string   `xml:"ownerId"`
+	VolumeSize  int      `xml:"volumeSize"`
+	Description string   `xml:"description"`
+	Encrypted   bool     `xml:"encrypted"`
+	StorageTier string   `xml:"storageTier"`
+	Tags        []xmlTag `xml:"tagSet>item"`
+}
+
+func (s *Server) toXMLSnapshotLocked(sn *Snapshot) xmlSnapshot {
+	return xmlSnapshot{
+		SnapshotID:  sn.ID,
+		VolumeID:    sn.VolumeID,
+		Status:      sn.State,
+		StartTime:   awsTime(sn.StartTime),
+		Progress:    sn.Progress,
+		OwnerID:     s.World.AccountID,
+		VolumeSize:  sn.VolumeSize,
+		Description: sn.Description,
+		StorageTier: "standard",
+		Tags:        xmlTags(sn.Tags),
+	}
+}
+
+type createSnapshotResponse struct {
+	respBase
+	xmlSnapshot
+}
+
+func (s *Server) createSnapshot(c *call) (response, *APIError) {
+	w := s.World
+	volID := c.str("VolumeId")
+	switch {
+	case volID == "":
+		return nil, errMissing("volumeId")
+	case !validID(volID, "vol"):
+		return nil, errVolumeMalformed(volID)
+	}
+	v, ok := w.Volumes[volID]
+	if !ok {
+		return nil, errVolumeNotFound(volID)
+	}
+	if v.State != VolumeAvailable && v.State != VolumeInUse {
+		return nil, errf("IncorrectState", "The volume '%s' is not 'available' or 'in-use'.", volID)
+	}
+	tags, e := c.tagSpecs("snapshot")
+	if e != nil {
+		return nil, e
+	}
+	sn := &Snapshot{ID: NewSnapshotID(), VolumeID: volID, VolumeSize: v.SizeGiB, State: "pending",
+		Progress: "0%", Description: c.str("Description"), StartTime: time.Now().UTC(), Tags: tags}
+	if w.DataDir != "" && v.ImagePath != "" {
+		sn.ImagePath = filepath.Join(w.DataDir, sn.ID+".img")
+	}
+	w.Snapshots[sn.ID] = sn
+	// Like EBS the snapshot is point-in-time but completes later; here the
+	// copy happens after CreateLatency, crash-consistent like EBS.
+	src, dst, id := v.ImagePath, sn.ImagePath, sn.ID
+	s.async(w.CreateLatency, func(ctx context.Context) {
+		var err error
+		if dst != "" {
+			err = makeImage(src, dst, 0)
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		sn, ok := w.Snapshots[id]
+		if !ok {
+			return
+		}
+		if err != nil {
+			s.log().Error("create snapshot failed", "snapshot", id, "volume", volID, "err", err)
+			sn.State = "error"
+		} else {
+			sn.State, sn.Progress = "completed", "100%"
+		}
+		s.saveLocked()
+	})
+	return &createSnapshotResponse{xmlSnapshot: s.toXMLSnapshotLocked(sn)}, nil
+}
+
+type describeSnapshotsResponse struct {
+	respBase
+	Snapshots []xmlSnapshot `xml:"snapshotSet>item"`
+	NextToken string        `xml:"nextToken,omitempty"`
+}
+
+func (s *Server) describeSnapshots(c *call) (response, *APIError) {
+	w := s.World
+	ids := c.list("SnapshotId")
+	fs, e := c.filters("description", "owner-id", "progress", "snapshot-id", "start-time", "status",
+		"volume-id", "volume-size")
+	if e != nil {
+		return nil, e
+	}
+	var snaps []*Snapshot
+	if len(ids) > 0 {
+		for _, id := range ids {
+			if !validID(id, "snap") {
+				return nil, errSnapshotMalformed(id)
+			}
+			sn, ok := w.Snapshots[id]
+			if !ok {
+				return nil, errSnapshotNotFound(id)
+			}
+			snaps = append(snaps, sn)
+		}
+	} else {
+		for _, id := range slices.Sorted(maps.Keys(w.Snapshots)) {
+			snaps = append(snaps, w.Snapshots[id])
+		}
+	}
+	// Every snapshot belongs to the world's account, so Owner/RestorableBy
+	// only ever narrow to the same set (or nothing for other accounts).
+	for _, o := range c.list("Owner") {
+		if o != "self" && o != w.AccountID {
+			snaps = nil
+		}
+	}
+	var matched []*Snapshot
+	for _, sn := range snaps {
+		field := func(name string) []string {
+			switch name {
+			case "description":
+				return []string{sn.Description}
+			case "owner-id":
+				return []string{w.AccountID}
+			case "progress":
+				return []string{sn.Progress}
+			case "snapshot-id":
+				return []string{sn.ID}
+			case "start-time":
+				return []string{awsTime(sn.StartTime)}
+			case "status":
+				return []string{sn.State}
+			case "volume-id":
+				return []string{sn.VolumeID}
+			case "volume-size":
+				return []string{strconv.Itoa(sn.VolumeSize)}
+			}
+			return nil
+		}
+		if matchAll(fs, sn.Tags, field) {
+			matched = append(matched, sn)
+		}
+	}
+	start, end, next, e := c.page(len(matched), 5, 1000)
+	if e != nil {
+		return nil, e
+	}
+	resp := &describeSnapshotsResponse{NextToken: next}
+	for _, sn := range matched[start:end] {
+		resp.Snapshots = append(resp.Snapshots, s.toXMLSnapshotLocked(sn))
+	}
+	return resp, nil
+}
