@@ -1,0 +1,292 @@
+// Command testinit is the init of the e2e guests' root filesystems.
+//
+// As PID 1 it mounts the API filesystems it needs, increments a persistent
+// boot counter on its root filesystem and prints one line to the console:
+//
+//	TESTINIT kind=<kind> pid=<pid> root=<source of /> counter=<n> net=<ipv4,...|none>
+//
+// then syncs, remounts / read-only and powers the machine off. On any error
+// it prints "TESTINIT error: ..." and still powers off. It never exits, since
+// PID 1 exiting panics the kernel. Run as any other PID it refuses to touch
+// the system.
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	kindFile      = "/etc/spotroot-test/kind"
+	writeFileConf = "/etc/spotroot-test/write-file"
+	counterDir    = "/var/lib/spotroot-test"
+	counterFile   = counterDir + "/counter"
+)
+
+func main() {
+	if os.Getpid() != 1 {
+		fmt.Fprintln(os.Stderr, "TESTINIT error: not PID 1; refusing to remount / and power off")
+		os.Exit(1)
+	}
+	line, err := run()
+	if err != nil {
+		line = "TESTINIT error: " + err.Error()
+	}
+	say(line)
+	unix.Sync()
+	_ = unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY, "")
+	unix.Sync()
+	for {
+		if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+			say("TESTINIT error: power off: " + err.Error())
+		}
+		time.Sleep(time.Hour)
+	}
+}
+
+func run() (string, error) {
+	if err := mountAPI(); err != nil {
+		return "", err
+	}
+	kindB, err := os.ReadFile(kindFile)
+	if err != nil {
+		return "", fmt.Errorf("read kind: %w", err)
+	}
+	kind := strings.TrimSpace(string(kindB))
+	if err := unix.Mount("", "/", "", unix.MS_REMOUNT, ""); err != nil {
+		return "", fmt.Errorf("remount / read-write: %w", err)
+	}
+	n, err := bumpCounter()
+	if err != nil {
+		return "", err
+	}
+	if b, err := os.ReadFile(writeFileConf); err == nil {
+		if p := strings.TrimSpace(string(b)); p != "" {
+			if err := writeDurably(p, fmt.Appendf(nil, "kind=%s counter=%d\n", kind, n)); err != nil {
+				return "", fmt.Errorf("write-file %s: %w", p, err)
+			}
+		}
+	}
+	root, err := rootSource()
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("TESTINIT kind=%s pid=%d root=%s counter=%d net=%s",
+		kind, os.Getpid(), root, n, addrs()), nil
+}
+
+// mountAPI mounts /proc, /sys and /dev unless they already are mounted.
+func mountAPI() error {
+	if _, err := os.Stat("/proc/self/mountinfo"); err != nil {
+		if err := mount("proc", "/proc", "proc"); err != nil {
+			return err
+		}
+	}
+	mounted, err := mountPoints()
+	if err != nil {
+		return err
+	}
+	for _, m := range []struct{ src, dir, fstype string }{
+		{"sysfs", "/sys", "sysfs"},
+		{"devtmpfs", "/dev", "devtmpfs"},
+	} {
+		if mounted[m.dir] {
+			continue
+		}
+		if err := mount(m.src, m.dir, m.fstype); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func mount(src, dir, fstype string) error {
+	_ = os.MkdirAll(dir, 0o755)
+	err := unix.Mount(src, dir, fstype, unix.MS_NOSUID|unix.MS_NOEXEC, "")
+	if err != nil && !errors.Is(err, unix.EBUSY) {
+		return fmt.Errorf("mount %s on %s: %w", fstype, dir, err)
+	}
+	return nil
+}
+
+type mountInfo struct{ point, source string }
+
+func readMountInfo() ([]mountInfo, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []mountInfo
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
+		}
+		a, b := strings.Fields(pre), strings.Fields(post)
+		if len(a) < 5 || len(b) < 2 {
+			continue
+		}
+		out = append(out, mountInfo{point: unescape(a[4]), source: unescape(b[1])})
+	}
+	return out, sc.Err()
+}
+
+func mountPoints() (map[string]bool, error) {
+	ms, err := readMountInfo()
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]bool{}
+	for _, x := range ms {
+		m[x.point] = true
+	}
+	return m, nil
+}
+
+// rootSource is the source of the topmost mount on /.
+func rootSource() (string, error) {
+	ms, err := readMountInfo()
+	if err != nil {
+		return "", err
+	}
+	src := ""
+	for _, m := range ms {
+		if m.point == "/" {
+			src = m.source
+		}
+	}
+	if src == "" {
+		return "", errors.New("no / in /proc/self/mountinfo")
+	}
+	return src, nil
+}
+
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func bumpCounter() (int, error) {
+	if err := os.MkdirAll(counterDir, 0o755); err != nil {
+		return 0, fmt.Errorf("counter: %w", err)
+	}
+	n := 0
+	b, err := os.ReadFile(counterFile)
+	switch {
+	case err == nil:
+		n, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			return 0, fmt.Errorf("counter %s: %w", counterFile, err)
+		}
+	case !errors.Is(err, os.ErrNotExist):
+		return 0, fmt.Errorf("counter: %w", err)
+	}
+	n++
+	if err := writeDurably(counterFile, []byte(strconv.Itoa(n)+"\n")); err != nil {
+		return 0, fmt.Errorf("counter: %w", err)
+	}
+	return n, nil
+}
+
+// writeDurably replaces path with data via a temporary file, fsyncing the
+// file and its directory.
+func writeDurably(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// addrs lists the IPv4 addresses on non-loopback interfaces.
+func addrs() string {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return "error(" + err.Error() + ")"
+	}
+	var out []string
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		as, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range as {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil {
+				out = append(out, ipn.IP.String())
+			}
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ",")
+}
+
+// say writes line to /dev/console and to stdout, once if they are the same
+// device.
+func say(line string) {
+	line += "\n"
+	var cst, ost unix.Stat_t
+	c, err := os.OpenFile("/dev/console", os.O_WRONLY|unix.O_NOCTTY, 0)
+	if err == nil {
+		defer c.Close()
+		_, _ = c.WriteString(line)
+	}
+	if err == nil && unix.Fstat(int(c.Fd()), &cst) == nil && unix.Fstat(1, &ost) == nil &&
+		ost.Mode&unix.S_IFMT == unix.S_IFCHR && ost.Rdev == cst.Rdev {
+		return
+	}
+	_, _ = os.Stdout.WriteString(line)
+}

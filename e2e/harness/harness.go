@@ -1,0 +1,413 @@
+// Package harness glues the e2e pieces together for tests and the demo:
+// binaries, kernel and images (Prepare), a simulated account with its EC2
+// API (NewWorld), and booting simulated spot instances in QEMU (Boot).
+package harness
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spotroot/spotroot/e2e/images"
+	"github.com/spotroot/spotroot/e2e/kernel"
+	"github.com/spotroot/spotroot/e2e/qemu"
+	"github.com/spotroot/spotroot/e2e/sim"
+)
+
+// Env is what every scenario shares: binaries, kernel and pristine images.
+type Env struct {
+	Dir            string
+	Kernel         kernel.Kernel
+	SpotrootBin    string
+	TestinitBin    string
+	AMI            string // AMI root disk (booted through a per-VM overlay)
+	VolumeTemplate string // pristine persistent volume; NewWorld copies it
+}
+
+// PrepareOpts tunes Prepare.
+type PrepareOpts struct {
+	KernelCache string // "" = kernel.DefaultCacheDir()
+	ImageConfig []byte // optional /etc/spotroot/config.yaml baked into the AMI
+	// SpotrootBin, if set, is used instead of building ./cmd/spotroot.
+	SpotrootBin string
+}
+
+// Prepare builds the binaries, fetches the kernel and builds the AMI and the
+// volume template into dir.
+func Prepare(ctx context.Context, dir string, o PrepareOpts) (*Env, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	e := &Env{Dir: dir}
+	type kres struct {
+		k   kernel.Kernel
+		err error
+	}
+	kch := make(chan kres, 1)
+	go func() {
+		k, err := kernel.Ensure(ctx, o.KernelCache)
+		kch <- kres{k, err}
+	}()
+	bin := filepath.Join(dir, "bin")
+	if o.SpotrootBin != "" {
+		e.SpotrootBin, e.TestinitBin = o.SpotrootBin, filepath.Join(bin, "testinit")
+		err = images.GoBuild(ctx, bin, "./e2e/cmd/testinit")
+	} else {
+		e.SpotrootBin, e.TestinitBin, err = images.BuildBinaries(ctx, bin)
+	}
+	kr := <-kch
+	if err != nil {
+		return nil, err
+	}
+	if kr.err != nil {
+		return nil, kr.err
+	}
+	e.Kernel = kr.k
+	e.AMI = filepath.Join(dir, "ami.img")
+	if err := images.BuildAMI(ctx, images.AMIOpts{Out: e.AMI, SpotrootBin: e.SpotrootBin,
+		TestinitBin: e.TestinitBin, Kernel: e.Kernel, ImageConfig: o.ImageConfig}); err != nil {
+		return nil, fmt.Errorf("build AMI: %w", err)
+	}
+	e.VolumeTemplate = filepath.Join(dir, "volume.img")
+	if err := images.BuildVolume(ctx, images.VolumeOpts{Out: e.VolumeTemplate,
+		TestinitBin: e.TestinitBin, SizeMiB: 64, FS: "ext4", Layout: "gpt", PartLabel: "root"}); err != nil {
+		return nil, fmt.Errorf("build volume: %w", err)
+	}
+	return e, nil
+}
+
+// Defaults of the simulated account.
+const (
+	AZ         = "us-east-1a"
+	Role       = "spotroot-test"
+	VolumeName = "home-root" // Name tag of the persistent volume
+)
+
+// DefaultUserData is the cloud-config the instances boot with.
+var DefaultUserData = []byte(`#cloud-config
+spotroot:
+  volume:
+    tag: {Name: ` + VolumeName + `}
+  ec2_endpoint: http://` + qemu.EC2Addr + `
+`)
+
+// World is one scenario's simulated account: a sim World saved as JSON in
+// Dir, and the EC2 API served on a 127.0.0.1 port shared by its VMs.
+type World struct {
+	Env      *Env
+	Dir      string
+	Sim      *sim.World
+	Server   *sim.Server
+	EC2Port  int
+	VolumeID string // the Name=home-root volume ("" with NoVolume)
+
+	ec2    *http.Server
+	logf   *os.File
+	booted int
+}
+
+// WorldOpts tunes NewWorld.
+type WorldOpts struct {
+	NoVolume   bool              // no volume tagged Name=home-root
+	VolumeTags map[string]string // nil = {Name: home-root}
+	Logger     *slog.Logger      // sim logs; nil = Dir/sim.log
+}
+
+// NewWorld loads (or creates) Dir/world.json, adds the persistent volume
+// backed by a copy of the volume template unless there already is one, and
+// serves the EC2 API.
+func NewWorld(ctx context.Context, env *Env, dir string, o WorldOpts) (*World, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	sw, err := sim.Load(filepath.Join(dir, "world.json"))
+	if err != nil {
+		return nil, err
+	}
+	w := &World{Env: env, Dir: dir, Sim: sw}
+	tags := o.VolumeTags
+	if tags == nil {
+		tags = map[string]string{"Name": VolumeName}
+	}
+	if !o.NoVolume {
+		sw.View(func(sw *sim.World) {
+			for id, v := range sw.Volumes {
+				if v.Tags["Name"] == tags["Name"] && v.ImagePath != "" {
+					w.VolumeID = id
+				}
+			}
+		})
+		if w.VolumeID == "" {
+			id := sim.NewVolumeID()
+			img := filepath.Join(dir, id+".img")
+			if err := copyFile(env.VolumeTemplate, img); err != nil {
+				return nil, err
+			}
+			if err := sw.AddVolume(sim.Volume{ID: id, AZ: AZ, Type: "gp3", SizeGiB: 1,
+				Tags: tags, ImagePath: img, State: sim.VolumeAvailable}); err != nil {
+				return nil, err
+			}
+			w.VolumeID = id
+		}
+	}
+	w.Server = sim.NewServer(sw)
+	w.Server.Logger = o.Logger
+	if w.Server.Logger == nil {
+		w.logf, err = os.OpenFile(filepath.Join(dir, "sim.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		w.Server.Logger = slog.New(slog.NewTextHandler(w.logf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	w.ec2, w.EC2Port, err = serve(w.Server.EC2Handler())
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	return w, nil
+}
+
+// Close stops the EC2 API and the simulator's background work.
+func (w *World) Close() {
+	if w.ec2 != nil {
+		w.ec2.Close()
+	}
+	if w.Server != nil {
+		w.Server.Close()
+	}
+	if w.logf != nil {
+		w.logf.Close()
+	}
+}
+
+// BootOpts tunes one boot.
+type BootOpts struct {
+	InstanceID   string        // "" = a new id
+	UserData     []byte        // nil = DefaultUserData
+	InstanceType string        // "" = t3.micro
+	KernelArgs   []string      // extra guest kernel arguments
+	SMBIOS       []string      // extra -smbios values
+	Timeout      time.Duration // whole boot; 0 = 2 minutes
+	Keep         bool          // do not terminate the instance afterwards
+	// Log, if set, receives console lines as they arrive.
+	Log io.Writer
+}
+
+// BootResult is what one boot showed on its console.
+type BootResult struct {
+	InstanceID     string
+	Console        string
+	ConsoleLog     string   // file holding the console
+	TestinitLine   string   // the TESTINIT line ("" if none)
+	Kind           string   // image or persistent
+	PID            int      // testinit's pid
+	Counter        int      // boot counter on the root testinit ran from
+	Root           string   // source of / as testinit saw it
+	Net            string   // IPv4 addresses testinit saw, or none
+	Timeline       []string // console lines starting "spotroot:"
+	Elapsed        time.Duration
+	ShutdownReason string // QMP SHUTDOWN reason (guest-shutdown = power-off)
+}
+
+var testinitRE = regexp.MustCompile(`^TESTINIT `)
+
+// Boot launches a new simulated spot instance (unless o.InstanceID names an
+// existing one), boots the AMI in QEMU with the instance's IMDS and the
+// world's EC2 API, waits for testinit's line and for the power-off, then
+// terminates the instance. The result is returned also on error, with as
+// much as was seen; errors carry the console.
+func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
+	if o.Timeout == 0 {
+		o.Timeout = 2 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	id := o.InstanceID
+	if id == "" {
+		id = sim.NewInstanceID()
+		ud := o.UserData
+		if ud == nil {
+			ud = DefaultUserData
+		}
+		const rootPorts = 4
+		err := w.Sim.AddInstance(sim.Instance{
+			ID: id, AZ: AZ, InstanceType: o.InstanceType, State: sim.InstanceRunning,
+			Role: Role, UserData: ud,
+			// The AMI's root, deleted with the instance like on EC2.
+			BlockDevices:   map[string]string{"/dev/xvda": sim.NewVolumeID()},
+			MaxAttachments: rootPorts + 1,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	res := &BootResult{InstanceID: id}
+	if !o.Keep {
+		defer func() {
+			if err := w.Sim.TerminateInstance(id); err != nil && w.Server.Logger != nil {
+				w.Server.Logger.Error("terminate", "instance", id, "err", err)
+			}
+		}()
+	}
+
+	imds, imdsPort, err := serve(w.Server.IMDSHandler(id))
+	if err != nil {
+		return res, err
+	}
+	defer imds.Close()
+
+	w.booted++
+	res.ConsoleLog = filepath.Join(w.Dir, fmt.Sprintf("console-%d-%s.log", w.booted, id))
+	start := time.Now()
+	vm, err := qemu.Start(ctx, qemu.Opts{
+		Kernel: w.Env.Kernel.Vmlinuz, RootImage: w.Env.AMI,
+		KernelArgs: o.KernelArgs, SMBIOS: o.SMBIOS,
+		IMDSPort: imdsPort, EC2Port: w.EC2Port,
+		ConsoleLog: res.ConsoleLog, Console: o.Log, Timeout: o.Timeout,
+	})
+	if err != nil {
+		return res, err
+	}
+	w.Server.Bind(id, vm)
+	defer func() {
+		vm.Close() // QEMU must be gone before the volume is free again
+		w.Server.Unbind(id)
+	}()
+
+	line, werr := vm.WaitFor(ctx, testinitRE)
+	if werr == nil {
+		// testinit powers off right after its line.
+		waitCtx, c := context.WithTimeout(ctx, 30*time.Second)
+		werr = vm.Wait(waitCtx)
+		c()
+	}
+	vm.Close()
+	res.Elapsed = time.Since(start)
+	res.Console = vm.Console()
+	res.ShutdownReason = vm.ShutdownReason()
+	res.Timeline = Timeline(res.Console)
+	res.TestinitLine = line
+	if line != "" {
+		if perr := res.parseTestinit(line); perr != nil {
+			return res, fmt.Errorf("%w\n--- console ---\n%s---", perr, res.Console)
+		}
+	}
+	if werr != nil {
+		return res, fmt.Errorf("boot of %s: %w\n(sim log: %s)", id, werr, filepath.Join(w.Dir, "sim.log"))
+	}
+	return res, nil
+}
+
+// parseTestinit fills the result from
+// "TESTINIT kind=… pid=… root=… counter=… net=…".
+func (r *BootResult) parseTestinit(line string) error {
+	if msg, ok := strings.CutPrefix(line, "TESTINIT error: "); ok {
+		return fmt.Errorf("testinit failed: %s", msg)
+	}
+	for _, f := range strings.Fields(strings.TrimPrefix(line, "TESTINIT ")) {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "kind":
+			r.Kind = v
+		case "pid":
+			r.PID, _ = strconv.Atoi(v)
+		case "root":
+			r.Root = v
+		case "counter":
+			r.Counter, _ = strconv.Atoi(v)
+		case "net":
+			r.Net = v
+		}
+	}
+	if r.Kind == "" || r.Counter == 0 {
+		return fmt.Errorf("malformed TESTINIT line %q", line)
+	}
+	return nil
+}
+
+// Timeline returns spotroot's console lines ("spotroot: …"), also when
+// kernel messages share the line.
+func Timeline(console string) []string {
+	var out []string
+	for _, l := range strings.Split(console, "\n") {
+		if i := strings.Index(l, "spotroot: "); i >= 0 {
+			out = append(out, strings.TrimSpace(l[i:]))
+		}
+	}
+	return out
+}
+
+// serve runs h on an ephemeral 127.0.0.1 port.
+func serve(h http.Handler) (*http.Server, int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, 0, err
+	}
+	s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			fmt.Fprintln(os.Stderr, "harness: http serve:", err)
+		}
+	}()
+	return s, l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	// Keep holes: the volume is mostly empty.
+	buf := make([]byte, 1<<20)
+	zero := make([]byte, 4096)
+	var off int64
+	for {
+		n, rerr := io.ReadFull(in, buf)
+		for i := 0; i < n; i += 4096 {
+			j := min(i+4096, n)
+			if !bytes.Equal(buf[i:j], zero[:j-i]) {
+				if _, err := out.WriteAt(buf[i:j], off+int64(i)); err != nil {
+					out.Close()
+					return err
+				}
+			}
+		}
+		off += int64(n)
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			out.Close()
+			return rerr
+		}
+	}
+	if err := out.Truncate(off); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

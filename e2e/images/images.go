@@ -1,0 +1,417 @@
+// Package images builds the disk images of the e2e world without mounting
+// anything: filesystems are populated by `mkfs.ext4 -d` from a staging
+// directory, partition tables are written with go-diskfs. It must run as root
+// (files in the images are owned by the caller, device nodes need mknod).
+package images
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	diskfs "github.com/diskfs/go-diskfs"
+	"github.com/diskfs/go-diskfs/partition/gpt"
+	"golang.org/x/sys/unix"
+
+	"github.com/spotroot/spotroot/e2e/kernel"
+)
+
+// DefaultModules is the virtio_net chain, in load order.
+var DefaultModules = []string{
+	"virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
+	"virtio_pci", "failover", "net_failover", "virtio_net",
+}
+
+// AMIOpts describes an image ("AMI") root disk.
+type AMIOpts struct {
+	Out         string        // image file to write (replaced)
+	SpotrootBin string        // installed as /sbin/init
+	TestinitBin string        // installed as /sbin/init.real
+	Kernel      kernel.Kernel // modules come from here
+	Modules     []string      // module names, dependencies added; nil = DefaultModules
+	ImageConfig []byte        // optional /etc/spotroot/config.yaml
+	SizeMiB     int           // 0 = 64
+}
+
+// BuildAMI writes a whole-disk ext4 image: /sbin/init = spotroot,
+// /sbin/init.real = testinit, /etc/spotroot-test/kind = image and the chosen
+// kernel modules with consistent depmod output.
+func BuildAMI(ctx context.Context, o AMIOpts) error {
+	if o.SizeMiB == 0 {
+		o.SizeMiB = 64
+	}
+	if o.Modules == nil {
+		o.Modules = DefaultModules
+	}
+	stage, err := os.MkdirTemp(filepath.Dir(o.Out), ".ami-stage-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(stage)
+	if err := baseTree(stage, "proc", "sys", "dev", "run", "tmp", "mnt", "etc", "var"); err != nil {
+		return err
+	}
+	if err := installFile(o.SpotrootBin, filepath.Join(stage, "sbin/init"), 0o755); err != nil {
+		return err
+	}
+	if err := installFile(o.TestinitBin, filepath.Join(stage, "sbin/init.real"), 0o755); err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(stage, "etc/spotroot-test/kind"), []byte("image\n")); err != nil {
+		return err
+	}
+	if o.ImageConfig != nil {
+		if err := writeFile(filepath.Join(stage, "etc/spotroot/config.yaml"), o.ImageConfig); err != nil {
+			return err
+		}
+	}
+	if err := stageModules(ctx, stage, o.Kernel, o.Modules); err != nil {
+		return err
+	}
+	return mkfs(ctx, stage, o.Out, int64(o.SizeMiB)<<20, "ami-root")
+}
+
+// VolumeOpts describes a persistent (EBS) volume image.
+type VolumeOpts struct {
+	Out         string // image file to write (replaced)
+	TestinitBin string // installed as /sbin/init
+	SizeMiB     int    // whole disk; 0 = 64
+	FS          string // "" or "ext4"
+	Layout      string // "gpt" (default) or "whole"
+	PartLabel   string // GPT partition name; "" = "root"
+}
+
+// BuildVolume writes a volume image whose root filesystem holds testinit as
+// /sbin/init and /etc/spotroot-test/kind = persistent. With Layout "gpt" the
+// disk has one "Linux filesystem" partition from 1 MiB to 1 MiB before the
+// end; with "whole" the filesystem is the whole disk.
+func BuildVolume(ctx context.Context, o VolumeOpts) error {
+	if o.SizeMiB == 0 {
+		o.SizeMiB = 64
+	}
+	if o.FS != "" && o.FS != "ext4" {
+		return fmt.Errorf("BuildVolume: filesystem %q not supported (only ext4)", o.FS)
+	}
+	if o.Layout == "" {
+		o.Layout = "gpt"
+	}
+	if o.PartLabel == "" {
+		o.PartLabel = "root"
+	}
+	stage, err := os.MkdirTemp(filepath.Dir(o.Out), ".vol-stage-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(stage)
+	if err := baseTree(stage, "proc", "sys", "dev", "run", "tmp", "etc", "var/lib/spotroot-test"); err != nil {
+		return err
+	}
+	if err := installFile(o.TestinitBin, filepath.Join(stage, "sbin/init"), 0o755); err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(stage, "etc/spotroot-test/kind"), []byte("persistent\n")); err != nil {
+		return err
+	}
+	size := int64(o.SizeMiB) << 20
+	switch o.Layout {
+	case "whole":
+		return mkfs(ctx, stage, o.Out, size, "persistent")
+	case "gpt":
+		return gptVolume(ctx, stage, o.Out, size, o.PartLabel)
+	default:
+		return fmt.Errorf("BuildVolume: layout %q not supported (gpt or whole)", o.Layout)
+	}
+}
+
+func gptVolume(ctx context.Context, stage, out string, size int64, label string) error {
+	const mib = 1 << 20
+	if size < 4*mib {
+		return fmt.Errorf("BuildVolume: %d bytes is too small for GPT", size)
+	}
+	partStart, partEnd := int64(mib), size-mib // bytes, [start, end)
+	fsImg := out + ".fs.tmp"
+	defer os.Remove(fsImg)
+	if err := mkfs(ctx, stage, fsImg, partEnd-partStart, "persistent"); err != nil {
+		return err
+	}
+	if err := os.Remove(out); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	d, err := diskfs.Create(out, size, diskfs.SectorSizeDefault)
+	if err != nil {
+		return fmt.Errorf("go-diskfs create %s: %w", out, err)
+	}
+	table := &gpt.Table{
+		LogicalSectorSize:  512,
+		PhysicalSectorSize: 512,
+		ProtectiveMBR:      true,
+		Partitions: []*gpt.Partition{{
+			Index: 1,
+			Start: uint64(partStart / 512),
+			End:   uint64(partEnd/512) - 1,
+			Size:  uint64(partEnd - partStart),
+			Type:  gpt.LinuxFilesystem,
+			Name:  label,
+		}},
+	}
+	if err := d.Partition(table); err != nil {
+		d.Close()
+		return fmt.Errorf("go-diskfs partition %s: %w", out, err)
+	}
+	if err := d.Close(); err != nil {
+		return err
+	}
+	src, err := os.Open(fsImg)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(out, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if err := copySparse(dst, src, partStart); err != nil {
+		dst.Close()
+		return fmt.Errorf("writing filesystem into %s: %w", out, err)
+	}
+	return dst.Close()
+}
+
+// copySparse copies src into dst at offset off, skipping all-zero blocks
+// (the destination is a fresh sparse file).
+func copySparse(dst, src *os.File, off int64) error {
+	buf := make([]byte, 1<<20)
+	zero := make([]byte, len(buf))
+	for {
+		n, err := io.ReadFull(src, buf)
+		if n > 0 {
+			for i := 0; i < n; i += 4096 {
+				j := min(i+4096, n)
+				if !bytes.Equal(buf[i:j], zero[i:j]) {
+					if _, err := dst.WriteAt(buf[i:j], off+int64(i)); err != nil {
+						return err
+					}
+				}
+			}
+			off += int64(n)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// baseTree creates dirs and the /dev/console and /dev/null nodes.
+func baseTree(stage string, dirs ...string) error {
+	for _, d := range append(dirs, "sbin", "dev") {
+		if err := os.MkdirAll(filepath.Join(stage, d), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.Chmod(filepath.Join(stage, "tmp"), 0o1777); err != nil {
+		return err
+	}
+	for _, n := range []struct {
+		name         string
+		mode         uint32
+		major, minor uint32
+	}{
+		{"console", 0o600, 5, 1},
+		{"null", 0o666, 1, 3},
+	} {
+		p := filepath.Join(stage, "dev", n.name)
+		if err := unix.Mknod(p, unix.S_IFCHR|n.mode, int(unix.Mkdev(n.major, n.minor))); err != nil {
+			return fmt.Errorf("mknod %s (needs root): %w", p, err)
+		}
+	}
+	return nil
+}
+
+func installFile(src, dst string, mode os.FileMode) error {
+	if src == "" {
+		return fmt.Errorf("no source for %s", dst)
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, mode)
+}
+
+func writeFile(dst string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o644)
+}
+
+// ResolveModules returns the module files (relative to the modules dir) for
+// names and all their dependencies, dependencies first, per modules.dep.
+func ResolveModules(modulesDir string, names []string) ([]string, error) {
+	f, err := os.Open(filepath.Join(modulesDir, "modules.dep"))
+	if err != nil {
+		return nil, fmt.Errorf("%w (run depmod)", err)
+	}
+	defer f.Close()
+	deps := map[string][]string{} // module name -> [own path, deps...]
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		path, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		deps[modName(path)] = append([]string{path}, strings.Fields(rest)...)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	var out []string
+	seen := map[string]bool{}
+	var add func(path string)
+	add = func(path string) {
+		if seen[path] {
+			return
+		}
+		seen[path] = true
+		// modules.dep lists the full dependency closure, deepest last.
+		d := deps[modName(path)]
+		for i := len(d) - 1; i >= 1; i-- {
+			add(d[i])
+		}
+		out = append(out, path)
+	}
+	for _, n := range names {
+		d, ok := deps[strings.ReplaceAll(n, "-", "_")]
+		if !ok {
+			return nil, fmt.Errorf("module %q not in %s/modules.dep (built in, or not built at all?)", n, modulesDir)
+		}
+		add(d[0])
+	}
+	return out, nil
+}
+
+func modName(path string) string {
+	b := filepath.Base(path)
+	if i := strings.Index(b, ".ko"); i >= 0 {
+		b = b[:i]
+	}
+	return strings.ReplaceAll(b, "-", "_")
+}
+
+func stageModules(ctx context.Context, stage string, k kernel.Kernel, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	files, err := ResolveModules(k.ModulesDir, names)
+	if err != nil {
+		return err
+	}
+	root := filepath.Join(stage, "lib", "modules", k.Version)
+	for _, rel := range files {
+		if err := installFile(filepath.Join(k.ModulesDir, rel), filepath.Join(root, rel), 0o644); err != nil {
+			return err
+		}
+	}
+	// Built-in module lists let modprobe-like loaders tell "built in" from "missing".
+	for _, n := range []string{"modules.builtin", "modules.builtin.modinfo", "modules.order"} {
+		src := filepath.Join(k.ModulesDir, n)
+		if _, err := os.Stat(src); err == nil {
+			if err := installFile(src, filepath.Join(root, n), 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	if out, err := exec.CommandContext(ctx, "depmod", "-b", stage, k.Version).CombinedOutput(); err != nil {
+		return fmt.Errorf("depmod -b %s %s: %w: %s (install kmod: apt-get install kmod)", stage, k.Version, err, out)
+	}
+	return nil
+}
+
+func mkfs(ctx context.Context, stage, out string, size int64, label string) error {
+	if err := os.Remove(out); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	// No lazy init: the guest kernel would otherwise zero inode tables in
+	// the background while tests run.
+	args := []string{"-q", "-F", "-t", "ext4", "-L", label, "-E", "lazy_itable_init=0,lazy_journal_init=0",
+		"-d", stage, out, fmt.Sprintf("%dk", size>>10)}
+	cmd := exec.CommandContext(ctx, "mkfs.ext4", args...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		if errors.Is(err, exec.ErrNotFound) {
+			return fmt.Errorf("mkfs.ext4 not installed (apt-get install e2fsprogs): %w", err)
+		}
+		return fmt.Errorf("mkfs.ext4 %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// ModuleRoot returns the directory of the spotroot module: the current
+// module if the working directory is inside it, else the source tree this
+// package was compiled from.
+func ModuleRoot() (string, error) {
+	if out, err := exec.Command("go", "env", "GOMOD").Output(); err == nil {
+		gomod := strings.TrimSpace(string(out))
+		if isSpotroot(gomod) {
+			return filepath.Dir(gomod), nil
+		}
+	}
+	if _, file, _, ok := runtime.Caller(0); ok {
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		if isSpotroot(filepath.Join(root, "go.mod")) {
+			return filepath.Clean(root), nil
+		}
+	}
+	return "", errors.New("cannot find the spotroot module (run from inside it)")
+}
+
+func isSpotroot(gomod string) bool {
+	b, err := os.ReadFile(gomod)
+	return err == nil && bytes.HasPrefix(b, []byte("module github.com/spotroot/spotroot\n"))
+}
+
+// BuildBinaries builds static spotroot and testinit binaries into outDir.
+func BuildBinaries(ctx context.Context, outDir string) (spotroot, testinit string, err error) {
+	if err := GoBuild(ctx, outDir, "./cmd/spotroot", "./e2e/cmd/testinit"); err != nil {
+		return "", "", err
+	}
+	return filepath.Join(outDir, "spotroot"), filepath.Join(outDir, "testinit"), nil
+}
+
+// GoBuild builds packages of the spotroot module (paths relative to its
+// root, e.g. ./e2e/cmd/testinit) as static, stripped binaries into outDir.
+func GoBuild(ctx context.Context, outDir string, pkgs ...string) error {
+	root, err := ModuleRoot()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(outDir)
+	if err != nil {
+		return err
+	}
+	args := append([]string{"build", "-trimpath", "-ldflags=-s -w", "-o", abs + string(filepath.Separator)}, pkgs...)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go %s (in %s): %w\n%s", strings.Join(args, " "), root, err, out)
+	}
+	return nil
+}

@@ -1,0 +1,172 @@
+package e2e_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spotroot/spotroot/e2e/harness"
+	"github.com/spotroot/spotroot/e2e/sim"
+)
+
+var (
+	envOnce sync.Once
+	env     *harness.Env
+	envErr  error
+	envDir  string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if envDir != "" {
+		os.RemoveAll(envDir)
+	}
+	os.Exit(code)
+}
+
+// skip skips, or fails when CI is set: CI must run the scenarios.
+func skip(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s (CI is set, so this is a failure)", why)
+	}
+	t.Skip(why)
+}
+
+// sharedEnv builds binaries, kernel and images once per test binary.
+func sharedEnv(t *testing.T) *harness.Env {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		skip(t, "requires root (mknod, image ownership)")
+	}
+	for _, tool := range []string{"qemu-system-x86_64", "qemu-img"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			skip(t, "qemu not installed ("+tool+")")
+		}
+	}
+	envOnce.Do(func() {
+		envDir, envErr = os.MkdirTemp("", "spotroot-e2e-")
+		if envErr != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+		defer cancel()
+		start := time.Now()
+		env, envErr = harness.Prepare(ctx, envDir, harness.PrepareOpts{})
+		if envErr == nil {
+			t.Logf("prepared binaries, kernel %s and images in %v", env.Kernel.Version, time.Since(start).Round(time.Millisecond))
+		}
+	})
+	if envErr != nil {
+		t.Fatal(envErr)
+	}
+	return env
+}
+
+func newWorld(t *testing.T, o harness.WorldOpts) *harness.World {
+	t.Helper()
+	e := sharedEnv(t)
+	w, err := harness.NewWorld(context.Background(), e, t.TempDir(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Close)
+	return w
+}
+
+func boot(t *testing.T, w *harness.World) *harness.BootResult {
+	t.Helper()
+	r, err := w.Boot(context.Background(), harness.BootOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s booted in %v: %s", r.InstanceID, r.Elapsed.Round(time.Millisecond), r.TestinitLine)
+	for _, l := range r.Timeline {
+		t.Log("  " + l)
+	}
+	return r
+}
+
+var hotplugRoot = regexp.MustCompile(`^/dev/nvme[1-9][0-9]*n1p1$`)
+
+// checkPersistent checks a boot that should have ended on the volume.
+func checkPersistent(t *testing.T, r *harness.BootResult, counter int) {
+	t.Helper()
+	fail := func(f string, a ...any) {
+		t.Helper()
+		t.Errorf(f+"\n--- console ---\n%s---", append(a, r.Console)...)
+	}
+	if r.Kind != "persistent" {
+		fail("kind = %q, want persistent", r.Kind)
+	}
+	if r.PID != 1 {
+		fail("testinit pid = %d, want 1", r.PID)
+	}
+	if !hotplugRoot.MatchString(r.Root) {
+		fail("root = %q, want partition 1 of the hot-plugged NVMe disk (%s)", r.Root, hotplugRoot)
+	}
+	if r.Counter != counter {
+		fail("counter = %d, want %d", r.Counter, counter)
+	}
+	if r.Net != "none" {
+		fail("net = %q, want none (spotroot tears its network down before exec)", r.Net)
+	}
+	if len(r.Timeline) == 0 {
+		fail("no spotroot: lines on the console")
+	}
+	if strings.Contains(r.Console, "FAILED") {
+		fail("console has FAILED")
+	}
+	if r.ShutdownReason != "guest-shutdown" {
+		fail("shutdown reason %q, want guest-shutdown", r.ShutdownReason)
+	}
+}
+
+func TestScenarios(t *testing.T) {
+	t.Run("first-boot", func(t *testing.T) {
+		w := newWorld(t, harness.WorldOpts{})
+		r := boot(t, w)
+		checkPersistent(t, r, 1)
+	})
+
+	t.Run("replacement", func(t *testing.T) {
+		w := newWorld(t, harness.WorldOpts{})
+		first := boot(t, w)
+		checkPersistent(t, first, 1)
+		if i, ok := w.Sim.Instance(first.InstanceID); !ok || i.State != sim.InstanceTerminated {
+			t.Fatalf("first instance %s: state %q, want terminated", first.InstanceID, i.State)
+		}
+		if v, _ := w.Sim.Volume(w.VolumeID); v.State != sim.VolumeAvailable {
+			t.Fatalf("volume %s is %s after the first instance ended, want available", w.VolumeID, v.State)
+		}
+		second := boot(t, w)
+		if second.InstanceID == first.InstanceID {
+			t.Fatalf("replacement reused instance id %s", first.InstanceID)
+		}
+		checkPersistent(t, second, 2)
+	})
+
+	t.Run("no-volume", func(t *testing.T) {
+		w := newWorld(t, harness.WorldOpts{NoVolume: true})
+		r := boot(t, w)
+		if r.Kind != "image" {
+			t.Errorf("kind = %q, want image (fallback to the image's own init)\n%s", r.Kind, r.Console)
+		}
+		failed := regexp.MustCompile(`^spotroot: FAILED claim: .*` + regexp.QuoteMeta(harness.VolumeName))
+		found := false
+		for _, l := range r.Timeline {
+			found = found || failed.MatchString(l)
+		}
+		if !found {
+			t.Errorf("no line matching %q\n--- console ---\n%s---", failed, r.Console)
+		}
+		if r.ShutdownReason != "guest-shutdown" {
+			t.Errorf("shutdown reason %q, want guest-shutdown", r.ShutdownReason)
+		}
+	})
+}

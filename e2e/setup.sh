@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need on a fresh Debian machine:
+# QEMU (TCG is enough), socat for the IMDS/EC2 forwards, filesystem tools,
+# kmod for depmod. The cloud kernel itself is downloaded (and cached) by the
+# e2e harness with apt-get download. Idempotent and quiet when all is there.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have qemu-system-x86_64 || need+=(qemu-system-x86)
+have socat || need+=(socat)
+have depmod || need+=(kmod)
+have mkfs.ext4 || need+=(e2fsprogs)
+have mkfs.xfs || need+=(xfsprogs)
+have mkfs.btrfs || need+=(btrfs-progs)
+have losetup || need+=(mount)
+have unshare || need+=(util-linux)
+have dpkg-deb || need+=(dpkg)
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+	have sudo || { echo "setup: not root and no sudo: run as root" >&2; exit 1; }
+	sudo="sudo"
+fi
+
+# apt-get download needs package lists that know the cloud kernel.
+if [ ${#need[@]} -gt 0 ] || ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
+	echo "setup: apt-get update"
+	$sudo apt-get update -qq
+fi
+if [ ${#need[@]} -gt 0 ]; then
+	echo "setup: installing ${need[*]}"
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+[ -e /usr/share/qemu/qboot.rom ] || echo "setup: note: qboot.rom missing, QEMU will use SeaBIOS (slower)"
