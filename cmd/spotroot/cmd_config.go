@@ -1,0 +1,70 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spotroot/spotroot/internal/config"
+)
+
+func init() {
+	register(command{name: "config", summary: "check user-data as the boot would parse it", run: configCmd})
+}
+
+const configUsage = `usage: spotroot config check [FILE|-]
+
+Parses FILE (or standard input) exactly as the boot path parses user-data:
+#cloud-config with a spotroot key, a MIME archive with a text/x-spotroot part,
+gzip or base64. Prints the effective configuration; exit 0 if valid, 1 if not.
+`
+
+func configCmd(args []string, io stdio) int {
+	if len(args) == 0 || wantsHelp(args) || args[0] != "check" {
+		fmt.Fprint(io.out, configUsage)
+		if len(args) == 0 || args[0] != "check" && !wantsHelp(args) {
+			return 2
+		}
+		return 0
+	}
+	return configCheck(args[1:], io)
+}
+
+func configCheck(args []string, stdio stdio) int {
+	var data []byte
+	var err error
+	if len(args) == 0 || args[0] == "-" {
+		data, err = io.ReadAll(stdio.in)
+	} else {
+		data, err = os.ReadFile(args[0])
+	}
+	if err != nil {
+		fmt.Fprintf(stdio.err, "spotroot config check: %v\n", err)
+		return 1
+	}
+	cfg, err := config.Load(nil, data, "")
+	if errors.Is(err, config.ErrNotConfigured) {
+		fmt.Fprintf(stdio.err, "spotroot config check: %v: the instance would boot the image's own init\n", err)
+		return 1
+	}
+	if err != nil {
+		fmt.Fprintf(stdio.err, "spotroot config check: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdio.out, "ok: %d volume(s)\n", len(cfg.Volumes))
+	for _, v := range cfg.Volumes {
+		fmt.Fprintf(stdio.out, "  %s → %s\n", v.Describe(), v.Mount)
+	}
+	fmt.Fprintf(stdio.out, "init: %s\nimage_init: %s\n", cfg.Init, orDefault(cfg.ImageInit, "(first of /sbin/init.real, systemd)"))
+	t := cfg.Timeouts
+	fmt.Fprintf(stdio.out, "timeouts: network=%v imds=%v attach=%v device=%v\n", t.Network.D(), t.IMDS.D(), t.Attach.D(), t.Device.D())
+	return 0
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}

@@ -1,0 +1,200 @@
+// Package boot is spotroot's PID 1 sequence: API filesystems, NIC driver,
+// DHCP, IMDS, configuration, claim, block device, mount, switch root, exec.
+// Any failure ends in the image's own init; PID 1 never returns.
+package boot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/spotroot/spotroot/internal/apifs"
+	"github.com/spotroot/spotroot/internal/bootlog"
+	"github.com/spotroot/spotroot/internal/config"
+	"github.com/spotroot/spotroot/internal/sysroot"
+)
+
+// Paths the boot uses; fixed in production, overridable in tests.
+type Paths struct {
+	ImageConfig string // config file baked into the image
+	Cmdline     string
+	Kmsg        string
+	Console     string
+	NewRoot     string // where the volume is mounted before the switch
+	Timeline    string // the boot timeline, kept for the real init's logs
+}
+
+// DefaultPaths are the production paths.
+var DefaultPaths = Paths{
+	ImageConfig: "/etc/spotroot/config.yaml",
+	Cmdline:     "/proc/cmdline",
+	Kmsg:        "/dev/kmsg",
+	Console:     "/dev/console",
+	NewRoot:     "/run/spotroot/root",
+	Timeline:    "/run/spotroot/timeline.log",
+}
+
+// Run is PID 1's main. It does not return: it execs the persistent root's
+// init, or the image's own init, or (when even that is impossible) waits
+// forever rather than let the kernel panic.
+func Run() {
+	log := bootlog.New(os.Stderr)
+	defer func() {
+		if r := recover(); r != nil {
+			log.Printf("FAILED internal: panic: %v — booting the image's own init", r)
+			fallback(log, DefaultPaths, nil, nil)
+		}
+	}()
+	// PID 1 gets no default signal actions; ignore the ones a console or
+	// the kernel may send until the real init installs its own handlers.
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGPIPE, syscall.SIGUSR1, syscall.SIGUSR2)
+	b := &booter{log: log, paths: DefaultPaths, started: time.Now()}
+	b.run()
+}
+
+type booter struct {
+	log     *bootlog.Log
+	slog    *slog.Logger
+	paths   Paths
+	started time.Time
+	early   *config.Config // image file + command line, before user-data
+	cfg     *config.Config
+	net     netDown
+	cmdline string
+}
+
+// netDown is what the network phase leaves to undo before the handoff.
+type netDown interface{ Down() error }
+
+func (b *booter) run() {
+	b.log.Printf("start pid=%d uptime=%s", os.Getpid(), uptime())
+	if err := b.log.Phase("mounts", b.mountAPI); err != nil {
+		b.fail(err)
+	}
+	b.slog = b.log.Slog(slog.LevelInfo)
+	b.readEarlyConfig()
+	if b.early != nil && b.early.Disabled {
+		b.log.Printf("disabled on the kernel command line — booting the image's own init")
+		b.bootImage()
+	}
+	if err := b.claimAndSwitch(); err != nil {
+		b.fail(err)
+	}
+}
+
+func (b *booter) mountAPI() error {
+	if err := apifs.MountAll("/", apifs.Standard); err != nil {
+		return err
+	}
+	// The kernel opens /dev/console for PID 1 only if the image has the node;
+	// now devtmpfs has it, so make sure the timeline reaches the console.
+	if _, err := os.Stderr.Stat(); err != nil {
+		if f, err := os.OpenFile(b.paths.Console, os.O_WRONLY|unix.O_CLOEXEC, 0); err == nil {
+			b.log.AddOutput(f)
+			_ = unix.Dup3(int(f.Fd()), 1, 0)
+			_ = unix.Dup3(int(f.Fd()), 2, 0)
+		}
+	}
+	b.log.AttachKmsg(b.paths.Kmsg)
+	return nil
+}
+
+func (b *booter) readEarlyConfig() {
+	cl, _ := os.ReadFile(b.paths.Cmdline)
+	b.cmdline = strings.TrimSpace(string(cl))
+	img, _ := os.ReadFile(b.paths.ImageConfig)
+	cfg, err := config.Load(img, nil, b.cmdline)
+	if err != nil && !errors.Is(err, config.ErrNotConfigured) {
+		// Not fatal yet: user-data may still configure spotroot, and the
+		// fallback needs only the image init, which has defaults.
+		b.slog.Warn("early configuration ignored", "error", err)
+		cfg, _ = config.Load(nil, nil, "")
+	}
+	b.early = cfg
+}
+
+// fail logs the one FAILED line and boots the image's own init.
+func (b *booter) fail(err error) {
+	phase := "boot"
+	var pe *bootlog.PhaseError
+	if errors.As(err, &pe) {
+		phase, err = pe.Phase, pe.Err
+	}
+	b.log.Printf("FAILED %s: %v — booting the image's own init", phase, err)
+	b.bootImage()
+}
+
+// bootImage tears down what spotroot set up and execs the image's init.
+func (b *booter) bootImage() {
+	fallback(b.log, b.paths, b.cfg, b.net)
+}
+
+func fallback(log *bootlog.Log, paths Paths, cfg *config.Config, net netDown) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Printf("FAILED fallback: panic: %v", r)
+			waitForever(log)
+		}
+	}()
+	if net != nil {
+		if err := net.Down(); err != nil {
+			log.Printf("warning: network teardown: %v", err)
+		}
+	}
+	_ = unix.Unmount(paths.NewRoot, unix.MNT_DETACH)
+	var candidates []string
+	if cfg != nil && cfg.ImageInit != "" {
+		candidates = append(candidates, cfg.ImageInit)
+	}
+	candidates = append(candidates, config.ImageInitCandidates...)
+	self, _ := os.Stat("/proc/self/exe")
+	signal.Reset()
+	for _, init := range candidates {
+		st, err := os.Stat(init)
+		if err != nil || (self != nil && os.SameFile(st, self)) {
+			continue
+		}
+		log.Printf("exec image init %s", init)
+		err = sysroot.Exec(init, os.Args, os.Environ())
+		log.Printf("warning: %v", err)
+	}
+	log.Printf("FAILED fallback: no image init found (tried %s); set spotroot.image_init", strings.Join(candidates, ", "))
+	waitForever(log)
+}
+
+// waitForever keeps PID 1 alive (reaping orphans) when there is nothing to
+// exec: a kernel panic would hide the console message from the operator.
+func waitForever(log *bootlog.Log) {
+	for {
+		var ws unix.WaitStatus
+		if _, err := unix.Wait4(-1, &ws, 0, nil); err != nil {
+			time.Sleep(time.Minute)
+		}
+	}
+}
+
+func uptime() string {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return "?"
+	}
+	return fmt.Sprintf("%.3fs", time.Duration(ts.Nano()).Seconds())
+}
+
+// withTimeout is context.WithTimeout that treats 0 as "use def".
+func withTimeout(d, def time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		d = def
+	}
+	return context.WithTimeout(context.Background(), d)
+}
+
+func signalReset() { signal.Reset() }

@@ -1,0 +1,253 @@
+package kmod
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// index is the parsed depmod output of one kernel release. Strings are
+// substrings of the files' contents: parsing allocates slices, not text.
+type index struct {
+	dir     string              // <root>/lib/modules/<release>
+	aliases []alias             // modules.alias, in file order (modprobe's order)
+	deps    map[string]depEntry // module name -> modules.dep entry
+	builtin map[string]bool     // modules.builtin names
+}
+
+type alias struct {
+	pattern string
+	module  string
+	lit     string // literal prefix of pattern, checked before the glob
+}
+
+type depEntry struct {
+	path string // as written in modules.dep (relative to dir unless absolute)
+	deps string // space-separated paths; split only for modules we load
+}
+
+func loadIndex(dir string) (*index, error) {
+	ix := &index{dir: dir}
+	dep, err := os.ReadFile(filepath.Join(dir, "modules.dep"))
+	if err != nil {
+		return nil, fmt.Errorf("read modules.dep: %w", err)
+	}
+	ix.deps = parseDep(string(dep))
+	al, err := os.ReadFile(filepath.Join(dir, "modules.alias"))
+	if err != nil {
+		return nil, fmt.Errorf("read modules.alias: %w", err)
+	}
+	ix.aliases = parseAlias(string(al))
+	// modules.builtin is optional: old depmod trees and fake trees lack it.
+	if b, err := os.ReadFile(filepath.Join(dir, "modules.builtin")); err == nil {
+		ix.builtin = parseBuiltin(string(b))
+	}
+	return ix, nil
+}
+
+// forEachLine calls fn for every non-empty line of s without allocating.
+func forEachLine(s string, fn func(line string)) {
+	for len(s) > 0 {
+		line := s
+		if i := strings.IndexByte(s, '\n'); i >= 0 {
+			line, s = s[:i], s[i+1:]
+		} else {
+			s = ""
+		}
+		if line = strings.TrimSpace(line); line != "" && line[0] != '#' {
+			fn(line)
+		}
+	}
+}
+
+func parseDep(s string) map[string]depEntry {
+	m := make(map[string]depEntry, strings.Count(s, "\n")+1)
+	forEachLine(s, func(line string) {
+		path, deps, ok := strings.Cut(line, ":")
+		if !ok {
+			return
+		}
+		m[moduleName(path)] = depEntry{path: strings.TrimSpace(path), deps: strings.TrimSpace(deps)}
+	})
+	return m
+}
+
+func parseAlias(s string) []alias {
+	out := make([]alias, 0, strings.Count(s, "\n")+1)
+	forEachLine(s, func(line string) {
+		rest, ok := strings.CutPrefix(line, "alias")
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '\t') {
+			return
+		}
+		f := strings.Fields(rest) // 2 fields; Fields allocates one small slice
+		if len(f) != 2 {
+			return
+		}
+		lit := f[0]
+		if i := strings.IndexAny(lit, "*?["); i >= 0 {
+			lit = lit[:i]
+		}
+		out = append(out, alias{pattern: f[0], module: normalize(f[1]), lit: lit})
+	})
+	return out
+}
+
+func parseBuiltin(s string) map[string]bool {
+	m := make(map[string]bool, strings.Count(s, "\n")+1)
+	forEachLine(s, func(line string) { m[moduleName(line)] = true })
+	return m
+}
+
+// lookup returns the modules whose alias pattern matches modalias, each
+// once, in modules.alias order — what modprobe would load for it.
+func (ix *index) lookup(modalias string) []string {
+	var out []string
+	for i := range ix.aliases {
+		a := &ix.aliases[i]
+		if !strings.HasPrefix(modalias, a.lit) || !globMatch(a.pattern, modalias) {
+			continue
+		}
+		dup := false
+		for _, m := range out {
+			dup = dup || m == a.module
+		}
+		if !dup {
+			out = append(out, a.module)
+		}
+	}
+	return out
+}
+
+// depPaths returns the dependency paths of a module in load order. depmod
+// lists the closure with the deepest dependency last, so modprobe walks it
+// backwards; the loader still recurses, so a hand-written tree works too.
+func (e depEntry) depPaths() []string {
+	f := strings.Fields(e.deps)
+	for i, j := 0, len(f)-1; i < j; i, j = i+1, j-1 {
+		f[i], f[j] = f[j], f[i]
+	}
+	return f
+}
+
+func (ix *index) file(path string) string {
+	if filepath.IsAbs(path) {
+		// An absolute path in modules.dep is relative to the install root,
+		// which is dir minus "lib/modules/<release>".
+		return filepath.Join(filepath.Dir(filepath.Dir(filepath.Dir(ix.dir))), path)
+	}
+	return filepath.Join(ix.dir, path)
+}
+
+// moduleName turns "kernel/drivers/net/virtio_net.ko.xz" into "virtio_net".
+func moduleName(path string) string {
+	path = strings.TrimSpace(path)
+	if i := strings.LastIndexByte(path, '/'); i >= 0 {
+		path = path[i+1:]
+	}
+	if i := strings.Index(path, ".ko"); i > 0 {
+		path = path[:i]
+	}
+	return normalize(path)
+}
+
+// normalize makes '-' and '_' equivalent, as the kernel and modprobe do.
+func normalize(name string) string {
+	if strings.IndexByte(name, '-') < 0 {
+		return name
+	}
+	return strings.ReplaceAll(name, "-", "_")
+}
+
+// globMatch is fnmatch(3) without flags, as modprobe uses for aliases:
+// '*' and '?' match any byte including '/', '[...]' is a class with '!' or
+// '^' negation and ranges, '\' escapes. Iterative: no recursion, no panic.
+func globMatch(pattern, s string) bool {
+	px, sx := 0, 0
+	starP, starS := -1, -1
+	for sx < len(s) {
+		if px < len(pattern) {
+			switch c := pattern[px]; c {
+			case '*':
+				starP, starS = px, sx
+				px++
+				continue
+			case '?':
+				px++
+				sx++
+				continue
+			case '[':
+				if ok, n, valid := matchClass(pattern[px:], s[sx]); valid {
+					if ok {
+						px += n
+						sx++
+						continue
+					}
+				} else if s[sx] == '[' { // unterminated class: literal '['
+					px++
+					sx++
+					continue
+				}
+			case '\\':
+				if px+1 < len(pattern) && pattern[px+1] == s[sx] {
+					px += 2
+					sx++
+					continue
+				}
+			default:
+				if c == s[sx] {
+					px++
+					sx++
+					continue
+				}
+			}
+		}
+		if starP < 0 {
+			return false
+		}
+		starS++
+		px, sx = starP+1, starS
+	}
+	for px < len(pattern) && pattern[px] == '*' {
+		px++
+	}
+	return px == len(pattern)
+}
+
+// matchClass matches c against the class at the start of p ("[...]").
+// It returns whether c matched, the class length, and whether the class
+// was well formed.
+func matchClass(p string, c byte) (matched bool, n int, valid bool) {
+	i := 1
+	neg := false
+	if i < len(p) && (p[i] == '!' || p[i] == '^') {
+		neg = true
+		i++
+	}
+	first := true
+	for i < len(p) {
+		if p[i] == ']' && !first {
+			return matched != neg, i + 1, true
+		}
+		first = false
+		lo := p[i]
+		if lo == '\\' && i+1 < len(p) {
+			i++
+			lo = p[i]
+		}
+		i++
+		hi := lo
+		if i+1 < len(p) && p[i] == '-' && p[i+1] != ']' {
+			hi = p[i+1]
+			if hi == '\\' && i+2 < len(p) {
+				i++
+				hi = p[i+1]
+			}
+			i += 2
+		}
+		if lo <= c && c <= hi {
+			matched = true
+		}
+	}
+	return false, 0, false
+}

@@ -1,0 +1,334 @@
+// Package kmod loads the kernel modules a device class needs, the way
+// modprobe would for a coldplug, without modprobe: PID 1 runs before any
+// userland exists.
+package kmod
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// DefaultSettle bounds the wait for a device to bind to the driver just
+// loaded for it (and so for its child devices to appear).
+const DefaultSettle = 2 * time.Second
+
+// Loader loads modules for devices found in sysfs.
+type Loader struct {
+	Root    string // "/" in production; a fake tree in tests
+	Release string // uname -r
+	Logger  *slog.Logger
+	// Load inserts one module file. Default: finit_module, with in-kernel
+	// or userspace decompression for .ko.xz/.ko.zst/.ko.gz.
+	Load func(path string, params string) error
+
+	// Params are per-module parameters (module name -> "a=1 b=2"). Optional.
+	Params map[string]string
+	// Settle bounds the wait for a device to bind after its driver was
+	// loaded (0 = DefaultSettle).
+	Settle time.Duration
+
+	ix      *index
+	state   map[string]modState
+	loaded  []string
+	log     *slog.Logger
+	watcher watcher
+}
+
+type modState uint8
+
+const (
+	modUnknown modState = iota
+	modLoaded           // inserted by us, or already present
+	modFailed
+)
+
+// device is a sysfs device with a modalias.
+type device struct {
+	path     string // absolute sysfs path (under Root)
+	modalias string
+}
+
+func (d device) name() string { return filepath.Base(d.path) }
+
+// LoadForClass loads the drivers of PCI devices whose class starts with
+// classPrefix (e.g. "0x02" for network), then of the child devices those
+// drivers create (virtio0 under a virtio_pci device), until nothing new
+// loads. It returns the modules it inserted, in order. A device no alias
+// matches is not an error: its driver is built in (or absent) and the caller
+// waits for the link. Errors of individual modules are joined; loading
+// continues for the other devices.
+func (l *Loader) LoadForClass(ctx context.Context, classPrefix string) (loaded []string, err error) {
+	defer func() {
+		// PID 1 must not die on a bug here; a missing NIC is reported instead.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("kmod: internal error: %v", r)
+		}
+	}()
+	l.init()
+	first := len(l.loaded)
+	defer func() { loaded = l.loaded[first:len(l.loaded):len(l.loaded)] }()
+	root := l.Root
+	if root == "" {
+		root = "/"
+	}
+	settle := l.Settle
+	if settle <= 0 {
+		settle = DefaultSettle
+	}
+	// Listen before the first scan so a bind event between scan and wait is
+	// not lost. Only the real sysfs produces events.
+	if filepath.Clean(root) == "/" {
+		l.watcher = openUevents()
+	}
+	if l.watcher == nil {
+		l.watcher = pollWatcher{}
+	}
+	defer l.watcher.close()
+
+	classPrefix = strings.ToLower(strings.TrimSpace(classPrefix))
+	pciDir := filepath.Join(root, "sys/bus/pci/devices")
+	done := map[string]bool{}    // device paths already handled
+	waiting := map[string]bool{} // devices we loaded a driver for that are not yet bound
+	var errs []error
+	var deadline time.Time
+
+	for {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, fmt.Errorf("kmod: load drivers for class %s: %w", classPrefix, err))
+			break
+		}
+		devs, err := scan(pciDir, classPrefix)
+		if err != nil {
+			errs = append(errs, err)
+			break
+		}
+		progress := false
+		for _, d := range devs {
+			if done[d.path] {
+				continue
+			}
+			done[d.path] = true
+			if bound(d.path) {
+				continue // driver present; only its children may need work
+			}
+			mods, err := l.modulesFor(root, d)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if len(mods) == 0 {
+				l.log.Debug("no module alias for device; driver built in or absent", "device", d.name(), "modalias", d.modalias)
+				continue
+			}
+			ok := false
+			for _, m := range mods {
+				if err := l.load(m, d, 0); err != nil {
+					errs = append(errs, fmt.Errorf("kmod: %w", err))
+					continue
+				}
+				ok = true
+			}
+			if ok {
+				waiting[d.path] = true // wait for the bind only if a driver is in
+			}
+			progress = true
+		}
+		if progress {
+			deadline = time.Now().Add(settle)
+			continue // rescan at once: probe usually adds children synchronously
+		}
+		for p := range waiting {
+			if bound(p) {
+				delete(waiting, p)
+			}
+		}
+		if len(waiting) == 0 {
+			break
+		}
+		if !time.Now().Before(deadline) {
+			names := make([]string, 0, len(waiting))
+			for p := range waiting {
+				names = append(names, filepath.Base(p))
+			}
+			sort.Strings(names)
+			l.log.Warn("devices not bound after loading their driver", "devices", strings.Join(names, ","), "waited", settle)
+			break
+		}
+		// Wait for a uevent (bind/add), or a short tick when events are not
+		// available, bounded by the settle deadline; then rescan.
+		l.watcher.wait(ctx, time.Until(deadline))
+	}
+	return nil, errors.Join(errs...)
+}
+
+func (l *Loader) init() {
+	if l.log == nil {
+		l.log = l.Logger
+		if l.log == nil {
+			l.log = slog.New(slog.DiscardHandler)
+		}
+		l.log = l.log.With("phase", "kmod")
+	}
+	if l.state == nil {
+		l.state = map[string]modState{}
+	}
+	if l.Load == nil {
+		l.Load = loadModule
+	}
+}
+
+// modulesFor resolves a device's modalias, parsing the index on first use so
+// a machine whose NIC driver is built in never reads modules.alias.
+func (l *Loader) modulesFor(root string, d device) ([]string, error) {
+	if l.ix == nil {
+		if l.Release == "" {
+			return nil, fmt.Errorf("kmod: device %s (alias %s): no kernel release given", d.name(), d.modalias)
+		}
+		t := time.Now()
+		ix, err := loadIndex(filepath.Join(root, "lib/modules", l.Release))
+		if err != nil {
+			return nil, fmt.Errorf("kmod: device %s (alias %s): %w", d.name(), d.modalias, err)
+		}
+		l.ix = ix
+		l.log.Debug("module index parsed", "modules", len(ix.deps), "aliases", len(ix.aliases), "took", time.Since(t))
+	}
+	return l.ix.lookup(d.modalias), nil
+}
+
+// load inserts a module after its dependencies, each once. Errors name the
+// module, the device's alias and the file.
+func (l *Loader) load(name string, d device, depth int) error {
+	switch l.state[name] {
+	case modLoaded:
+		return nil
+	case modFailed:
+		return nil // reported once already
+	}
+	if l.ix.builtin[name] {
+		l.state[name] = modLoaded
+		return nil
+	}
+	if depth > 64 { // a dependency cycle would be a broken depmod tree
+		l.state[name] = modFailed
+		return fmt.Errorf("module %s (alias %s of %s): dependency chain too deep", name, d.modalias, d.name())
+	}
+	e, ok := l.ix.deps[name]
+	if !ok {
+		l.state[name] = modFailed
+		return fmt.Errorf("module %s (alias %s of %s): not in %s", name, d.modalias, d.name(), filepath.Join(l.ix.dir, "modules.dep"))
+	}
+	l.state[name] = modLoaded // mark first: breaks cycles
+	for _, dp := range e.depPaths() {
+		if err := l.load(moduleName(dp), d, depth+1); err != nil {
+			l.state[name] = modFailed
+			return fmt.Errorf("%w (needed by %s)", err, name)
+		}
+	}
+	if l.isLive(name) {
+		l.log.Debug("module already loaded", "module", name)
+		return nil
+	}
+	path := l.ix.file(e.path)
+	t := time.Now()
+	err := l.Load(path, l.Params[name])
+	switch {
+	case err == nil:
+		l.loaded = append(l.loaded, name)
+		l.log.Debug("module loaded", "module", name, "took", time.Since(t))
+		return nil
+	case errors.Is(err, syscall.EEXIST):
+		l.log.Debug("module already loaded", "module", name)
+		return nil
+	default:
+		l.state[name] = modFailed
+		return fmt.Errorf("load module %s (alias %s of %s) from %s: %w", name, d.modalias, d.name(), path, err)
+	}
+}
+
+// isLive reports whether the running kernel already has the module, which
+// saves reading (and maybe decompressing) its file. Only loadable modules
+// have initstate; built-ins with parameters also appear in /sys/module.
+func (l *Loader) isLive(name string) bool {
+	root := l.Root
+	if root == "" {
+		root = "/"
+	}
+	_, err := os.Stat(filepath.Join(root, "sys/module", name, "initstate"))
+	return err == nil
+}
+
+// bound reports whether a driver is bound to the device.
+func bound(devPath string) bool {
+	_, err := os.Lstat(filepath.Join(devPath, "driver"))
+	return err == nil
+}
+
+// scan lists PCI devices of the class and, below them, child devices with
+// a modalias (virtio0 under a virtio_pci device). Parents come first.
+func scan(pciDir, classPrefix string) ([]device, error) {
+	ents, err := os.ReadDir(pciDir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil // no PCI bus (or no sysfs): nothing to load
+		}
+		return nil, fmt.Errorf("kmod: list PCI devices: %w", err)
+	}
+	var out []device
+	for _, e := range ents {
+		p := filepath.Join(pciDir, e.Name())
+		class, err := readTrim(filepath.Join(p, "class"))
+		if err != nil || !strings.HasPrefix(strings.ToLower(class), classPrefix) {
+			continue
+		}
+		// The bus entry is a symlink into /sys/devices; resolve it so child
+		// paths are stable and the walk below can skip symlinks.
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			p = r
+		}
+		if ma, err := readTrim(filepath.Join(p, "modalias")); err == nil && ma != "" {
+			out = append(out, device{path: p, modalias: ma})
+		}
+		out = walkChildren(p, 3, out)
+	}
+	return out, nil
+}
+
+// walkChildren collects devices with a modalias below dir, depth-bounded,
+// not following symlinks (sysfs links to driver, subsystem, iommu group...).
+func walkChildren(dir string, depth int, out []device) []device {
+	if depth == 0 {
+		return out
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return out
+	}
+	for _, e := range ents {
+		if !e.IsDir() || e.Type()&os.ModeSymlink != 0 {
+			continue
+		}
+		switch e.Name() {
+		case "power", "msi_irqs", "net", "subsystem", "driver":
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if ma, err := readTrim(filepath.Join(p, "modalias")); err == nil && ma != "" {
+			out = append(out, device{path: p, modalias: ma})
+		}
+		out = walkChildren(p, depth-1, out)
+	}
+	return out
+}
+
+func readTrim(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	return strings.TrimSpace(string(b)), err
+}

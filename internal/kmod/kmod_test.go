@@ -1,0 +1,603 @@
+package kmod
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+	"golang.org/x/sys/unix"
+)
+
+const rel = "6.1.0-test-cloud-amd64"
+
+// The virtio chain as in Debian's cloud kernel (aliases and modules.dep
+// lines copied from 6.1.0-56-cloud-amd64).
+const (
+	fakeAlias = `# Aliases extracted from modules themselves.
+alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci
+alias virtio:d00000002v* virtio_blk
+alias virtio:d00000001v* virtio_net
+alias pci:v00001D0Fd0000EC20sv*sd*bc*sc*i* ena
+alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e
+`
+	fakeDep = `kernel/drivers/virtio/virtio.ko:
+kernel/drivers/virtio/virtio_ring.ko:
+kernel/drivers/virtio/virtio_pci_modern_dev.ko:
+kernel/drivers/virtio/virtio_pci_legacy_dev.ko:
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_legacy_dev.ko kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/net/core/failover.ko:
+kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
+kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/net/ethernet/amazon/ena/ena.ko:
+`
+	fakeBuiltin = `kernel/drivers/nvme/host/nvme-core.ko
+kernel/drivers/nvme/host/nvme.ko
+`
+	virtioNetPCI   = "0000:00:03.0"
+	virtioNetAlias = "pci:v00001AF4d00001041sv00001AF4sd00001100bc02sc00i00"
+	virtioChild    = "virtio:d00000001v00001AF4"
+)
+
+var wantVirtioOrder = []string{
+	"virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
+	"failover", "net_failover", "virtio_net",
+}
+
+type fakeTree struct {
+	t    *testing.T
+	root string
+}
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newFakeTree builds sysfs with a virtio-net PCI NIC and an NVMe controller
+// (built-in driver, already bound), and lib/modules with empty .ko files.
+func newFakeTree(t *testing.T) *fakeTree {
+	root := t.TempDir()
+	ft := &fakeTree{t: t, root: root}
+	ft.pciDevice(virtioNetPCI, "0x020000", virtioNetAlias)
+	nvme := ft.pciDevice("0000:00:04.0", "0x010802", "pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i02")
+	ft.bind(nvme, "nvme")
+	mdir := filepath.Join(root, "lib/modules", rel)
+	write(t, filepath.Join(mdir, "modules.alias"), fakeAlias)
+	write(t, filepath.Join(mdir, "modules.dep"), fakeDep)
+	write(t, filepath.Join(mdir, "modules.builtin"), fakeBuiltin)
+	for _, line := range strings.Split(fakeDep, "\n") {
+		if p, _, ok := strings.Cut(line, ":"); ok {
+			write(t, filepath.Join(mdir, p), "\x7fELF fake module "+p)
+		}
+	}
+	return ft
+}
+
+// pciDevice creates /sys/devices/pci0000:00/<addr> and the bus symlink.
+func (ft *fakeTree) pciDevice(addr, class, modalias string) string {
+	dev := filepath.Join(ft.root, "sys/devices/pci0000:00", addr)
+	write(ft.t, filepath.Join(dev, "class"), class+"\n")
+	write(ft.t, filepath.Join(dev, "modalias"), modalias+"\n")
+	bus := filepath.Join(ft.root, "sys/bus/pci/devices")
+	if err := os.MkdirAll(bus, 0o755); err != nil {
+		ft.t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join("../../../devices/pci0000:00", addr), filepath.Join(bus, addr)); err != nil {
+		ft.t.Fatal(err)
+	}
+	return dev
+}
+
+func (ft *fakeTree) bind(dev, driver string) {
+	if err := os.Symlink("../../bus/drivers/"+driver, filepath.Join(dev, "driver")); err != nil && !errors.Is(err, os.ErrExist) {
+		ft.t.Error(err)
+	}
+}
+
+func (ft *fakeTree) pciPath(addr string) string {
+	return filepath.Join(ft.root, "sys/devices/pci0000:00", addr)
+}
+
+// kernel simulates what the kernel does when the virtio modules load:
+// virtio_pci binds the PCI device and registers virtio0; virtio_net binds it.
+type kernel struct {
+	ft    *fakeTree
+	mu    sync.Mutex
+	order []string
+	delay time.Duration // > 0: probe completes asynchronously
+	fail  map[string]error
+}
+
+func (k *kernel) load(path, params string) error {
+	if _, err := os.Stat(path); err != nil {
+		return err
+	}
+	name := moduleName(path)
+	if err := k.fail[name]; err != nil {
+		return err
+	}
+	k.mu.Lock()
+	k.order = append(k.order, name)
+	k.mu.Unlock()
+	pci := k.ft.pciPath(virtioNetPCI)
+	child := filepath.Join(pci, "virtio0")
+	probe := func() {}
+	switch name {
+	case "virtio_pci":
+		probe = func() {
+			// Children are registered inside probe, before it returns.
+			write(k.ft.t, filepath.Join(child, "modalias"), virtioChild+"\n")
+			k.ft.bind(pci, "virtio-pci")
+		}
+	case "virtio_net":
+		probe = func() { k.ft.bind(child, "virtio_net") }
+	}
+	if k.delay > 0 {
+		time.AfterFunc(k.delay, probe)
+	} else {
+		probe()
+	}
+	return nil
+}
+
+func (ft *fakeTree) loader(k *kernel) *Loader {
+	return &Loader{Root: ft.root, Release: rel, Logger: testLogger(ft.t), Load: k.load}
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func TestVirtioChain(t *testing.T) {
+	ft := newFakeTree(t)
+	k := &kernel{ft: ft}
+	got, err := ft.loader(k).LoadForClass(context.Background(), "0x02")
+	if err != nil {
+		t.Fatalf("LoadForClass: %v", err)
+	}
+	if !slices.Equal(got, wantVirtioOrder) {
+		t.Errorf("loaded %v\nwant    %v", got, wantVirtioOrder)
+	}
+	if !slices.Equal(k.order, wantVirtioOrder) {
+		t.Errorf("Load calls %v\nwant       %v", k.order, wantVirtioOrder)
+	}
+}
+
+func TestChildAppearsLater(t *testing.T) {
+	ft := newFakeTree(t)
+	k := &kernel{ft: ft, delay: 60 * time.Millisecond}
+	start := time.Now()
+	got, err := ft.loader(k).LoadForClass(context.Background(), "0x02")
+	if err != nil {
+		t.Fatalf("LoadForClass: %v", err)
+	}
+	if !slices.Equal(got, wantVirtioOrder) {
+		t.Errorf("loaded %v, want %v", got, wantVirtioOrder)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("took %v; the wait should end when the devices bind", d)
+	}
+}
+
+func TestSettleIsBounded(t *testing.T) {
+	ft := newFakeTree(t)
+	k := &kernel{ft: ft, delay: time.Hour} // probe never completes
+	l := ft.loader(k)
+	l.Settle = 100 * time.Millisecond
+	start := time.Now()
+	got, err := l.LoadForClass(context.Background(), "0x02")
+	if err != nil {
+		t.Fatalf("LoadForClass: %v", err)
+	}
+	if want := wantVirtioOrder[:5]; !slices.Equal(got, want) {
+		t.Errorf("loaded %v, want %v", got, want)
+	}
+	if d := time.Since(start); d < 100*time.Millisecond || d > 2*time.Second {
+		t.Errorf("took %v, want about the 100ms settle bound", d)
+	}
+}
+
+func TestContextCancel(t *testing.T) {
+	ft := newFakeTree(t)
+	k := &kernel{ft: ft, delay: time.Hour}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	l := ft.loader(k)
+	l.Settle = time.Hour
+	_, err := l.LoadForClass(ctx, "0x02")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want deadline exceeded", err)
+	}
+}
+
+func TestNoAliasIsNotAnError(t *testing.T) {
+	ft := newFakeTree(t)
+	ft.pciDevice("0000:00:05.0", "0x020000", "pci:v0000ABCDd00001234sv00000000sd00000000bc02sc00i00")
+	if err := os.Remove(filepath.Join(ft.pciPath(virtioNetPCI), "modalias")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ft.loader(&kernel{ft: ft}).LoadForClass(context.Background(), "0x02")
+	if err != nil || len(got) != 0 {
+		t.Fatalf("got %v, %v; want nothing, no error", got, err)
+	}
+}
+
+func TestBoundDeviceNeedsNoIndex(t *testing.T) {
+	ft := newFakeTree(t)
+	ft.bind(ft.pciPath(virtioNetPCI), "virtio-pci")
+	if err := os.RemoveAll(filepath.Join(ft.root, "lib/modules")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ft.loader(&kernel{ft: ft}).LoadForClass(context.Background(), "0x02")
+	if err != nil || len(got) != 0 {
+		t.Fatalf("got %v, %v; want nothing, no error (no index needed)", got, err)
+	}
+}
+
+func TestMissingModuleFile(t *testing.T) {
+	ft := newFakeTree(t)
+	file := filepath.Join(ft.root, "lib/modules", rel, "kernel/drivers/net/virtio_net.ko")
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ft.loader(&kernel{ft: ft}).LoadForClass(context.Background(), "0x02")
+	if err == nil {
+		t.Fatal("no error for a missing module file")
+	}
+	for _, want := range []string{"virtio_net", virtioChild, file} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("error %v does not wrap ErrNotExist", err)
+	}
+	if want := wantVirtioOrder[:7]; !slices.Equal(got, want) {
+		t.Errorf("loaded %v, want %v", got, want)
+	}
+}
+
+func TestMissingDependencyFile(t *testing.T) {
+	ft := newFakeTree(t)
+	file := filepath.Join(ft.root, "lib/modules", rel, "kernel/net/core/failover.ko")
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	_, err := ft.loader(&kernel{ft: ft}).LoadForClass(context.Background(), "0x02")
+	if err == nil {
+		t.Fatal("no error for a missing dependency")
+	}
+	for _, want := range []string{"failover", "virtio_net", virtioChild, file} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+}
+
+func TestBuiltinAndLiveAndEEXIST(t *testing.T) {
+	ft := newFakeTree(t)
+	mdir := filepath.Join(ft.root, "lib/modules", rel)
+	write(t, filepath.Join(mdir, "modules.builtin"), fakeBuiltin+"kernel/drivers/virtio/virtio_ring.ko\n")
+	write(t, filepath.Join(ft.root, "sys/module/virtio/initstate"), "live\n")
+	k := &kernel{ft: ft, fail: map[string]error{"failover": syscall.EEXIST}}
+	got, err := ft.loader(k).LoadForClass(context.Background(), "0x02")
+	if err != nil {
+		t.Fatalf("LoadForClass: %v", err)
+	}
+	want := []string{"virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "net_failover", "virtio_net"}
+	if !slices.Equal(got, want) {
+		t.Errorf("loaded %v, want %v", got, want)
+	}
+}
+
+func TestLoadErrorNamesModule(t *testing.T) {
+	ft := newFakeTree(t)
+	k := &kernel{ft: ft, fail: map[string]error{"virtio_pci": syscall.ENOEXEC}}
+	got, err := ft.loader(k).LoadForClass(context.Background(), "0x02")
+	if !errors.Is(err, syscall.ENOEXEC) || !strings.Contains(err.Error(), "virtio_pci") || !strings.Contains(err.Error(), virtioNetAlias) {
+		t.Fatalf("err = %v", err)
+	}
+	if want := wantVirtioOrder[:4]; !slices.Equal(got, want) {
+		t.Errorf("loaded %v, want %v", got, want)
+	}
+}
+
+func TestDashUnderscore(t *testing.T) {
+	ix := &index{
+		aliases: parseAlias("alias pci:v00001D0Fd* net-fancy\n"),
+		deps:    parseDep("kernel/net/net-fancy.ko.xz: kernel/lib/crc-x.ko\nkernel/lib/crc-x.ko:\n"),
+	}
+	if got := ix.lookup("pci:v00001D0Fd0000EC20"); !slices.Equal(got, []string{"net_fancy"}) {
+		t.Fatalf("lookup = %v", got)
+	}
+	e, ok := ix.deps["net_fancy"]
+	if !ok {
+		t.Fatalf("deps keys %v", ix.deps)
+	}
+	if got := e.depPaths(); !slices.Equal(got, []string{"kernel/lib/crc-x.ko"}) || moduleName(got[0]) != "crc_x" {
+		t.Fatalf("deps = %v", got)
+	}
+}
+
+func TestGlobMatch(t *testing.T) {
+	for _, c := range []struct {
+		p, s string
+		want bool
+	}{
+		{"pci:v00001AF4d*sv*sd*bc*sc*i*", virtioNetAlias, true},
+		{"pci:v00001AF4d*sv*sd*bc*sc*i*", "pci:v00001AF5d00001041sv00001AF4sd00001100bc02sc00i00", false},
+		{"virtio:d00000001v*", virtioChild, true},
+		{"virtio:d00000001v*", "virtio:d00000002v00001AF4", false},
+		{"pci:v000010ECd00008168sv*sd*bc*sc*i*", "pci:v000010ECd00008168sv00001043sd00008554bc02sc00i00", true},
+		{"usb:v0B95p1790d*dc*dsc*dp*ic*isc*ip*in*", "usb:v0B95p1790d0100dcFFdsc00dp00icFFiscFFipFFin00", true},
+		{"a?c", "abc", true},
+		{"a?c", "ac", false},
+		{"[ab]x", "bx", true},
+		{"[!ab]x", "bx", false},
+		{"[^ab]x", "cx", true},
+		{"[0-9]*", "7up", true},
+		{"[0-9]*", "up", false},
+		{"*", "", true},
+		{"*a*b", "xxaxxb", true},
+		{"*a*b", "xxaxxbc", false},
+		{"of:N*T*Cvirtio,mmio", "of:NvirtioT<NULL>Cvirtio,mmio", true},
+		{"acpi*:LNRO0005:*", "acpi:LNRO0005:", true},
+		{"a/*", "a/b/c", true}, // fnmatch without FNM_PATHNAME: '*' crosses '/'
+		{`a\*`, "a*", true},
+		{`a\*`, "ab", false},
+		{"[unterminated", "[unterminated", true},
+		{"", "", true},
+		{"", "x", false},
+	} {
+		if got := globMatch(c.p, c.s); got != c.want {
+			t.Errorf("globMatch(%q, %q) = %v, want %v", c.p, c.s, got, c.want)
+		}
+	}
+}
+
+// TestDecompress checks userspace decompression of each supported format.
+func TestDecompress(t *testing.T) {
+	payload := bytes.Repeat([]byte("\x7fELF module payload "), 5000)
+	for comp, data := range compressAll(t, payload) {
+		got, err := readModule(bytes.NewReader(data), comp)
+		if err != nil {
+			t.Errorf("%s: %v", comp, err)
+			continue
+		}
+		if !bytes.Equal(got, payload) {
+			t.Errorf("%s: decompressed %d bytes, want %d", comp, len(got), len(payload))
+		}
+	}
+	if _, err := readModule(strings.NewReader("not xz"), "xz"); err == nil && userDecompress {
+		t.Error("corrupt xz accepted")
+	}
+}
+
+// TestLoadFileFallback checks the syscall choice: finit_module with the
+// compressed flag first, init_module with the decompressed image when the
+// kernel cannot decompress, and no fallback for genuine errors.
+func TestLoadFileFallback(t *testing.T) {
+	dir := t.TempDir()
+	payload := []byte("\x7fELF plain module")
+	files := map[string][]byte{"m.ko": payload}
+	for comp, data := range compressAll(t, payload) {
+		files["m.ko."+comp] = data
+	}
+	for name, data := range files {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		compressed := name != "m.ko"
+		for _, finitErr := range []error{nil, syscall.EOPNOTSUPP, syscall.EINVAL, syscall.ENOSYS, syscall.EEXIST, syscall.EPERM} {
+			var flags int
+			var image []byte
+			var params string
+			s := sysModule{
+				finit: func(fd int, p string, f int) error { flags = f; params = p; return finitErr },
+				init:  func(img []byte, p string) error { image = img; params = p; return nil },
+			}
+			err := s.loadFile(path, "debug=1")
+			wantFlags := 0
+			if compressed {
+				wantFlags = unix.MODULE_INIT_COMPRESSED_FILE
+			}
+			if flags != wantFlags {
+				t.Errorf("%s/%v: finit flags %d, want %d", name, finitErr, flags, wantFlags)
+			}
+			fallback := errors.Is(finitErr, syscall.ENOSYS) ||
+				(compressed && (errors.Is(finitErr, syscall.EOPNOTSUPP) || errors.Is(finitErr, syscall.EINVAL)))
+			switch {
+			case fallback:
+				if err != nil || !bytes.Equal(image, payload) || params != "debug=1" {
+					t.Errorf("%s/%v: fallback err=%v image=%q params=%q", name, finitErr, err, image, params)
+				}
+			case finitErr == nil:
+				if err != nil || image != nil {
+					t.Errorf("%s: err=%v, init_module called=%v", name, err, image != nil)
+				}
+			default:
+				if !errors.Is(err, finitErr) || image != nil {
+					t.Errorf("%s/%v: err=%v, init_module called=%v", name, finitErr, err, image != nil)
+				}
+			}
+		}
+	}
+}
+
+func compressAll(t *testing.T, payload []byte) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	var xb bytes.Buffer
+	// Kernel builds use xz --check=crc32 --lzma2=dict=1MiB.
+	xw, err := xz.WriterConfig{CheckSum: xz.CRC32, DictCap: 1 << 20}.NewWriter(&xb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, xw, payload)
+	if !userDecompress { // built with kmod_nouserdecompress: gzip only
+		out = map[string][]byte{}
+	} else {
+		out["xz"] = xb.Bytes()
+	}
+	var zb bytes.Buffer
+	zw, err := zstd.NewWriter(&zb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, zw, payload)
+	if userDecompress {
+		out["zst"] = zb.Bytes()
+	}
+	var gb bytes.Buffer
+	gw := gzip.NewWriter(&gb)
+	mustWrite(t, gw, payload)
+	out["gz"] = gb.Bytes()
+	return out
+}
+
+func mustWrite(t *testing.T, w io.WriteCloser, p []byte) {
+	t.Helper()
+	if _, err := w.Write(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// realModulesDir is the running kernel's depmod tree, or the one named by
+// SPOTROOT_KMOD_TREE (a lib/modules/<release> directory, e.g. an extracted
+// cloud kernel), or "" when neither exists.
+func realModulesDir() string {
+	if d := os.Getenv("SPOTROOT_KMOD_TREE"); d != "" {
+		return d
+	}
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return ""
+	}
+	return filepath.Join("/lib/modules", unix.ByteSliceToString(u.Release[:]))
+}
+
+func TestRealTreeParse(t *testing.T) {
+	dir := realModulesDir()
+	if _, err := os.Stat(filepath.Join(dir, "modules.dep")); err != nil {
+		t.Skipf("no depmod tree at %s (set SPOTROOT_KMOD_TREE to a lib/modules/<release> dir): %v", dir, err)
+	}
+	start := time.Now()
+	ix, err := loadIndex(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: %d modules, %d aliases, %d built-in, parsed in %v", dir, len(ix.deps), len(ix.aliases), len(ix.builtin), time.Since(start))
+	if len(ix.deps) == 0 || len(ix.aliases) == 0 {
+		t.Fatal("empty index")
+	}
+	// Every dependency named in modules.dep must itself be an entry.
+	for name, e := range ix.deps {
+		for _, p := range e.depPaths() {
+			if _, ok := ix.deps[moduleName(p)]; !ok {
+				t.Errorf("%s depends on %s, which has no entry", name, p)
+			}
+		}
+	}
+	if e, ok := ix.deps["virtio_net"]; ok {
+		if got := ix.lookup(virtioChild); !slices.Contains(got, "virtio_net") {
+			t.Errorf("lookup(%s) = %v, want virtio_net", virtioChild, got)
+		}
+		t.Logf("virtio_net: %s deps %v", e.path, e.depPaths())
+	}
+	if _, ok := ix.deps["virtio_pci"]; ok {
+		if got := ix.lookup(virtioNetAlias); !slices.Contains(got, "virtio_pci") {
+			t.Errorf("lookup(%s) = %v, want virtio_pci", virtioNetAlias, got)
+		}
+	}
+}
+
+// BenchmarkParseIndex measures reading and parsing a real depmod tree, the
+// cost paid on every boot whose NIC driver is a module.
+func BenchmarkParseIndex(b *testing.B) {
+	dir := realModulesDir()
+	if _, err := os.Stat(filepath.Join(dir, "modules.dep")); err != nil {
+		b.Skipf("no depmod tree at %s: %v", dir, err)
+	}
+	for b.Loop() {
+		if _, err := loadIndex(dir); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkLookup measures matching one modalias against all aliases.
+func BenchmarkLookup(b *testing.B) {
+	dir := realModulesDir()
+	if _, err := os.Stat(filepath.Join(dir, "modules.dep")); err != nil {
+		b.Skipf("no depmod tree at %s: %v", dir, err)
+	}
+	ix, err := loadIndex(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		ix.lookup(virtioNetAlias)
+		ix.lookup(virtioChild)
+	}
+}
+
+// TestRealTreeVirtioOrder runs the loader on a fake sysfs against a real
+// depmod tree: the order must be the one measured in the cloud kernel.
+func TestRealTreeVirtioOrder(t *testing.T) {
+	dir := realModulesDir()
+	if _, err := os.Stat(filepath.Join(dir, "modules.dep")); err != nil {
+		t.Skipf("no depmod tree at %s: %v", dir, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "kernel/drivers/net/virtio_net.ko")); err != nil {
+		t.Skipf("tree has no plain virtio_net.ko: %v", err)
+	}
+	ft := newFakeTree(t)
+	mods := filepath.Join(ft.root, "lib/modules")
+	if err := os.RemoveAll(mods); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(mods, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(dir, filepath.Join(mods, rel)); err != nil {
+		t.Fatal(err)
+	}
+	k := &kernel{ft: ft}
+	got, err := ft.loader(k).LoadForClass(context.Background(), "0x02")
+	if err != nil {
+		t.Fatalf("LoadForClass: %v", err)
+	}
+	if !slices.Equal(got, wantVirtioOrder) {
+		t.Errorf("loaded %v\nwant    %v", got, wantVirtioOrder)
+	}
+}
