@@ -56,7 +56,7 @@ func Run() {
 	// PID 1 gets no default signal actions; ignore the ones a console or
 	// the kernel may send until the real init installs its own handlers.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGPIPE, syscall.SIGUSR1, syscall.SIGUSR2)
-	b := &booter{log: log, paths: DefaultPaths, started: time.Now()}
+	b := &booter{log: log, paths: DefaultPaths, started: time.Now(), initramfs: inInitramfs()}
 	b.run()
 }
 
@@ -69,6 +69,9 @@ type booter struct {
 	cfg     *config.Config
 	net     netDown
 	cmdline string
+	// initramfs is true when PID 1 runs from the kernel's rootfs: the
+	// image's root is not mounted yet and the fallback must mount it.
+	initramfs bool
 }
 
 // netDown is what the network phase leaves to undo before the handoff.
@@ -132,9 +135,39 @@ func (b *booter) fail(err error) {
 	b.bootImage()
 }
 
-// bootImage tears down what spotroot set up and execs the image's init.
+// bootImage tears down what spotroot set up and execs the image's init. From
+// an initramfs the image's root must first be mounted and switched to.
 func (b *booter) bootImage() {
+	if b.initramfs {
+		if err := b.switchToImageRoot(); err != nil {
+			b.log.Printf("FAILED image root: %v", err)
+			waitForever(b.log)
+		}
+	}
 	fallback(b.log, b.paths, b.cfg, b.net)
+}
+
+// inInitramfs reports whether / is the kernel's rootfs (ramfs or tmpfs).
+func inInitramfs() bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/", &st); err != nil {
+		return false
+	}
+	return st.Type == unix.RAMFS_MAGIC || st.Type == unix.TMPFS_MAGIC
+}
+
+// peakRSS returns VmHWM from /proc/self/status, for the timeline.
+func peakRSS() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "?"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			return strings.Join(strings.Fields(v), "")
+		}
+	}
+	return "?"
 }
 
 func fallback(log *bootlog.Log, paths Paths, cfg *config.Config, net netDown) {

@@ -157,7 +157,7 @@ func (b *booter) claimAndSwitch() error {
 		var err error
 		disk, err = sys.WaitDisk(ctx, uev, target)
 		if err == nil {
-			b.slog.Info("block device", "volume", cl.VolumeID, "disk", "/dev/"+disk)
+			b.slog.Info("block device", "volume", cl.VolumeID, "disk", "/dev/"+disk, "uptime", uptime())
 		}
 		return err
 	}); err != nil {
@@ -206,7 +206,7 @@ func (b *booter) claimAndSwitch() error {
 		b.log.Printf("FAILED switch: %v — the image root is no longer reachable", err)
 		waitForever(b.log)
 	}
-	b.log.Printf("exec %s (pid 1 start→exec %s)", init, bootlog.MS(time.Since(b.started)))
+	b.log.Printf("exec %s (pid 1 start→exec %s, peak rss %s)", init, bootlog.MS(time.Since(b.started)), peakRSS())
 	signalReset()
 	err = sysroot.Exec(init, os.Args, os.Environ())
 	// exec failed after the switch: try the usual inits of the new root.
