@@ -20,7 +20,8 @@ import (
 // loaded for it (and so for its child devices to appear).
 const DefaultSettle = 2 * time.Second
 
-// Loader loads modules for devices found in sysfs.
+// Loader loads modules for devices found in sysfs. It remembers what it
+// loaded across calls; it is not safe for concurrent use.
 type Loader struct {
 	Root    string // "/" in production; a fake tree in tests
 	Release string // uname -r
@@ -35,11 +36,10 @@ type Loader struct {
 	// loaded (0 = DefaultSettle).
 	Settle time.Duration
 
-	ix      *index
-	state   map[string]modState
-	loaded  []string
-	log     *slog.Logger
-	watcher watcher
+	ix     *index
+	state  map[string]modState
+	loaded []string
+	log    *slog.Logger
 }
 
 type modState uint8
@@ -85,13 +85,13 @@ func (l *Loader) LoadForClass(ctx context.Context, classPrefix string) (loaded [
 	}
 	// Listen before the first scan so a bind event between scan and wait is
 	// not lost. Only the real sysfs produces events.
+	var w watcher = pollWatcher{}
 	if filepath.Clean(root) == "/" {
-		l.watcher = openUevents()
+		if uw := openUevents(); uw != nil {
+			w = uw
+		}
 	}
-	if l.watcher == nil {
-		l.watcher = pollWatcher{}
-	}
-	defer l.watcher.close()
+	defer w.close()
 
 	classPrefix = strings.ToLower(strings.TrimSpace(classPrefix))
 	pciDir := filepath.Join(root, "sys/bus/pci/devices")
@@ -143,7 +143,10 @@ func (l *Loader) LoadForClass(ctx context.Context, classPrefix string) (loaded [
 		}
 		if progress {
 			deadline = time.Now().Add(settle)
-			continue // rescan at once: probe usually adds children synchronously
+			// Rescan at once: synchronous probes (virtio_pci, ena) run inside
+			// finit_module, so their children exist by now. Asynchronous
+			// ones are covered by waiting below until the device binds.
+			continue
 		}
 		for p := range waiting {
 			if bound(p) {
@@ -164,7 +167,7 @@ func (l *Loader) LoadForClass(ctx context.Context, classPrefix string) (loaded [
 		}
 		// Wait for a uevent (bind/add), or a short tick when events are not
 		// available, bounded by the settle deadline; then rescan.
-		l.watcher.wait(ctx, time.Until(deadline))
+		w.wait(ctx, time.Until(deadline))
 	}
 	return nil, errors.Join(errs...)
 }

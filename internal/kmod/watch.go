@@ -40,7 +40,7 @@ type ueventWatcher struct{ fd int }
 
 // openUevents returns nil when the socket cannot be opened (no netlink in a
 // sandbox); callers fall back to polling.
-func openUevents() watcher {
+func openUevents() *ueventWatcher {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_KOBJECT_UEVENT)
 	if err != nil {
 		return nil
