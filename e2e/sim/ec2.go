@@ -28,6 +28,7 @@ var ec2Actions = map[string]ec2Action{
 	"DeleteTags":        {(*Server).deleteTags, true},
 	"CreateSnapshot":    {(*Server).createSnapshot, true},
 	"DescribeSnapshots": {(*Server).describeSnapshots, false},
+	"DeleteSnapshot":    {(*Server).deleteSnapshot, true},
 	"DescribeImages":    {(*Server).describeImages, false},
 }
 

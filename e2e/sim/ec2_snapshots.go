@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -168,4 +169,33 @@ func (s *Server) describeSnapshots(c *call) (response, *APIError) {
 		resp.Snapshots = append(resp.Snapshots, s.toXMLSnapshotLocked(sn))
 	}
 	return resp, nil
+}
+
+// deleteSnapshot removes a snapshot (and its image, if the simulator made
+// it). A snapshot an AMI still uses cannot be deleted, as on EC2.
+func (s *Server) deleteSnapshot(c *call) (response, *APIError) {
+	w := s.World
+	id := c.str("SnapshotId")
+	switch {
+	case id == "":
+		return nil, errMissing("snapshotId")
+	case !validID(id, "snap"):
+		return nil, errSnapshotMalformed(id)
+	}
+	sn, ok := w.Snapshots[id]
+	if !ok {
+		return nil, errSnapshotNotFound(id)
+	}
+	for _, img := range w.Images {
+		if img.RootSnapshotID == id {
+			return nil, errf("InvalidSnapshot.InUse", "The snapshot %s is currently in use by %s", id, img.ID)
+		}
+	}
+	delete(w.Snapshots, id)
+	if path := sn.ImagePath; path != "" && w.DataDir != "" && strings.HasPrefix(path, filepath.Clean(w.DataDir)+string(filepath.Separator)) {
+		if err := removeImage(path); err != nil {
+			s.log().Warn("delete snapshot image", "snapshot", id, "err", err)
+		}
+	}
+	return &returnResponse{Return: true}, nil
 }

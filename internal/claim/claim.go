@@ -31,8 +31,18 @@ type Claimer struct {
 	Log      *slog.Logger
 	// CallTimeout bounds each API call, retries included.
 	CallTimeout time.Duration
-	// PollInterval is the first delay between attachment checks; it grows to 1s.
+	// PollInterval is the first delay between state checks; it grows to MaxPoll.
 	PollInterval time.Duration
+	MaxPoll      time.Duration
+	// ImageID is the instance's AMI, for create.from: ami.
+	ImageID string
+	// ForceDetach force-detaches a volume still attached to a dead instance
+	// once WaitDetach has passed.
+	ForceDetach bool
+	WaitDetach  time.Duration
+	// CrossAZ is "move" (default) or "fail".
+	CrossAZ     string
+	DeleteMoved bool
 }
 
 // Claim is an attached volume.
@@ -43,7 +53,22 @@ type Claim struct {
 	// spotroot ran (a reboot of the same instance).
 	AlreadyAttached bool
 	Volume          types.Volume
+	// Created is set when spotroot made the volume; NeedsFormat when it is
+	// empty and must be formatted before use.
+	Created     bool
+	NeedsFormat bool
+	FSType      string // for NeedsFormat
+	// MovedFrom is the volume this one was copied from (another AZ).
+	MovedFrom string
 }
+
+// Tag keys spotroot reads and writes on volumes.
+const (
+	TagInstance  = "spotroot:instance"
+	TagMovedTo   = "spotroot:moved-to"
+	TagMovedFrom = "spotroot:moved-from"
+	TagCreatedBy = "spotroot:created-by"
+)
 
 func (c *Claimer) log() *slog.Logger {
 	if c.Log == nil {
@@ -76,10 +101,13 @@ func (c *Claimer) Find(ctx context.Context, v config.Volume) (types.Volume, erro
 		return types.Volume{}, err
 	}
 	if len(vols) == 0 {
-		return types.Volume{}, fmt.Errorf("no EBS volume has %s in region; create one (spotroot volume create) or fix the user-data", v.Describe())
+		return types.Volume{}, &NotFoundError{What: v.Describe()}
 	}
 	var here, elsewhere []types.Volume
 	for _, vol := range vols {
+		if tagValue(vol, TagMovedTo) != "" {
+			continue // a copy in another AZ replaced it
+		}
 		if aws.ToString(vol.AvailabilityZone) == c.Instance.AZ {
 			here = append(here, vol)
 		} else {
@@ -88,8 +116,10 @@ func (c *Claimer) Find(ctx context.Context, v config.Volume) (types.Volume, erro
 	}
 	switch len(here) {
 	case 0:
-		return types.Volume{}, fmt.Errorf("volume %s (%s) is in %s, but this instance is in %s; launch in that AZ or move the volume",
-			v.Describe(), ids(elsewhere), aws.ToString(elsewhere[0].AvailabilityZone), c.Instance.AZ)
+		if len(elsewhere) == 0 {
+			return types.Volume{}, &NotFoundError{What: v.Describe()}
+		}
+		return types.Volume{}, &OtherAZError{What: v.Describe(), Volumes: elsewhere, AZ: c.Instance.AZ}
 	case 1:
 		return here[0], nil
 	}
@@ -120,8 +150,7 @@ func (c *Claimer) Attach(ctx context.Context, vol types.Volume) (Claim, error) {
 		return cl, c.WaitAttached(ctx, id)
 	}
 	for _, a := range vol.Attachments {
-		return Claim{}, fmt.Errorf("%s: it is %s to %s; spotroot does not take a volume from another instance",
-			what, a.State, aws.ToString(a.InstanceId))
+		return Claim{}, &InUseError{Volume: id, Instance: aws.ToString(a.InstanceId), State: string(a.State)}
 	}
 	if vol.State != types.VolumeStateAvailable {
 		return Claim{}, fmt.Errorf("%s: volume state is %q, not available", what, vol.State)
@@ -136,6 +165,9 @@ func (c *Claimer) Attach(ctx context.Context, vol types.Volume) (Claim, error) {
 	})
 	cancel()
 	if err != nil {
+		if code := ErrorCode(err); code == "VolumeInUse" || code == "IncorrectState" {
+			return Claim{}, &InUseError{Volume: id, Err: err}
+		}
 		return Claim{}, apiError("AttachVolume", what, err)
 	}
 	c.log().Info("attach requested", "volume", id, "device", device, "state", string(out.State))
@@ -169,8 +201,15 @@ func (c *Claimer) WaitAttached(ctx context.Context, volID string) error {
 			return fmt.Errorf("%s: still not attached: %w", what, ctx.Err())
 		case <-time.After(delay):
 		}
-		delay = min(delay*2, time.Second)
+		delay = min(delay*2, c.maxPoll())
 	}
+}
+
+func (c *Claimer) maxPoll() time.Duration {
+	if c.MaxPoll > 0 {
+		return c.MaxPoll
+	}
+	return time.Second
 }
 
 // freeDevice picks the first of /dev/sdf…/dev/sdp that this instance does
@@ -234,6 +273,15 @@ func attachedTo(v types.Volume, instanceID string) *types.VolumeAttachment {
 		}
 	}
 	return nil
+}
+
+func tagValue(v types.Volume, key string) string {
+	for _, t := range v.Tags {
+		if aws.ToString(t.Key) == key {
+			return aws.ToString(t.Value)
+		}
+	}
+	return ""
 }
 
 func tagFilters(tags map[string]string) []types.Filter {

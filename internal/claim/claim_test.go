@@ -19,6 +19,7 @@ import (
 // fakeEC2 is an in-memory EC2 with just enough behaviour for the claim
 // logic; the wire format is covered by the simulator's tests.
 type fakeEC2 struct {
+	EC2       // unimplemented methods panic: these tests do not call them
 	mu        sync.Mutex
 	vols      []types.Volume
 	devices   []string // block device names already used by the instance

@@ -15,6 +15,12 @@ var iamAction = map[string]string{
 	"AttachVolume":      "ec2:AttachVolume",
 	"DetachVolume":      "ec2:DetachVolume",
 	"CreateTags":        "ec2:CreateTags",
+	"CreateSnapshot":    "ec2:CreateSnapshot",
+	"DescribeSnapshots": "ec2:DescribeSnapshots",
+	"DeleteSnapshot":    "ec2:DeleteSnapshot",
+	"CreateVolume":      "ec2:CreateVolume",
+	"DeleteVolume":      "ec2:DeleteVolume",
+	"DescribeImages":    "ec2:DescribeImages",
 }
 
 // apiError wraps an EC2 error with what was being done and, where the cause

@@ -23,9 +23,14 @@ type Config struct {
 	// configured or fails.
 	ImageInit string `yaml:"image_init"`
 	// EC2Endpoint overrides the regional EC2 endpoint (VPC endpoints, tests).
-	EC2Endpoint string    `yaml:"ec2_endpoint"`
-	Timeouts    Timeouts  `yaml:"timeouts"`
-	ForceDetach bool      `yaml:"force_detach"`
+	EC2Endpoint string   `yaml:"ec2_endpoint"`
+	Timeouts    Timeouts `yaml:"timeouts"`
+	ForceDetach bool     `yaml:"force_detach"`
+	// CrossAZ says what to do with a volume in another AZ: "move" (snapshot
+	// and recreate here, the default) or "fail".
+	CrossAZ string `yaml:"cross_az"`
+	// DeleteMoved deletes the old volume and the snapshot after a move.
+	DeleteMoved bool      `yaml:"delete_moved"`
 	LogLevel    string    `yaml:"log_level"`
 	Disabled    bool      `yaml:"disabled"`
 	Interface   string    `yaml:"interface"`
@@ -43,6 +48,21 @@ type Volume struct {
 	Partition string `yaml:"partition"`
 	FSType    string `yaml:"fstype"`
 	Options   string `yaml:"options"`
+	// Create makes the volume when none matches (tag or pool only).
+	Create *Create `yaml:"create"`
+}
+
+// Create describes a volume spotroot makes when none exists yet.
+type Create struct {
+	SizeGiB    int    `yaml:"size"`
+	Type       string `yaml:"type"`
+	IOPS       int    `yaml:"iops"`
+	Throughput int    `yaml:"throughput"`
+	// From is "ami" (the instance's own image's root snapshot), a snap-… id,
+	// or "empty" (formatted with the image's mkfs on first boot).
+	From string `yaml:"from"`
+	// FSType for "empty" (default ext4).
+	FSType string `yaml:"fstype"`
 }
 
 // Timeouts bound each waiting phase so a boot never hangs.
@@ -51,6 +71,9 @@ type Timeouts struct {
 	IMDS    Duration `yaml:"imds"`
 	Attach  Duration `yaml:"attach"`
 	Device  Duration `yaml:"device"`
+	// Create bounds making a volume (snapshot copies across AZs, creation
+	// from a snapshot), which takes minutes on real EBS.
+	Create Duration `yaml:"create"`
 }
 
 // Duration parses "30s", "2m" or a bare number of seconds.
@@ -90,6 +113,7 @@ var Defaults = Config{
 		IMDS:    Duration(20 * time.Second),
 		Attach:  Duration(60 * time.Second),
 		Device:  Duration(30 * time.Second),
+		Create:  Duration(20 * time.Minute),
 	},
 	LogLevel: "info",
 }
@@ -172,6 +196,29 @@ func (c *Config) normalize(where string) error {
 		default:
 			errs = append(errs, fmt.Errorf("%s: %s.fstype: %q is not one of auto, ext4, xfs, btrfs", where, field, v.FSType))
 		}
+		if c := v.Create; c != nil {
+			if v.ID != "" {
+				errs = append(errs, fmt.Errorf("%s: %s.create: a volume named by id cannot be created; name it by tag or pool", where, field))
+			}
+			switch {
+			case c.From == "" || c.From == "ami" || c.From == "empty" || strings.HasPrefix(c.From, "snap-"):
+			default:
+				errs = append(errs, fmt.Errorf("%s: %s.create.from: %q is not ami, empty or a snap-… id", where, field, c.From))
+			}
+			if c.From == "empty" && c.SizeGiB <= 0 {
+				errs = append(errs, fmt.Errorf("%s: %s.create.size: an empty volume needs a size in GiB", where, field))
+			}
+			switch c.Type {
+			case "", "gp2", "gp3", "io1", "io2", "st1", "sc1", "standard":
+			default:
+				errs = append(errs, fmt.Errorf("%s: %s.create.type: %q is not an EBS volume type", where, field, c.Type))
+			}
+			switch c.FSType {
+			case "", "ext4", "xfs", "btrfs":
+			default:
+				errs = append(errs, fmt.Errorf("%s: %s.create.fstype: %q is not one of ext4, xfs, btrfs", where, field, c.FSType))
+			}
+		}
 	}
 	if roots > 1 {
 		errs = append(errs, fmt.Errorf("%s: more than one volume has mount \"/\"", where))
@@ -183,6 +230,11 @@ func (c *Config) normalize(where string) error {
 	}
 	if c.EC2Endpoint != "" && !strings.HasPrefix(c.EC2Endpoint, "http://") && !strings.HasPrefix(c.EC2Endpoint, "https://") {
 		errs = append(errs, fmt.Errorf("%s: spotroot.ec2_endpoint: %q must start with http:// or https://", where, c.EC2Endpoint))
+	}
+	switch c.CrossAZ {
+	case "", "move", "fail":
+	default:
+		errs = append(errs, fmt.Errorf("%s: spotroot.cross_az: %q is not move or fail", where, c.CrossAZ))
 	}
 	switch c.LogLevel {
 	case "", "debug", "info", "warn", "error":

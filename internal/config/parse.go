@@ -247,7 +247,7 @@ func (c *Config) merge(o Config) {
 		src string
 	}{
 		{&c.Init, o.Init}, {&c.ImageInit, o.ImageInit}, {&c.EC2Endpoint, o.EC2Endpoint},
-		{&c.LogLevel, o.LogLevel}, {&c.Interface, o.Interface},
+		{&c.LogLevel, o.LogLevel}, {&c.Interface, o.Interface}, {&c.CrossAZ, o.CrossAZ},
 	} {
 		if s.src != "" {
 			*s.dst = s.src
@@ -259,12 +259,14 @@ func (c *Config) merge(o Config) {
 	}{
 		{&c.Timeouts.Network, o.Timeouts.Network}, {&c.Timeouts.IMDS, o.Timeouts.IMDS},
 		{&c.Timeouts.Attach, o.Timeouts.Attach}, {&c.Timeouts.Device, o.Timeouts.Device},
+		{&c.Timeouts.Create, o.Timeouts.Create},
 	} {
 		if d.src != 0 {
 			*d.dst = d.src
 		}
 	}
 	c.ForceDetach = c.ForceDetach || o.ForceDetach
+	c.DeleteMoved = c.DeleteMoved || o.DeleteMoved
 	c.Disabled = c.Disabled || o.Disabled
 }
 

@@ -1,0 +1,321 @@
+package claim_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/spotroot/spotroot/e2e/sim"
+	"github.com/spotroot/spotroot/internal/claim"
+	"github.com/spotroot/spotroot/internal/config"
+	"github.com/spotroot/spotroot/internal/imds"
+)
+
+// world is an in-memory simulated account with its EC2 API served over
+// HTTP, so these tests go through the SDK and the real wire format.
+type world struct {
+	t   *testing.T
+	sim *sim.World
+	srv *sim.Server
+	ec2 *httptest.Server
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	w, err := sim.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.DataDir = t.TempDir()
+	s := sim.NewServer(w)
+	e := httptest.NewServer(s.EC2Handler())
+	t.Cleanup(func() { e.Close(); s.Close() })
+	return &world{t: t, sim: w, srv: s, ec2: e}
+}
+
+// claimer launches an instance in az and returns a Claimer using its
+// instance-profile credentials, as PID 1 would.
+func (w *world) claimer(az string, mutate func(*sim.Instance)) *claim.Claimer {
+	w.t.Helper()
+	inst := sim.Instance{ID: sim.NewInstanceID(), AZ: az, ImageID: "ami-0123456789abcdef0", InstanceType: "t3.micro", State: "running", Role: "spotroot"}
+	if mutate != nil {
+		mutate(&inst)
+	}
+	if err := w.sim.AddInstance(inst); err != nil {
+		w.t.Fatal(err)
+	}
+	md := httptest.NewServer(w.srv.IMDSHandler(inst.ID))
+	w.t.Cleanup(md.Close)
+	client := claim.NewClient(claim.ClientOptions{Region: "us-east-1", Endpoint: w.ec2.URL, IMDS: imds.New(md.URL, nil).SDK()})
+	return &claim.Claimer{EC2: client, Instance: claim.Instance{ID: inst.ID, AZ: az}, ImageID: inst.ImageID,
+		PollInterval: 5 * time.Millisecond, MaxPoll: 50 * time.Millisecond, WaitDetach: 300 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+}
+
+func (w *world) volume(az string, tags map[string]string) string {
+	w.t.Helper()
+	id := sim.NewVolumeID()
+	if err := w.sim.AddVolume(sim.Volume{ID: id, AZ: az, Type: "gp3", SizeGiB: 8, Tags: tags, State: sim.VolumeAvailable}); err != nil {
+		w.t.Fatal(err)
+	}
+	return id
+}
+
+func (w *world) vol(id string) sim.Volume {
+	v, ok := w.sim.Volume(id)
+	if !ok {
+		w.t.Fatalf("volume %s is gone", id)
+	}
+	return v
+}
+
+func claimAndWait(ctx context.Context, c *claim.Claimer, v config.Volume) (claim.Claim, error) {
+	cl, err := c.Claim(ctx, v)
+	if err != nil {
+		return cl, err
+	}
+	return cl, c.WaitAttached(ctx, cl.VolumeID)
+}
+
+var home = config.Volume{Tag: map[string]string{"Name": "home-root"}, Mount: "/"}
+
+// TestPoolRace: 100 instances claim from a pool of 100 volumes at once.
+// Each must get exactly one volume and no volume may be attached twice.
+func TestPoolRace(t *testing.T) {
+	const n = 100
+	w := newWorld(t)
+	pool := map[string]string{"spotroot:pool": "web"}
+	for range n {
+		w.volume("us-east-1a", pool)
+	}
+	claimers := make([]*claim.Claimer, n)
+	for i := range claimers {
+		claimers[i] = w.claimer("us-east-1a", nil)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	got := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i, c := range claimers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl, err := claimAndWait(ctx, c, config.Volume{Pool: pool, Mount: "/"})
+			got[i], errs[i] = cl.VolumeID, err
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d claimants, %d pool volumes: all claimed in %v", n, n, time.Since(start).Round(time.Millisecond))
+	owner := map[string]int{}
+	for i, id := range got {
+		if errs[i] != nil {
+			t.Fatalf("claimant %d: %v", i, errs[i])
+		}
+		if prev, dup := owner[id]; dup {
+			t.Fatalf("volume %s claimed by both %d and %d", id, prev, i)
+		}
+		owner[id] = i
+		v := w.vol(id)
+		if len(v.Attachments) != 1 || v.Attachments[0].InstanceID != claimers[i].Instance.ID {
+			t.Fatalf("volume %s attachments = %+v, want only %s", id, v.Attachments, claimers[i].Instance.ID)
+		}
+		if v.Tags[claim.TagInstance] != claimers[i].Instance.ID {
+			t.Errorf("volume %s not tagged %s=%s: %v", id, claim.TagInstance, claimers[i].Instance.ID, v.Tags)
+		}
+	}
+	// One more claimant finds the pool exhausted.
+	_, err := w.claimer("us-east-1a", nil).Claim(ctx, config.Volume{Pool: pool, Mount: "/"})
+	if err == nil || !strings.Contains(err.Error(), "pool pool spotroot:pool=web is exhausted in us-east-1a") {
+		t.Fatalf("exhausted pool err = %v", err)
+	}
+}
+
+func TestRendezvousOrderSpreads(t *testing.T) {
+	w := newWorld(t)
+	var vols []string
+	for range 10 {
+		vols = append(vols, w.volume("us-east-1a", nil))
+	}
+	first := map[string]bool{}
+	for i := range 20 {
+		var in []types.Volume
+		for _, id := range vols {
+			in = append(in, types.Volume{VolumeId: aws.String(id)})
+		}
+		order := claim.RendezvousOrder(fmt.Sprintf("i-%017x", i), in)
+		again := claim.RendezvousOrder(fmt.Sprintf("i-%017x", i), in)
+		if aws.ToString(order[0].VolumeId) != aws.ToString(again[0].VolumeId) {
+			t.Fatal("order is not stable for one instance")
+		}
+		first[aws.ToString(order[0].VolumeId)] = true
+	}
+	if len(first) < 4 {
+		t.Fatalf("20 instances started on only %d distinct volumes: no spreading", len(first))
+	}
+}
+
+func TestOtherAZMove(t *testing.T) {
+	w := newWorld(t)
+	old := w.volume("us-east-1b", map[string]string{"Name": "home-root", "team": "a"})
+	c := w.claimer("us-east-1a", nil)
+	ctx := context.Background()
+	cl, err := claimAndWait(ctx, c, home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cl.VolumeID == old || cl.MovedFrom != old {
+		t.Fatalf("claim = %+v, want a copy of %s", cl, old)
+	}
+	nv := w.vol(cl.VolumeID)
+	if nv.AZ != "us-east-1a" || nv.Tags["Name"] != "home-root" || nv.Tags["team"] != "a" || nv.Tags[claim.TagMovedFrom] != old || nv.SizeGiB != 8 || nv.Type != "gp3" {
+		t.Fatalf("copy = %+v", nv)
+	}
+	if ov := w.vol(old); ov.Tags[claim.TagMovedTo] != cl.VolumeID {
+		t.Fatalf("old volume not marked moved-to: %v", ov.Tags)
+	}
+	// The next boot (a replacement in the same AZ) finds the copy, not the old one.
+	c2 := w.claimer("us-east-1a", nil)
+	w.sim.TerminateInstance(c.Instance.ID)
+	cl2, err := claimAndWait(ctx, c2, home)
+	if err != nil || cl2.VolumeID != cl.VolumeID || cl2.MovedFrom != "" {
+		t.Fatalf("second claim = %+v, %v", cl2, err)
+	}
+	// cross_az: fail refuses instead.
+	w2 := newWorld(t)
+	w2.volume("us-east-1b", map[string]string{"Name": "home-root"})
+	c3 := w2.claimer("us-east-1a", nil)
+	c3.CrossAZ = "fail"
+	if _, err := c3.Claim(ctx, home); err == nil || !strings.Contains(err.Error(), "is in us-east-1b, but this instance is in us-east-1a") {
+		t.Fatalf("cross_az fail err = %v", err)
+	}
+}
+
+func TestMoveDeletesWhenAsked(t *testing.T) {
+	w := newWorld(t)
+	old := w.volume("us-east-1b", map[string]string{"Name": "home-root"})
+	c := w.claimer("us-east-1a", nil)
+	c.DeleteMoved = true
+	if _, err := claimAndWait(context.Background(), c, home); err != nil {
+		t.Fatal(err)
+	}
+	w.srv.Wait()
+	if _, ok := w.sim.Volume(old); ok {
+		t.Fatalf("old volume %s still exists with delete_moved", old)
+	}
+	left := 0
+	w.sim.View(func(sw *sim.World) { left = len(sw.Snapshots) })
+	if left != 0 {
+		t.Fatalf("%d snapshots left after delete_moved", left)
+	}
+}
+
+func TestAttachedToDeadOrLiveInstance(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, state string
+		force       bool
+		want        string // "" = success
+	}{
+		{"terminated-detaches-itself", "shutting-down", false, ""},
+		{"stopped-needs-force", "stopped", false, "set force_detach: true"},
+		{"stopped-forced", "stopped", true, ""},
+		{"running-refused", "running", true, "spotroot never takes a volume from a running instance"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			id := w.volume("us-east-1a", map[string]string{"Name": "home-root"})
+			prev := w.claimer("us-east-1a", nil)
+			if _, err := claimAndWait(ctx, prev, home); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.sim.SetInstanceState(prev.Instance.ID, tc.state); err != nil {
+				t.Fatal(err)
+			}
+			if tc.name == "terminated-detaches-itself" {
+				// EC2 detaches a terminating instance's volumes shortly after.
+				go func() { time.Sleep(100 * time.Millisecond); w.sim.TerminateInstance(prev.Instance.ID) }()
+			}
+			c := w.claimer("us-east-1a", nil)
+			c.ForceDetach = tc.force
+			cl, err := claimAndWait(ctx, c, home)
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("err = %v, want %q", err, tc.want)
+				}
+				if v := w.vol(id); len(v.Attachments) != 1 || v.Attachments[0].InstanceID != prev.Instance.ID {
+					t.Fatalf("a refused claim changed the attachment: %+v", v.Attachments)
+				}
+				return
+			}
+			if err != nil || cl.VolumeID != id {
+				t.Fatalf("claim = %+v, %v", cl, err)
+			}
+		})
+	}
+}
+
+func TestCreateWhenMissing(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	snap := sim.NewSnapshotID()
+	if err := w.sim.AddSnapshot(sim.Snapshot{ID: snap, VolumeSize: 4, State: "completed"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.sim.AddImage(sim.Image{ID: "ami-0123456789abcdef0", Name: "spotroot-test", State: "available", RootDeviceName: "/dev/xvda", RootSnapshotID: snap}); err != nil {
+		t.Fatal(err)
+	}
+	c := w.claimer("us-east-1a", nil)
+	v := home
+	v.Create = &config.Create{SizeGiB: 10, From: "ami"}
+	cl, err := claimAndWait(ctx, c, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nv := w.vol(cl.VolumeID)
+	if !cl.Created || cl.NeedsFormat || nv.SnapshotID != snap || nv.SizeGiB != 10 || nv.Type != "gp3" || nv.Tags["Name"] != "home-root" || nv.Tags[claim.TagCreatedBy] != c.Instance.ID {
+		t.Fatalf("created %+v from claim %+v", nv, cl)
+	}
+	// The next claim finds it instead of creating another.
+	w.sim.TerminateInstance(c.Instance.ID)
+	cl2, err := claimAndWait(ctx, w.claimer("us-east-1a", nil), v)
+	if err != nil || cl2.VolumeID != cl.VolumeID || cl2.Created {
+		t.Fatalf("second claim = %+v, %v", cl2, err)
+	}
+
+	empty := config.Volume{Tag: map[string]string{"Name": "data"}, Mount: "/home", Create: &config.Create{SizeGiB: 2, From: "empty", Type: "gp2"}}
+	cl3, err := claimAndWait(ctx, w.claimer("us-east-1a", nil), empty)
+	if err != nil || !cl3.NeedsFormat || cl3.FSType != "ext4" || w.vol(cl3.VolumeID).SnapshotID != "" {
+		t.Fatalf("empty create = %+v, %v", cl3, err)
+	}
+}
+
+func TestAPIErrorsNameTheActionAndRetryThrottling(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	w.volume("us-east-1a", map[string]string{"Name": "home-root"})
+	if err := w.sim.SetFault("DescribeVolumes", sim.Fault{Code: "RequestLimitExceeded", Times: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := claimAndWait(ctx, w.claimer("us-east-1a", nil), home); err != nil {
+		t.Fatalf("throttling must be retried: %v", err)
+	}
+	w2 := newWorld(t)
+	w2.volume("us-east-1a", map[string]string{"Name": "home-root"})
+	w2.sim.Update(func(sw *sim.World) error { sw.DenyActions = []string{"AttachVolume"}; return nil })
+	c := w2.claimer("us-east-1a", nil)
+	_, err := c.Claim(ctx, home)
+	if err == nil || !strings.Contains(err.Error(), "UnauthorizedOperation: the instance role may not call ec2:AttachVolume") || !strings.Contains(err.Error(), c.Instance.ID) {
+		t.Fatalf("denied err = %v", err)
+	}
+}
