@@ -19,6 +19,8 @@ import (
 	"github.com/spotroot/spotroot/internal/apifs"
 	"github.com/spotroot/spotroot/internal/bootlog"
 	"github.com/spotroot/spotroot/internal/config"
+	"github.com/spotroot/spotroot/internal/fsutil"
+	"github.com/spotroot/spotroot/internal/imds"
 	"github.com/spotroot/spotroot/internal/sysroot"
 )
 
@@ -50,13 +52,14 @@ func Run() {
 	defer func() {
 		if r := recover(); r != nil {
 			log.Printf("FAILED internal: panic: %v — booting the image's own init", r)
-			fallback(log, DefaultPaths, nil, nil)
+			fallback(log, DefaultPaths, nil, nil, nil)
 		}
 	}()
 	// PID 1 gets no default signal actions; ignore the ones a console or
 	// the kernel may send until the real init installs its own handlers.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGPIPE, syscall.SIGUSR1, syscall.SIGUSR2)
-	b := &booter{log: log, paths: DefaultPaths, started: time.Now(), initramfs: inInitramfs()}
+	b := &booter{log: log, paths: DefaultPaths, started: time.Now(), initramfs: inInitramfs(),
+		tools: fsutil.DefaultTools, mountedDevs: map[string]bool{}}
 	b.run()
 }
 
@@ -72,6 +75,13 @@ type booter struct {
 	// initramfs is true when PID 1 runs from the kernel's rootfs: the
 	// image's root is not mounted yet and the fallback must mount it.
 	initramfs bool
+	imds      *imds.Client
+	tools     fsutil.Tools
+	// mounted lists what spotroot mounted, undone before a fallback;
+	// mountedDevs guards against mounting one device twice.
+	mounted     []string
+	mountedDevs map[string]bool
+	record      []string // volume lines for the timeline file
 }
 
 // netDown is what the network phase leaves to undo before the handoff.
@@ -88,9 +98,40 @@ func (b *booter) run() {
 		b.log.Printf("disabled on the kernel command line — booting the image's own init")
 		b.bootImage()
 	}
-	if err := b.claimAndSwitch(); err != nil {
+	err := b.claimAndSwitch()
+	if err != nil && b.policy() == "retry-then-image-init" {
+		b.log.Printf("attempt 1 failed: %v — undoing it and retrying once", err)
+		b.undo()
+		b.cfg = nil
+		err = b.claimAndSwitch()
+	}
+	if err != nil {
 		b.fail(err)
 	}
+}
+
+// policy is the configured on_failure, from user-data once read.
+func (b *booter) policy() string {
+	for _, c := range []*config.Config{b.cfg, b.early} {
+		if c != nil && c.OnFailure != "" {
+			return c.OnFailure
+		}
+	}
+	return "image-init"
+}
+
+// undo tears down the network and unmounts what spotroot mounted.
+func (b *booter) undo() {
+	if b.net != nil {
+		if err := b.net.Down(); err != nil {
+			b.log.Printf("warning: network teardown: %v", err)
+		}
+		b.net = nil
+	}
+	for i := len(b.mounted) - 1; i >= 0; i-- {
+		_ = unix.Unmount(b.mounted[i], unix.MNT_DETACH)
+	}
+	b.mounted, b.mountedDevs = nil, map[string]bool{}
 }
 
 func (b *booter) mountAPI() error {
@@ -131,6 +172,13 @@ func (b *booter) fail(err error) {
 	if errors.As(err, &pe) {
 		phase, err = pe.Phase, pe.Err
 	}
+	if b.policy() == "poweroff" {
+		b.log.Printf("FAILED %s: %v — powering off (on_failure: poweroff)", phase, err)
+		b.undo()
+		unix.Sync()
+		_ = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+		waitForever(b.log)
+	}
 	b.log.Printf("FAILED %s: %v — booting the image's own init", phase, err)
 	b.bootImage()
 }
@@ -144,7 +192,7 @@ func (b *booter) bootImage() {
 			waitForever(b.log)
 		}
 	}
-	fallback(b.log, b.paths, b.cfg, b.net)
+	fallback(b.log, b.paths, b.cfg, b.net, b.mounted)
 }
 
 // inInitramfs reports whether / is the kernel's rootfs (ramfs or tmpfs).
@@ -170,7 +218,7 @@ func peakRSS() string {
 	return "?"
 }
 
-func fallback(log *bootlog.Log, paths Paths, cfg *config.Config, net netDown) {
+func fallback(log *bootlog.Log, paths Paths, cfg *config.Config, net netDown, mounted []string) {
 	defer func() {
 		if r := recover(); r != nil {
 			log.Printf("FAILED fallback: panic: %v", r)
@@ -181,6 +229,9 @@ func fallback(log *bootlog.Log, paths Paths, cfg *config.Config, net netDown) {
 		if err := net.Down(); err != nil {
 			log.Printf("warning: network teardown: %v", err)
 		}
+	}
+	for i := len(mounted) - 1; i >= 0; i-- {
+		_ = unix.Unmount(mounted[i], unix.MNT_DETACH)
 	}
 	_ = unix.Unmount(paths.NewRoot, unix.MNT_DETACH)
 	var candidates []string

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
+	"sort"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/spotroot/spotroot/internal/apifs"
 	"github.com/spotroot/spotroot/internal/blockdev"
 	"github.com/spotroot/spotroot/internal/bootlog"
 	"github.com/spotroot/spotroot/internal/claim"
@@ -22,185 +22,71 @@ import (
 	"github.com/spotroot/spotroot/internal/sysroot"
 )
 
+// world is what the early phases learned, shared by the per-volume ones.
+type world struct {
+	id      imds.Identity
+	claimer *claim.Claimer
+	uev     *blockdev.Listener
+	sys     blockdev.Sys
+	handle  *netup.Handle
+}
+
 func (b *booter) claimAndSwitch() error {
-	early := b.early
-	if err := b.log.Phase("modules", func() error {
-		ctx, cancel := withTimeout(early.Timeouts.Network.D(), 20*time.Second)
-		defer cancel()
-		var u unix.Utsname
-		_ = unix.Uname(&u)
-		l := &kmod.Loader{Root: "/", Release: unix.ByteSliceToString(u.Release[:]), Logger: b.slog}
-		loaded, err := l.LoadForClass(ctx, "0x02")
-		if len(loaded) > 0 {
-			b.slog.Info("loaded NIC modules", "modules", strings.Join(loaded, ","))
-		}
+	w := &world{sys: blockdev.DefaultSys}
+	if err := b.bringUp(w); err != nil {
 		return err
-	}); err != nil {
-		return err
-	}
-
-	var handle *netup.Handle
-	if err := b.log.Phase("network", func() error {
-		ctx, cancel := withTimeout(early.Timeouts.Network.D(), 20*time.Second)
-		defer cancel()
-		h, err := netup.Up(ctx, netup.Config{
-			Interface:   early.Interface,
-			LinkTimeout: early.Timeouts.Network.D(),
-			DHCPTimeout: early.Timeouts.Network.D(),
-			Logger:      b.slog,
-		})
-		if err != nil {
-			return err
-		}
-		handle, b.net = h, h
-		return nil
-	}); err != nil {
-		return err
-	}
-
-	md := imds.New(imds.DefaultEndpoint, nil)
-	var id imds.Identity
-	var userData []byte
-	if err := b.log.Phase("imds", func() error {
-		ctx, cancel := withTimeout(early.Timeouts.IMDS.D(), 20*time.Second)
-		defer cancel()
-		var err error
-		if id, err = md.Identity(ctx); err != nil {
-			return err
-		}
-		userData, err = md.UserData(ctx)
-		if err != nil {
-			return err
-		}
-		b.slog.Info("instance", "id", id.InstanceID, "region", id.Region, "az", id.AZ, "user-data-bytes", len(userData))
-		return nil
-	}); err != nil {
-		return err
-	}
-
-	if err := b.log.Phase("config", func() error {
-		img, _ := os.ReadFile(b.paths.ImageConfig)
-		cfg, err := config.Load(img, userData, b.cmdline)
-		b.cfg = cfg
-		return err
-	}); err != nil {
-		if errors.Is(err, config.ErrNotConfigured) {
-			b.log.Printf("not configured: %v — booting the image's own init", err)
-			b.bootImage()
-		}
-		return err
-	}
-	if b.cfg.Disabled {
-		b.log.Printf("disabled by configuration — booting the image's own init")
-		b.bootImage()
-	}
-	root, ok := b.cfg.Root()
-	if !ok {
-		return &bootlog.PhaseError{Phase: "config", Err: errors.New("no volume is mounted at / (data volumes need a root; this build pivots into one root volume)")}
 	}
 	cfg := b.cfg
-
-	// Listen for uevents before asking EC2 to attach: the disk can appear
-	// before the API reports the attachment.
 	uev, err := blockdev.Listen()
 	if err != nil {
 		return &bootlog.PhaseError{Phase: "device", Err: err}
 	}
 	defer uev.Close()
-
-	claimer := &claim.Claimer{
+	w.uev = uev
+	w.claimer = &claim.Claimer{
 		EC2: claim.NewClient(claim.ClientOptions{
-			Region: id.Region, Endpoint: cfg.EC2Endpoint, IMDS: md.SDK(), Resolver: handle.Resolver(),
+			Region: w.id.Region, Endpoint: cfg.EC2Endpoint, IMDS: b.imds.SDK(), Resolver: w.handle.Resolver(),
 		}),
-		Instance: claim.Instance{ID: id.InstanceID, AZ: id.AZ},
-		Log:      b.slog,
+		Instance:    claim.Instance{ID: w.id.InstanceID, AZ: w.id.AZ},
+		ImageID:     w.id.ImageID,
+		ForceDetach: cfg.ForceDetach,
+		CrossAZ:     cfg.CrossAZ,
+		DeleteMoved: cfg.DeleteMoved,
+		Log:         b.slog,
 	}
-	var cl claim.Claim
-	if err := b.log.Phase("claim", func() error {
-		ctx, cancel := withTimeout(cfg.Timeouts.Attach.D(), time.Minute)
-		defer cancel()
-		vol, err := claimer.Find(ctx, root)
-		if err != nil {
+
+	root, hasRoot := cfg.Root()
+	for _, v := range orderVolumes(cfg.Volumes) {
+		target := v.Mount
+		if hasRoot {
+			target = joinRoot(b.paths.NewRoot, v.Mount)
+		}
+		if err := b.volume(w, v, target, v.Mount == "/"); err != nil {
 			return err
 		}
-		cl, err = claimer.Attach(ctx, vol)
-		return err
-	}); err != nil {
-		return err
 	}
 
-	// EC2's "attached" and the kernel's device arrive independently; wait for
-	// both, the API in the background.
-	attachStart := time.Now()
-	attached := make(chan error, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				attached <- fmt.Errorf("panic: %v", r)
-			}
-		}()
-		ctx, cancel := withTimeout(cfg.Timeouts.Attach.D(), time.Minute)
-		defer cancel()
-		if cl.AlreadyAttached {
-			attached <- nil
-			return
-		}
-		attached <- claimer.WaitAttached(ctx, cl.VolumeID)
-	}()
-
-	sys := blockdev.DefaultSys
-	target := blockdev.Target{VolumeID: cl.VolumeID, Device: cl.Device}
-	var disk string
-	if err := b.log.Phase("device", func() error {
-		ctx, cancel := withTimeout(cfg.Timeouts.Device.D(), 30*time.Second)
-		defer cancel()
-		var err error
-		disk, err = sys.WaitDisk(ctx, uev, target)
-		if err == nil {
-			b.slog.Info("block device", "volume", cl.VolumeID, "disk", "/dev/"+disk, "uptime", uptime())
-		}
-		return err
-	}); err != nil {
-		return err
-	}
-	if err := <-attached; err != nil {
-		return &bootlog.PhaseError{Phase: "attach", Err: err}
-	}
-	b.log.Printf("attach ok in %s", bootlog.MS(time.Since(attachStart)))
-
-	var dev string
-	var fs blockdev.FS
-	if err := b.log.Phase("filesystem", func() error {
-		ctx, cancel := withTimeout(cfg.Timeouts.Device.D(), 30*time.Second)
-		defer cancel()
-		var err error
-		dev, fs, err = b.findFilesystem(ctx, sys, uev, disk, root)
-		return err
-	}); err != nil {
-		return err
-	}
-
-	fstype := fs.Type
-	if root.FSType != "" && root.FSType != "auto" {
-		fstype = root.FSType
-	}
 	var init string
-	if err := b.log.Phase("mount", func() error {
-		if err := sysroot.Mount(dev, b.paths.NewRoot, fstype, kernelRW(b.cmdline), root.Options); err != nil {
+	if hasRoot {
+		if err := b.log.Phase("init", func() error {
+			b.fixModules()
+			var err error
+			init, err = b.findInit(root)
+			return err
+		}); err != nil {
 			return err
 		}
-		var err error
-		init, err = sysroot.Check(b.paths.NewRoot, cfg.Init)
-		return err
-	}); err != nil {
-		return err
 	}
-
-	if err := b.log.Phase("network-down", handle.Down); err != nil {
+	if err := b.log.Phase("network-down", w.handle.Down); err != nil {
 		return err
 	}
 	b.net = nil
-	b.writeTimeline(cl, dev, fs)
+	b.writeTimeline()
+	if !hasRoot {
+		b.log.Printf("data volumes mounted (pid 1 start→exec %s) — booting the image's own init", bootlog.MS(time.Since(b.started)))
+		b.mounted = nil // they stay: that is the point
+		fallback(b.log, b.paths, b.cfg, nil, nil)
+	}
 	if err := b.log.Phase("switch", func() error { return sysroot.Switch(b.paths.NewRoot) }); err != nil {
 		// The old root may be half gone; there is no safe way back.
 		b.log.Printf("FAILED switch: %v — the image root is no longer reachable", err)
@@ -219,49 +105,284 @@ func (b *booter) claimAndSwitch() error {
 	return nil
 }
 
-// findFilesystem picks the filesystem on disk and returns its device node.
-func (b *booter) findFilesystem(ctx context.Context, sys blockdev.Sys, uev *blockdev.Listener, disk string, v config.Volume) (string, blockdev.FS, error) {
-	node, err := sys.Node(disk)
-	if err != nil {
-		return "", blockdev.FS{}, err
-	}
-	f, err := os.Open(node)
-	if err != nil {
-		return "", blockdev.FS{}, fmt.Errorf("open %s: %w", node, err)
-	}
-	defer f.Close()
-	sector := 512
-	if s, err := os.ReadFile(filepath.Join(sys.SysBlock, disk, "queue", "logical_block_size")); err == nil {
-		if n, err := strconv.Atoi(strings.TrimSpace(string(s))); err == nil && n > 0 {
-			sector = n
+// bringUp runs the phases before any volume: NIC driver, DHCP, IMDS, config.
+func (b *booter) bringUp(w *world) error {
+	early := b.early
+	if err := b.log.Phase("modules", func() error {
+		ctx, cancel := withTimeout(early.Timeouts.Network.D(), 20*time.Second)
+		defer cancel()
+		l := &kmod.Loader{Root: "/", Release: kernelRelease(), Logger: b.slog}
+		loaded, err := l.LoadForClass(ctx, "0x02")
+		if len(loaded) > 0 {
+			b.slog.Info("loaded NIC modules", "modules", strings.Join(loaded, ","))
 		}
+		return err
+	}); err != nil {
+		return err
 	}
-	choice, err := blockdev.Choose(f, sector, v.Partition)
-	if err != nil {
-		return "", blockdev.FS{}, fmt.Errorf("%s (%s): %w", node, v.Describe(), err)
+	if err := b.log.Phase("network", func() error {
+		ctx, cancel := withTimeout(early.Timeouts.Network.D(), 20*time.Second)
+		defer cancel()
+		h, err := netup.Up(ctx, netup.Config{
+			Interface:   early.Interface,
+			LinkTimeout: early.Timeouts.Network.D(),
+			DHCPTimeout: early.Timeouts.Network.D(),
+			Logger:      b.slog,
+		})
+		if err != nil {
+			return err
+		}
+		w.handle, b.net = h, h
+		return nil
+	}); err != nil {
+		return err
 	}
-	if choice.Partition == 0 {
-		b.slog.Info("filesystem", "device", node, "fs", choice.FS.String())
-		return node, choice.FS, nil
+	b.imds = imds.New(imds.DefaultEndpoint, nil)
+	var userData []byte
+	if err := b.log.Phase("imds", func() error {
+		ctx, cancel := withTimeout(early.Timeouts.IMDS.D(), 20*time.Second)
+		defer cancel()
+		var err error
+		if w.id, err = b.imds.Identity(ctx); err != nil {
+			return err
+		}
+		if userData, err = b.imds.UserData(ctx); err != nil {
+			return err
+		}
+		b.slog.Info("instance", "id", w.id.InstanceID, "region", w.id.Region, "az", w.id.AZ, "user-data-bytes", len(userData))
+		return nil
+	}); err != nil {
+		return err
 	}
-	part, err := sys.WaitPartition(ctx, uev, disk, choice.Partition)
-	if err != nil {
-		return "", blockdev.FS{}, err
+	if err := b.log.Phase("config", func() error {
+		img, _ := os.ReadFile(b.paths.ImageConfig)
+		cfg, err := config.Load(img, userData, b.cmdline)
+		b.cfg = cfg
+		return err
+	}); err != nil {
+		if errors.Is(err, config.ErrNotConfigured) {
+			b.log.Printf("not configured: %v — booting the image's own init", err)
+			b.bootImage()
+		}
+		return err
 	}
-	pnode, err := sys.Node(part)
-	if err != nil {
-		return "", blockdev.FS{}, err
+	if b.cfg.Disabled {
+		b.log.Printf("disabled by configuration — booting the image's own init")
+		b.bootImage()
 	}
-	b.slog.Info("filesystem", "device", pnode, "partition", choice.Partition, "label", choice.Label, "fs", choice.FS.String())
-	return pnode, choice.FS, nil
+	return nil
 }
 
-// writeTimeline leaves the boot record in /run (bound into the new root) for
-// the real init's logs and `spotroot status`.
-func (b *booter) writeTimeline(cl claim.Claim, dev string, fs blockdev.FS) {
-	lines := append(b.log.Lines(), fmt.Sprintf("spotroot: volume=%s device=%s fs=%s", cl.VolumeID, dev, fs))
-	_ = os.MkdirAll(filepath.Dir(b.paths.Timeline), 0o755)
-	_ = os.WriteFile(b.paths.Timeline, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+// volume claims one volume and mounts it at target: phases claim, device,
+// attach, filesystem, mount (suffixed with the mount point for data volumes).
+func (b *booter) volume(w *world, v config.Volume, target string, isRoot bool) error {
+	cfg := b.cfg
+	suffix := ""
+	if !isRoot {
+		suffix = " " + v.Mount
+	}
+	var cl claim.Claim
+	if err := b.log.Phase("claim"+suffix, func() error {
+		timeout := cfg.Timeouts.Attach.D()
+		if v.Create != nil || cfg.CrossAZ != "fail" {
+			timeout = max(timeout, cfg.Timeouts.Create.D()) // a copy or a creation may take minutes
+		}
+		ctx, cancel := withTimeout(timeout, time.Minute)
+		defer cancel()
+		var err error
+		cl, err = w.claimer.Claim(ctx, v)
+		if err == nil && cl.MovedFrom != "" {
+			b.slog.Info("volume copied from another AZ", "from", cl.MovedFrom, "to", cl.VolumeID)
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+
+	// EC2's "attached" and the kernel's device arrive independently; wait
+	// for both, and stop waiting for the device as soon as EC2 gives up.
+	attachStart := time.Now()
+	attached := make(chan error, 1)
+	devCtx, devCancel := withTimeout(cfg.Timeouts.Device.D(), 30*time.Second)
+	defer devCancel()
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				attached <- fmt.Errorf("panic: %v", r)
+			}
+		}()
+		if cl.AlreadyAttached {
+			attached <- nil
+			return
+		}
+		ctx, cancel := withTimeout(cfg.Timeouts.Attach.D(), time.Minute)
+		defer cancel()
+		err := w.claimer.WaitAttached(ctx, cl.VolumeID)
+		if err != nil {
+			devCancel()
+		}
+		attached <- err
+	}()
+	target0 := blockdev.Target{VolumeID: cl.VolumeID, Device: cl.Device}
+	var disk string
+	if err := b.log.Phase("device"+suffix, func() error {
+		var err error
+		disk, err = w.sys.WaitDisk(devCtx, w.uev, target0)
+		if err != nil {
+			select {
+			case aerr := <-attached:
+				if aerr != nil {
+					return fmt.Errorf("EC2 did not attach %s: %w", cl.VolumeID, aerr)
+				}
+			default:
+			}
+			return err
+		}
+		b.slog.Info("block device", "volume", cl.VolumeID, "disk", "/dev/"+disk, "uptime", uptime())
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := <-attached; err != nil {
+		return &bootlog.PhaseError{Phase: "attach" + suffix, Err: err}
+	}
+	b.log.Printf("attach%s ok in %s", suffix, bootlog.MS(time.Since(attachStart)))
+
+	var dev string
+	var fs blockdev.FS
+	if err := b.log.Phase("filesystem"+suffix, func() error {
+		ctx, cancel := withTimeout(cfg.Timeouts.Device.D(), 30*time.Second)
+		defer cancel()
+		if cl.NeedsFormat {
+			node, err := w.sys.Node(disk)
+			if err != nil {
+				return err
+			}
+			b.slog.Info("formatting new empty volume", "volume", cl.VolumeID, "device", node, "fs", cl.FSType)
+			if err := b.tools.Format(ctx, node, cl.FSType, ""); err != nil {
+				return err
+			}
+		}
+		var err error
+		dev, fs, err = b.findFilesystem(ctx, w.sys, w.uev, disk, v)
+		if err != nil {
+			return err
+		}
+		if isRoot {
+			if err := b.fixIdentityClash(ctx, dev, &fs); err != nil {
+				return err
+			}
+		}
+		return b.check(dev, fs.Type)
+	}); err != nil {
+		return err
+	}
+
+	fstype := fs.Type
+	if v.FSType != "" && v.FSType != "auto" {
+		fstype = v.FSType
+	}
+	return b.log.Phase("mount"+suffix, func() error {
+		if b.mountedDevs[dev] {
+			return fmt.Errorf("%s is already mounted by spotroot; two volumes resolve to one device", dev)
+		}
+		// The root is mounted like the kernel would (read-only unless rw
+		// was asked for) so the real init's fsck/remount logic runs as on
+		// any boot; data volumes are mounted read-write, after fsck.
+		rw := !isRoot || kernelRW(b.cmdline)
+		if !isRoot {
+			if err := mkdirOnRO(target); err != nil {
+				return err
+			}
+		}
+		if err := sysroot.Mount(dev, target, fstype, rw, v.Options); err != nil {
+			return err
+		}
+		b.mounted = append(b.mounted, target)
+		b.mountedDevs[dev] = true
+		b.record = append(b.record, fmt.Sprintf("spotroot: volume=%s device=%s fs=%s mount=%s", cl.VolumeID, dev, fs, v.Mount))
+		return nil
+	})
+}
+
+// check runs the image's fsck; a missing checker is noted, not fatal.
+func (b *booter) check(dev, fstype string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	res, err := b.tools.Check(ctx, dev, fstype)
+	if errors.Is(err, errNoTool) {
+		b.slog.Info("no checker for the filesystem in the image; skipping fsck", "device", dev, "fs", fstype)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("refusing to mount a corrupt filesystem: %w", err)
+	}
+	b.slog.Info("fsck", "device", dev, "result", res)
+	return nil
+}
+
+// orderVolumes puts the root first and data volumes parents-first.
+func orderVolumes(vs []config.Volume) []config.Volume {
+	out := append([]config.Volume(nil), vs...)
+	sort.SliceStable(out, func(i, j int) bool {
+		return strings.Count(strings.TrimSuffix(out[i].Mount, "/"), "/") < strings.Count(strings.TrimSuffix(out[j].Mount, "/"), "/")
+	})
+	return out
+}
+
+func joinRoot(root, p string) string {
+	if p == "/" {
+		return root
+	}
+	return root + p
+}
+
+// mkdirOnRO creates a mount point; on a read-only root (the kernel's
+// default) it remounts the filesystem holding it read-write for the mkdir.
+func mkdirOnRO(dir string) error {
+	err := os.MkdirAll(dir, 0o755)
+	if err == nil || !errors.Is(err, unix.EROFS) {
+		if err != nil {
+			return fmt.Errorf("create mount point %s: %w", dir, err)
+		}
+		return nil
+	}
+	// Remount the filesystem that holds the nearest existing ancestor.
+	parent := dir
+	for {
+		parent = parentDir(parent)
+		if _, err := os.Stat(parent); err == nil {
+			break
+		}
+	}
+	for parent != "/" {
+		if mp, _ := apifs.IsMountPoint(parent); mp {
+			break
+		}
+		parent = parentDir(parent)
+	}
+	if err := unix.Mount("", parent, "", unix.MS_REMOUNT, ""); err != nil {
+		return fmt.Errorf("create mount point %s: remount %s read-write: %w", dir, parent, err)
+	}
+	defer unix.Mount("", parent, "", unix.MS_REMOUNT|unix.MS_RDONLY, "")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create mount point %s: %w", dir, err)
+	}
+	return nil
+}
+
+func parentDir(p string) string {
+	i := strings.LastIndex(strings.TrimSuffix(p, "/"), "/")
+	if i <= 0 {
+		return "/"
+	}
+	return p[:i]
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	_ = unix.Uname(&u)
+	return unix.ByteSliceToString(u.Release[:])
 }
 
 // kernelRW reports whether the command line asks for a read-write root; the

@@ -15,6 +15,7 @@ import (
 //	spotroot.image_init=PATH       the image's own init
 //	spotroot.ec2_endpoint=URL      EC2 API endpoint override
 //	spotroot.log_level=debug
+//	spotroot.on_failure=poweroff   image-init | retry-then-image-init | poweroff
 func (c *Config) applyCmdline(cmdline string) error {
 	used := false
 	for _, f := range strings.Fields(cmdline) {
@@ -55,8 +56,10 @@ func (c *Config) applyCmdline(cmdline string) error {
 			c.EC2Endpoint = val
 		case "log_level":
 			c.LogLevel = val
+		case "on_failure":
+			c.OnFailure = val
 		default:
-			return fmt.Errorf("%s: unknown parameter (known: spotroot.disable, spotroot.volume, spotroot.init, spotroot.image_init, spotroot.ec2_endpoint, spotroot.log_level)", where)
+			return fmt.Errorf("%s: unknown parameter (known: spotroot.disable, spotroot.volume, spotroot.init, spotroot.image_init, spotroot.ec2_endpoint, spotroot.log_level, spotroot.on_failure)", where)
 		}
 	}
 	if !used {

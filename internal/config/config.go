@@ -30,11 +30,15 @@ type Config struct {
 	// and recreate here, the default) or "fail".
 	CrossAZ string `yaml:"cross_az"`
 	// DeleteMoved deletes the old volume and the snapshot after a move.
-	DeleteMoved bool      `yaml:"delete_moved"`
-	LogLevel    string    `yaml:"log_level"`
-	Disabled    bool      `yaml:"disabled"`
-	Interface   string    `yaml:"interface"`
-	source      sourceSet // which sources contributed, for the log
+	DeleteMoved bool `yaml:"delete_moved"`
+	// OnFailure: "image-init" (default) boots the image's own init;
+	// "retry-then-image-init" tries the whole claim once more first;
+	// "poweroff" stops the instance (a Spot fleet replaces it).
+	OnFailure string    `yaml:"on_failure"`
+	LogLevel  string    `yaml:"log_level"`
+	Disabled  bool      `yaml:"disabled"`
+	Interface string    `yaml:"interface"`
+	source    sourceSet // which sources contributed, for the log
 }
 
 // Volume names one EBS volume and where it goes.
@@ -230,6 +234,11 @@ func (c *Config) normalize(where string) error {
 	}
 	if c.EC2Endpoint != "" && !strings.HasPrefix(c.EC2Endpoint, "http://") && !strings.HasPrefix(c.EC2Endpoint, "https://") {
 		errs = append(errs, fmt.Errorf("%s: spotroot.ec2_endpoint: %q must start with http:// or https://", where, c.EC2Endpoint))
+	}
+	switch c.OnFailure {
+	case "", "image-init", "retry-then-image-init", "poweroff":
+	default:
+		errs = append(errs, fmt.Errorf("%s: spotroot.on_failure: %q is not image-init, retry-then-image-init or poweroff", where, c.OnFailure))
 	}
 	switch c.CrossAZ {
 	case "", "move", "fail":

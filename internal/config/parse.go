@@ -247,7 +247,7 @@ func (c *Config) merge(o Config) {
 		src string
 	}{
 		{&c.Init, o.Init}, {&c.ImageInit, o.ImageInit}, {&c.EC2Endpoint, o.EC2Endpoint},
-		{&c.LogLevel, o.LogLevel}, {&c.Interface, o.Interface}, {&c.CrossAZ, o.CrossAZ},
+		{&c.LogLevel, o.LogLevel}, {&c.Interface, o.Interface}, {&c.CrossAZ, o.CrossAZ}, {&c.OnFailure, o.OnFailure},
 	} {
 		if s.src != "" {
 			*s.dst = s.src

@@ -1,0 +1,149 @@
+// Package fsutil runs the image's own filesystem tools (fsck, mkfs, UUID
+// changes) on a volume before spotroot mounts it. spotroot carries none of
+// its own: the image's tools match the filesystems its distribution makes.
+package fsutil
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// Tools finds programs in the image root (Root "" or "/" = this root).
+type Tools struct {
+	Root string
+	// Dirs are searched in order.
+	Dirs []string
+}
+
+// DefaultTools searches the usual sbin/bin directories of the running root.
+var DefaultTools = Tools{Dirs: []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin"}}
+
+// ErrNoTool means the image lacks the program.
+var ErrNoTool = errors.New("not in the image")
+
+// Find returns the path of a program.
+func (t Tools) Find(name string) (string, error) {
+	for _, d := range t.Dirs {
+		p := filepath.Join(t.Root, d, name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: %w", name, ErrNoTool)
+}
+
+func (t Tools) run(ctx context.Context, name string, args ...string) (int, string, error) {
+	p, err := t.Find(name)
+	if err != nil {
+		return -1, "", err
+	}
+	cmd := exec.CommandContext(ctx, p, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Env = []string{"PATH=/usr/sbin:/sbin:/usr/bin:/bin"}
+	err = cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code, err = ee.ExitCode(), nil
+	}
+	return code, lastLines(out.String(), 3), err
+}
+
+// Check runs the image's checker on an unmounted filesystem, repairing
+// what is safe to repair (e2fsck -p), and fails on what is not.
+// Filesystems without a safe unattended checker (btrfs) are skipped.
+func (t Tools) Check(ctx context.Context, dev, fstype string) (string, error) {
+	switch fstype {
+	case "ext4", "ext3", "ext2":
+		code, out, err := t.run(ctx, "e2fsck", "-p", dev)
+		switch {
+		case err != nil:
+			return "", err
+		case code == 0:
+			return "clean", nil
+		case code == 1 || code == 2:
+			return "errors corrected: " + out, nil
+		}
+		return "", fmt.Errorf("e2fsck -p %s exited %d (uncorrected errors): %s; repair it from another instance with e2fsck -f", dev, code, out)
+	case "xfs":
+		code, out, err := t.run(ctx, "xfs_repair", "-n", dev)
+		switch {
+		case err != nil:
+			return "", err
+		case code == 0:
+			return "clean", nil
+		}
+		return "", fmt.Errorf("xfs_repair -n %s exited %d (corruption found): %s; repair it from another instance with xfs_repair", dev, code, out)
+	}
+	return "", fmt.Errorf("%s: %w", fstype, ErrNoTool)
+}
+
+// Format makes a new filesystem on an empty volume.
+func (t Tools) Format(ctx context.Context, dev, fstype, label string) error {
+	var args []string
+	switch fstype {
+	case "ext4":
+		args = []string{"-q", "-F"}
+	case "xfs":
+		args = []string{"-q", "-f"}
+	case "btrfs":
+		args = []string{"-q", "-f"}
+	default:
+		return fmt.Errorf("format %s: unsupported filesystem %q", dev, fstype)
+	}
+	if label != "" {
+		args = append(args, "-L", label)
+	}
+	code, out, err := t.run(ctx, "mkfs."+fstype, append(args, dev)...)
+	if err != nil {
+		return fmt.Errorf("format %s as %s: %w", dev, fstype, err)
+	}
+	if code != 0 {
+		return fmt.Errorf("format %s as %s: mkfs.%s exited %d: %s", dev, fstype, fstype, code, out)
+	}
+	return nil
+}
+
+// NewUUID gives the filesystem a fresh random UUID.
+func (t Tools) NewUUID(ctx context.Context, dev, fstype string) error {
+	var name string
+	var args []string
+	switch fstype {
+	case "ext4", "ext3", "ext2":
+		// tune2fs refuses to rewrite checksums on a filesystem not checked
+		// since its last mount.
+		if code, out, err := t.run(ctx, "e2fsck", "-f", "-p", dev); err != nil || code > 2 {
+			return fmt.Errorf("new UUID for %s: e2fsck -f -p exited %d: %s %v", dev, code, out, err)
+		}
+		name, args = "tune2fs", []string{"-U", "random", dev}
+	case "xfs":
+		name, args = "xfs_admin", []string{"-U", "generate", dev}
+	case "btrfs":
+		name, args = "btrfstune", []string{"-f", "-u", dev}
+	default:
+		return fmt.Errorf("new UUID for %s: unsupported filesystem %q", dev, fstype)
+	}
+	code, out, err := t.run(ctx, name, args...)
+	if err != nil {
+		return fmt.Errorf("new UUID for %s: %w", dev, err)
+	}
+	if code != 0 {
+		return fmt.Errorf("new UUID for %s: %s exited %d: %s", dev, name, code, out)
+	}
+	return nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " / ")
+}
