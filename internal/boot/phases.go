@@ -52,6 +52,7 @@ func (b *booter) claimAndSwitch() error {
 		ForceDetach: cfg.ForceDetach,
 		CrossAZ:     cfg.CrossAZ,
 		DeleteMoved: cfg.DeleteMoved,
+		WaitDetach:  cfg.Timeouts.Detach.D(),
 		Log:         b.slog,
 	}
 

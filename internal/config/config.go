@@ -75,6 +75,9 @@ type Timeouts struct {
 	IMDS    Duration `yaml:"imds"`
 	Attach  Duration `yaml:"attach"`
 	Device  Duration `yaml:"device"`
+	// Detach bounds the wait for a dead instance to release the volume
+	// before force_detach (or failure).
+	Detach Duration `yaml:"detach"`
 	// Create bounds making a volume (snapshot copies across AZs, creation
 	// from a snapshot), which takes minutes on real EBS.
 	Create Duration `yaml:"create"`
@@ -118,6 +121,7 @@ var Defaults = Config{
 		Attach:  Duration(60 * time.Second),
 		Device:  Duration(30 * time.Second),
 		Create:  Duration(20 * time.Minute),
+		Detach:  Duration(30 * time.Second),
 	},
 	LogLevel: "info",
 }
