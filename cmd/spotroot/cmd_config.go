@@ -14,21 +14,27 @@ func init() {
 }
 
 const configUsage = `usage: spotroot config check [FILE|-]
+       spotroot config schema
 
 Parses FILE (or standard input) exactly as the boot path parses user-data:
 #cloud-config with a spotroot key, a MIME archive with a text/x-spotroot part,
 gzip or base64. Prints the effective configuration; exit 0 if valid, 1 if not.
+"schema" prints every field with its default, as a commented example.
 `
 
 func configCmd(args []string, io stdio) int {
-	if len(args) == 0 || wantsHelp(args) || args[0] != "check" {
+	switch {
+	case len(args) > 0 && args[0] == "schema":
+		fmt.Fprint(io.out, config.Example)
+		return 0
+	case len(args) > 0 && args[0] == "check" && !wantsHelp(args):
+		return configCheck(args[1:], io)
+	case wantsHelp(args):
 		fmt.Fprint(io.out, configUsage)
-		if len(args) == 0 || args[0] != "check" && !wantsHelp(args) {
-			return 2
-		}
 		return 0
 	}
-	return configCheck(args[1:], io)
+	fmt.Fprint(io.err, configUsage)
+	return 2
 }
 
 func configCheck(args []string, stdio stdio) int {
@@ -56,7 +62,8 @@ func configCheck(args []string, stdio stdio) int {
 	for _, v := range cfg.Volumes {
 		fmt.Fprintf(stdio.out, "  %s → %s\n", v.Describe(), v.Mount)
 	}
-	fmt.Fprintf(stdio.out, "init: %s\nimage_init: %s\n", cfg.Init, orDefault(cfg.ImageInit, "(first of /sbin/init.real, systemd)"))
+	fmt.Fprintf(stdio.out, "init: %s\nimage_init: %s\non_failure: %s\n", cfg.Init,
+		orDefault(cfg.ImageInit, "(first of /sbin/init.real, systemd)"), orDefault(cfg.OnFailure, "image-init"))
 	t := cfg.Timeouts
 	fmt.Fprintf(stdio.out, "timeouts: network=%v imds=%v attach=%v device=%v\n", t.Network.D(), t.IMDS.D(), t.Attach.D(), t.Device.D())
 	return 0

@@ -41,3 +41,37 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("help: %d %q", code, out)
 	}
 }
+
+func TestConfigSchemaChecksClean(t *testing.T) {
+	code, schema, _ := runCmd("", "config", "schema")
+	if code != 0 || !strings.Contains(schema, "on_failure:") {
+		t.Fatalf("schema: %d %q", code, schema)
+	}
+	if code, out, errOut := runCmd(schema, "config", "check", "-"); code != 0 {
+		t.Fatalf("config check rejects the schema it prints: %s %s", out, errOut)
+	}
+}
+
+// TestREADMEExamples checks every YAML example in the README that
+// configures spotroot, as an operator would before launching.
+func TestREADMEExamples(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := strings.Split(string(b), "```yaml\n")
+	n := 0
+	for _, blk := range blocks[1:] {
+		body, _, _ := strings.Cut(blk, "```")
+		if !strings.Contains(body, "spotroot:") {
+			continue
+		}
+		n++
+		if code, _, errOut := runCmd(body, "config", "check", "-"); code != 0 {
+			t.Errorf("README example %d is rejected: %s\n%s", n, errOut, body)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no spotroot YAML example found in README.md")
+	}
+}

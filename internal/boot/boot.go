@@ -21,6 +21,7 @@ import (
 	"github.com/spotroot/spotroot/internal/config"
 	"github.com/spotroot/spotroot/internal/fsutil"
 	"github.com/spotroot/spotroot/internal/imds"
+	"github.com/spotroot/spotroot/internal/kmod"
 	"github.com/spotroot/spotroot/internal/sysroot"
 )
 
@@ -77,6 +78,7 @@ type booter struct {
 	initramfs bool
 	imds      *imds.Client
 	tools     fsutil.Tools
+	kmod      *kmod.Loader
 	// mounted lists what spotroot mounted, undone before a fallback;
 	// mountedDevs guards against mounting one device twice.
 	mounted     []string

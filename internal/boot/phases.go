@@ -112,8 +112,8 @@ func (b *booter) bringUp(w *world) error {
 	if err := b.log.Phase("modules", func() error {
 		ctx, cancel := withTimeout(early.Timeouts.Network.D(), 20*time.Second)
 		defer cancel()
-		l := &kmod.Loader{Root: "/", Release: kernelRelease(), Logger: b.slog}
-		loaded, err := l.LoadForClass(ctx, "0x02")
+		b.kmod = &kmod.Loader{Root: "/", Release: kernelRelease(), Logger: b.slog}
+		loaded, err := b.kmod.LoadForClass(ctx, "0x02")
 		if len(loaded) > 0 {
 			b.slog.Info("loaded NIC modules", "modules", strings.Join(loaded, ","))
 		}
@@ -162,7 +162,7 @@ func (b *booter) bringUp(w *world) error {
 		return err
 	}); err != nil {
 		if errors.Is(err, config.ErrNotConfigured) {
-			b.log.Printf("not configured: %v — booting the image's own init", err)
+			b.log.Printf("not configured: %v — booting the image's own init", errors.Unwrap(err))
 			b.bootImage()
 		}
 		return err
@@ -287,16 +287,22 @@ func (b *booter) volume(w *world, v config.Volume, target string, isRoot bool) e
 		if b.mountedDevs[dev] {
 			return fmt.Errorf("%s is already mounted by spotroot; two volumes resolve to one device", dev)
 		}
+		if mods, err := b.kmod.LoadFilesystem(fstype); err != nil {
+			return err
+		} else if len(mods) > 0 {
+			b.slog.Info("loaded filesystem modules", "modules", strings.Join(mods, ","))
+		}
 		// The root is mounted like the kernel would (read-only unless rw
 		// was asked for) so the real init's fsck/remount logic runs as on
 		// any boot; data volumes are mounted read-write, after fsck.
 		rw := !isRoot || kernelRW(b.cmdline)
+		rw, options := mountOptions(v.Options, rw)
 		if !isRoot {
 			if err := mkdirOnRO(target); err != nil {
 				return err
 			}
 		}
-		if err := sysroot.Mount(dev, target, fstype, rw, v.Options); err != nil {
+		if err := sysroot.Mount(dev, target, fstype, rw, options); err != nil {
 			return err
 		}
 		b.mounted = append(b.mounted, target)
@@ -329,6 +335,24 @@ func orderVolumes(vs []config.Volume) []config.Volume {
 		return strings.Count(strings.TrimSuffix(out[i].Mount, "/"), "/") < strings.Count(strings.TrimSuffix(out[j].Mount, "/"), "/")
 	})
 	return out
+}
+
+// mountOptions takes "ro"/"rw" out of a volume's options (they are mount
+// flags, not filesystem data) and returns the rest.
+func mountOptions(opts string, rw bool) (bool, string) {
+	var rest []string
+	for _, o := range strings.Split(opts, ",") {
+		switch o = strings.TrimSpace(o); o {
+		case "":
+		case "rw":
+			rw = true
+		case "ro":
+			rw = false
+		default:
+			rest = append(rest, o)
+		}
+	}
+	return rw, strings.Join(rest, ",")
 }
 
 func joinRoot(root, p string) string {

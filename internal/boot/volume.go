@@ -124,6 +124,11 @@ func rootDevNumber() (uint64, bool) {
 // none for the running kernel: the AMI's kernel is what boots, whatever the
 // volume's packages say.
 func (b *booter) fixModules() {
+	if b.initramfs {
+		// The image root is not mounted: the initramfs's few modules are
+		// freed with it, so there is nothing worth lending.
+		return
+	}
 	rel := kernelRelease()
 	want := filepath.Join(b.paths.NewRoot, "lib/modules", rel)
 	if _, err := os.Stat(want); err == nil {

@@ -145,3 +145,16 @@ func TestGzipBase64AndMIME(t *testing.T) {
 		}
 	}
 }
+
+func TestExampleIsValid(t *testing.T) {
+	c, err := Load(nil, []byte(Example), "")
+	if err != nil {
+		t.Fatalf("the documented example does not parse: %v", err)
+	}
+	if len(c.Volumes) != 2 || c.Volumes[0].Create == nil || c.Volumes[1].Mount != "/var/lib/docker" {
+		t.Fatalf("example volumes = %+v", c.Volumes)
+	}
+	if c.Timeouts.Create.D() != 20*time.Minute || c.OnFailure != "image-init" || c.CrossAZ != "move" {
+		t.Fatalf("example settings = %+v", c)
+	}
+}
