@@ -30,6 +30,11 @@ var ec2Actions = map[string]ec2Action{
 	"DescribeSnapshots": {(*Server).describeSnapshots, false},
 	"DeleteSnapshot":    {(*Server).deleteSnapshot, true},
 	"DescribeImages":    {(*Server).describeImages, false},
+
+	"DescribeSubnets":              {(*Server).describeSubnets, false},
+	"RequestSpotInstances":         {(*Server).requestSpotInstances, true},
+	"DescribeSpotInstanceRequests": {(*Server).describeSpotInstanceRequests, false},
+	"CreateLaunchTemplate":         {(*Server).createLaunchTemplate, true},
 }
 
 // call is one EC2 request being served.

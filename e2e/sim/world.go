@@ -32,6 +32,11 @@ type World struct {
 	Snapshots map[string]*Snapshot
 	Images    map[string]*Image
 
+	// Subnets default to one default-VPC subnet per zone a–c.
+	Subnets         map[string]*Subnet         `json:",omitempty"`
+	SpotRequests    map[string]*SpotRequest    `json:",omitempty"`
+	LaunchTemplates map[string]*LaunchTemplate `json:",omitempty"`
+
 	// Faults makes EC2 actions (keyed by action name, or the Fault* pseudo
 	// actions for the asynchronous hot-plug) fail or stall.
 	Faults map[string]Fault
@@ -110,6 +115,7 @@ func (w *World) fillDefaults() {
 	if w.Faults == nil {
 		w.Faults = map[string]Fault{}
 	}
+	w.launchDefaults()
 	if w.Operator.AccessKeyID == "" {
 		w.Operator = newCredentials("AKIA", false)
 	}

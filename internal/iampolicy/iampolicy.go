@@ -1,0 +1,63 @@
+// Package iampolicy renders the least-privilege IAM policy of the instance
+// role spotroot boots with.
+package iampolicy
+
+import "encoding/json"
+
+// Policy is an IAM policy document.
+type Policy struct {
+	Version   string      `json:"Version"`
+	Statement []Statement `json:"Statement"`
+}
+
+// Statement is one IAM statement.
+type Statement struct {
+	Sid       string                    `json:"Sid"`
+	Effect    string                    `json:"Effect"`
+	Action    []string                  `json:"Action"`
+	Resource  []string                  `json:"Resource"`
+	Condition map[string]map[string]any `json:"Condition,omitempty"`
+}
+
+// Render returns the policy for instances and volumes tagged key=value:
+//   - Describe* on * (EC2 cannot scope Describe calls);
+//   - AttachVolume/DetachVolume only when both the volume and the instance
+//     carry key=value (EC2 authorizes both resources of the call);
+//   - CreateVolume/CreateSnapshot only when the request tags the new
+//     resource key=value (and snapshots only of tagged volumes);
+//   - CreateTags only as part of those creates (ec2:CreateAction);
+//   - an explicit deny of CreateTags/DeleteTags that touch any spotroot:*
+//     key or key itself outside a create, so an instance cannot tag its way
+//     to someone else's volume.
+func Render(key, value string) ([]byte, error) {
+	tagged := map[string]map[string]any{"StringEquals": {"aws:ResourceTag/" + key: value}}
+	onCreate := map[string]map[string]any{"StringEquals": {"aws:RequestTag/" + key: value}}
+	p := Policy{Version: "2012-10-17", Statement: []Statement{
+		{Sid: "SpotrootDescribe", Effect: "Allow", Action: []string{"ec2:Describe*"}, Resource: []string{"*"}},
+		{Sid: "SpotrootAttachTaggedVolumes", Effect: "Allow", Action: []string{"ec2:AttachVolume", "ec2:DetachVolume"},
+			Resource: []string{"arn:aws:ec2:*:*:volume/*"}, Condition: tagged},
+		{Sid: "SpotrootAttachToTaggedInstances", Effect: "Allow", Action: []string{"ec2:AttachVolume", "ec2:DetachVolume"},
+			Resource: []string{"arn:aws:ec2:*:*:instance/*"}, Condition: tagged},
+		{Sid: "SpotrootCreateTaggedVolumes", Effect: "Allow", Action: []string{"ec2:CreateVolume"},
+			Resource: []string{"arn:aws:ec2:*:*:volume/*"}, Condition: onCreate},
+		{Sid: "SpotrootCreateVolumesFromSnapshots", Effect: "Allow", Action: []string{"ec2:CreateVolume"},
+			Resource: []string{"arn:aws:ec2:*::snapshot/*"}, Condition: tagged},
+		{Sid: "SpotrootSnapshotTaggedVolumes", Effect: "Allow", Action: []string{"ec2:CreateSnapshot"},
+			Resource: []string{"arn:aws:ec2:*:*:volume/*"}, Condition: tagged},
+		{Sid: "SpotrootCreateTaggedSnapshots", Effect: "Allow", Action: []string{"ec2:CreateSnapshot"},
+			Resource: []string{"arn:aws:ec2:*::snapshot/*"}, Condition: onCreate},
+		{Sid: "SpotrootTagOnCreate", Effect: "Allow", Action: []string{"ec2:CreateTags"},
+			Resource:  []string{"arn:aws:ec2:*:*:volume/*", "arn:aws:ec2:*::snapshot/*"},
+			Condition: map[string]map[string]any{"StringEquals": {"ec2:CreateAction": []string{"CreateVolume", "CreateSnapshot"}}}},
+		{Sid: "SpotrootDenyTagChanges", Effect: "Deny", Action: []string{"ec2:CreateTags", "ec2:DeleteTags"}, Resource: []string{"*"},
+			Condition: map[string]map[string]any{
+				"ForAnyValue:StringLike": {"aws:TagKeys": []string{"spotroot:*", key}},
+				"Null":                   {"ec2:CreateAction": "true"},
+			}},
+	}}
+	b, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
