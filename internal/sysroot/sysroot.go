@@ -141,6 +141,9 @@ func machine() elf.Machine {
 // new root is moved over / and chrooted into instead. The old root is
 // detached. On return the process's root and cwd are the new root.
 func Switch(newRoot string) error {
+	// Decided before /proc moves away: only the kernel's own rootfs, under
+	// PID 1, is ever emptied below.
+	initramfs := os.Getpid() == 1 && IsInitramfs()
 	// pivot_root and MS_MOVE refuse shared mounts.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make / private: %w", err)
@@ -166,7 +169,12 @@ func Switch(newRoot string) error {
 			return fmt.Errorf("detach the old root: %w", err)
 		}
 	case errors.Is(err, unix.EINVAL):
-		// rootfs (initramfs) cannot be pivoted: move the new root over it.
+		// rootfs (initramfs) cannot be pivoted: free its contents (nothing
+		// could reach them again, and the memory is the instance's), then
+		// move the new root over it, as switch_root does.
+		if initramfs {
+			_, _, _ = FreeTree("/")
+		}
 		if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
 			return fmt.Errorf("move %s to /: %w", newRoot, err)
 		}
@@ -177,6 +185,98 @@ func Switch(newRoot string) error {
 		return fmt.Errorf("pivot_root %s: %w", newRoot, err)
 	}
 	return unix.Chdir("/")
+}
+
+// IsInitramfs reports whether / is the kernel's rootfs (an initramfs): a
+// ramfs or tmpfs that /proc/self/mountinfo lists as "rootfs".
+func IsInitramfs() bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/", &st); err != nil || (st.Type != unix.RAMFS_MAGIC && st.Type != unix.TMPFS_MAGIC) {
+		return false
+	}
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	fstype := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 7 || f[4] != "/" {
+			continue
+		}
+		for i, x := range f {
+			if x == "-" && i+1 < len(f) {
+				fstype = f[i+1] // the last mount on / is the one in use
+			}
+		}
+	}
+	return fstype == "rootfs"
+}
+
+// FreeTree deletes everything below dir that is on dir's filesystem,
+// without following symlinks or descending into other mounts (which are
+// kept, with the directories leading to them), and returns how many
+// entries and file bytes it removed. Errors are collected, not fatal: what
+// cannot be removed stays.
+func FreeTree(dir string) (entries int, bytes int64, err error) {
+	var root unix.Stat_t
+	if err := unix.Lstat(dir, &root); err != nil {
+		return 0, 0, err
+	}
+	var errs []error
+	var walk func(d string) bool // reports whether d is now empty
+	walk = func(d string) bool {
+		f, err := os.Open(d)
+		if err != nil {
+			errs = append(errs, err)
+			return false
+		}
+		names, err := f.Readdirnames(-1)
+		f.Close()
+		if err != nil {
+			errs = append(errs, err)
+			return false
+		}
+		empty := true
+		for _, n := range names {
+			p := filepath.Join(d, n)
+			var st unix.Stat_t
+			if err := unix.Lstat(p, &st); err != nil {
+				errs = append(errs, err)
+				empty = false
+				continue
+			}
+			if st.Dev != root.Dev {
+				empty = false // a mount point: keep it and what is below
+				continue
+			}
+			if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+				if !walk(p) {
+					empty = false
+					continue
+				}
+				if err := unix.Rmdir(p); err != nil {
+					errs = append(errs, err)
+					empty = false
+					continue
+				}
+				entries++
+				continue
+			}
+			if err := unix.Unlink(p); err != nil {
+				errs = append(errs, err)
+				empty = false
+				continue
+			}
+			entries++
+			if st.Mode&unix.S_IFMT == unix.S_IFREG {
+				bytes += st.Size
+			}
+		}
+		return empty
+	}
+	walk(dir)
+	return entries, bytes, errors.Join(errs...)
 }
 
 // Exec replaces this process with init. argv[0] becomes init; the rest of

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -160,3 +161,74 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestFreeTree empties a directory on one filesystem and keeps a mount
+// below it untouched; it runs in a private mount namespace so the host's
+// mounts are never changed.
+func TestFreeTree(t *testing.T) {
+	if os.Getenv("SPOTROOT_FREETREE_HELPER") == "1" {
+		freeTreeHelper()
+		return
+	}
+	requireRoot(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("requires unshare")
+	}
+	dir := t.TempDir()
+	for _, f := range []string{"init", "lib/modules/x/a.ko", "etc/spotroot/config.yaml", "deep/er/still/file"} {
+		must(t, os.MkdirAll(filepath.Join(dir, filepath.Dir(f)), 0o755))
+		must(t, os.WriteFile(filepath.Join(dir, f), []byte("12345"), 0o644))
+	}
+	must(t, os.Symlink("/etc", filepath.Join(dir, "link-out"))) // must not be followed
+	must(t, os.MkdirAll(filepath.Join(dir, "run/spotroot/root"), 0o755))
+	self, err := os.Executable()
+	must(t, err)
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", self, "-test.run=^TestFreeTree$")
+	cmd.Env = append(os.Environ(), "SPOTROOT_FREETREE_HELPER=1", "DIR="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	want := "FREED entries=13 bytes=20 kept=run/spotroot/root/kept"
+	if !strings.Contains(string(out), want) {
+		t.Fatalf("helper output lacks %q:\n%s", want, out)
+	}
+	if _, err := os.Stat("/etc"); err != nil {
+		t.Fatal("the symlink was followed")
+	}
+}
+
+// freeTreeHelper mounts a tmpfs at run/ (standing in for /run with the new
+// root below it), frees the tree and reports what is left.
+func freeTreeHelper() {
+	dir := os.Getenv("DIR")
+	fail := func(err error) {
+		os.Stdout.WriteString("HELPER ERROR " + err.Error() + "\n")
+		os.Exit(3)
+	}
+	run := filepath.Join(dir, "run")
+	if err := exec.Command("mount", "-t", "tmpfs", "tmpfs", run).Run(); err != nil {
+		fail(err)
+	}
+	if err := os.MkdirAll(filepath.Join(run, "spotroot/root"), 0o755); err != nil {
+		fail(err)
+	}
+	if err := os.WriteFile(filepath.Join(run, "spotroot/root/kept"), []byte("x"), 0o644); err != nil {
+		fail(err)
+	}
+	n, b, err := FreeTree(dir)
+	if err != nil {
+		fail(err)
+	}
+	var left []string
+	_ = filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			r, _ := filepath.Rel(dir, p)
+			left = append(left, r)
+		}
+		return nil
+	})
+	os.Stdout.WriteString("FREED entries=" + itoa(n) + " bytes=" + itoa(int(b)) + " kept=" + strings.Join(left, ",") + "\n")
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

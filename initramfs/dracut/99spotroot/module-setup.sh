@@ -1,0 +1,42 @@
+#!/bin/bash
+# dracut module "spotroot": makes spotroot the /init of a dracut initramfs.
+#
+# spotroot claims the instance's persistent EBS volume, mounts it and
+# switches root into it before anything else runs. dracut's own /init is
+# kept as /init.real: when no volume is configured or the claim fails,
+# spotroot execs it and the boot continues exactly as without spotroot
+# (root=, LVM, LUKS, systemd in the initrd, ...).
+#
+# Opt-in only (check returns 255): dracut --add spotroot, or
+#   add_dracutmodules+=" spotroot "   in /etc/dracut.conf.d/spotroot.conf
+# The binary is /usr/sbin/spotroot, or $SPOTROOT_BIN when set.
+
+check() {
+	[ -x "${SPOTROOT_BIN:-/usr/sbin/spotroot}" ] || return 1
+	return 255
+}
+
+depends() {
+	return 0
+}
+
+installkernel() {
+	# NIC, disk and filesystem drivers spotroot may need before any root is
+	# mounted; built-in or absent ones are skipped by instmods -o.
+	hostonly='' instmods -o virtio_pci virtio_net ena xen-netfront \
+		nvme virtio_blk xen-blkfront ext4 xfs btrfs
+}
+
+install() {
+	local bin="${SPOTROOT_BIN:-/usr/sbin/spotroot}"
+	inst_simple "$bin" /usr/sbin/spotroot
+	if [ -f "${dracutsysrootdir-}/etc/spotroot/config.yaml" ]; then
+		inst_simple /etc/spotroot/config.yaml
+	fi
+	# 99spotroot installs after 99base and the systemd modules, which made
+	# /init: keep theirs as /init.real and put spotroot in its place.
+	if [ -e "${initdir}/init" ] || [ -L "${initdir}/init" ]; then
+		mv -f "${initdir}/init" "${initdir}/init.real"
+	fi
+	inst_simple "$bin" /init
+}
