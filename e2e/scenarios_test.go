@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spotroot/spotroot/e2e/harness"
+	"github.com/spotroot/spotroot/e2e/images"
 	"github.com/spotroot/spotroot/e2e/sim"
 )
 
@@ -151,6 +153,10 @@ func TestScenarios(t *testing.T) {
 		checkPersistent(t, second, 2)
 	})
 
+	t.Run("interruption", func(t *testing.T) {
+		testInterruption(t)
+	})
+
 	t.Run("no-volume", func(t *testing.T) {
 		w := newWorld(t, harness.WorldOpts{NoVolume: true})
 		r := boot(t, w)
@@ -169,4 +175,95 @@ func TestScenarios(t *testing.T) {
 			t.Errorf("shutdown reason %q, want guest-shutdown", r.ShutdownReason)
 		}
 	})
+
+	t.Run("initramfs-root", testInitramfsRoot)
+	t.Run("initramfs-fallback", testInitramfsFallback)
+}
+
+// testInterruption: the persistent root runs "spotroot watch"; the simulator
+// posts a Spot terminate notice; the watcher runs a hook that records it and
+// powers the guest off by itself; the volume's filesystem is clean; a
+// replacement boot sees the hook's file.
+func testInterruption(t *testing.T) {
+	e := sharedEnv(t)
+	const hookFile = "/var/lib/spotroot-test/hook-ran"
+	w := newWorld(t, harness.WorldOpts{VolumeFiles: []images.File{
+		{Path: "usr/sbin/spotroot", Src: e.SpotrootBin},
+		{Path: "etc/spotroot-test/watch", Data: []byte("/usr/sbin/spotroot\n")},
+		{Path: "etc/spotroot-test/report", Data: []byte(hookFile + "\n")},
+		// testinit doubles as a hook when SPOTROOT_ACTION is set.
+		{Path: "etc/spotroot/hooks.d/50-record", Link: "/sbin/init"},
+	}})
+	watching := regexp.MustCompile(`spotroot watch: watching http://169\.254\.169\.254`)
+	r, err := w.Boot(context.Background(), harness.BootOpts{
+		Timeout: 4 * time.Minute,
+		WhileUp: func(ctx context.Context, vm *harness.Running) error {
+			if _, err := vm.WaitFor(ctx, watching); err != nil {
+				return err
+			}
+			w.Server.PostSpotAction(vm.InstanceID, "terminate", time.Now().Add(2*time.Minute))
+			return nil
+		},
+		PowerOffTimeout: 90 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: %s; powered off %v after boot", r.InstanceID, r.TestinitLine, r.Elapsed.Round(time.Millisecond))
+	fail := func(f string, a ...any) {
+		t.Helper()
+		t.Fatalf(f+"\n--- console ---\n%s---", append(a, r.Console)...)
+	}
+	if r.Kind != "persistent" || r.Counter != 1 {
+		fail("first boot: kind %q counter %d, want persistent 1", r.Kind, r.Counter)
+	}
+	for _, want := range []string{
+		"TESTINIT-REPORT " + hookFile + " missing",
+		"spotroot watch: spot notice: action=terminate",
+		"spotroot watch: hook 50-record: ok",
+		"spotroot watch: powering off for the spot terminate",
+	} {
+		if !strings.Contains(r.Console, want) {
+			fail("console lacks %q", want)
+		}
+	}
+	if n := strings.Count(r.Console, "spot notice: action=terminate"); n != 1 {
+		fail("the notice was logged %d times, want once", n)
+	}
+	if strings.Contains(r.Console, "TESTINIT error") {
+		fail("testinit reported an error (the watcher should have powered off)")
+	}
+	if r.ShutdownReason != "guest-shutdown" {
+		fail("shutdown reason %q, want guest-shutdown (the guest powers itself off)", r.ShutdownReason)
+	}
+
+	v, _ := w.Sim.Volume(w.VolumeID)
+	fsckPartition(t, v.ImagePath)
+
+	second, err := w.Boot(context.Background(), harness.BootOpts{KernelArgs: []string{"spotroot_test.watch=0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.InstanceID == r.InstanceID || second.Counter != 2 {
+		t.Fatalf("replacement: %s counter %d, want a new instance and counter 2", second.InstanceID, second.Counter)
+	}
+	want := "TESTINIT-REPORT " + hookFile + " kind=spot action=terminate time="
+	if !strings.Contains(second.Console, want) {
+		t.Fatalf("replacement boot does not see the hook's file: no %q\n--- console ---\n%s---", want, second.Console)
+	}
+}
+
+// fsckPartition runs e2fsck -fn on partition 1 (1 MiB in) of a volume image.
+func fsckPartition(t *testing.T, img string) {
+	t.Helper()
+	part := filepath.Join(t.TempDir(), "part.img")
+	out, err := exec.Command("dd", "if="+img, "of="+part, "bs=1M", "skip=1", "count=62", "conv=sparse", "status=none").CombinedOutput()
+	if err != nil {
+		t.Fatalf("dd: %v: %s", err, out)
+	}
+	out, err = exec.Command("e2fsck", "-fn", part).CombinedOutput()
+	if err != nil {
+		t.Fatalf("e2fsck -fn on the volume after the interruption: %v\n%s", err, out)
+	}
+	t.Logf("e2fsck -fn: clean\n%s", out)
 }

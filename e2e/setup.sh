@@ -16,6 +16,13 @@ have mkfs.btrfs || need+=(btrfs-progs)
 have losetup || need+=(mount)
 have unshare || need+=(util-linux)
 have dpkg-deb || need+=(dpkg)
+# initramfs integrations (initramfs/*_test.go build real images with them)
+# and the package check; none of them touches the host's own boot files.
+have mkinitramfs || need+=(initramfs-tools-core)
+have dracut || need+=(dracut-core)
+have cpio || need+=(cpio)
+have lintian || need+=(lintian)
+have mmdebstrap || need+=(mmdebstrap) # the Debian root of make e2e-distro
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -6,6 +6,8 @@ package harness
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -126,6 +128,9 @@ type WorldOpts struct {
 	NoVolume   bool              // no volume tagged Name=home-root
 	VolumeTags map[string]string // nil = {Name: home-root}
 	Logger     *slog.Logger      // sim logs; nil = Dir/sim.log
+	// VolumeFiles, if set, makes NewWorld build its own volume (testinit
+	// plus these files) instead of copying the shared template.
+	VolumeFiles []images.File
 }
 
 // NewWorld loads (or creates) Dir/world.json, adds the persistent volume
@@ -159,7 +164,12 @@ func NewWorld(ctx context.Context, env *Env, dir string, o WorldOpts) (*World, e
 		if w.VolumeID == "" {
 			id := sim.NewVolumeID()
 			img := filepath.Join(dir, id+".img")
-			if err := copyFile(env.VolumeTemplate, img); err != nil {
+			if o.VolumeFiles != nil {
+				if err := images.BuildVolume(ctx, images.VolumeOpts{Out: img, TestinitBin: env.TestinitBin,
+					SizeMiB: 64, FS: "ext4", Layout: "gpt", PartLabel: "root", Files: o.VolumeFiles}); err != nil {
+					return nil, fmt.Errorf("build volume: %w", err)
+				}
+			} else if err := copyFile(env.VolumeTemplate, img); err != nil {
 				return nil, err
 			}
 			if err := sw.AddVolume(sim.Volume{ID: id, AZ: AZ, Type: "gp3", SizeGiB: 1,
@@ -201,15 +211,57 @@ func (w *World) Close() {
 
 // BootOpts tunes one boot.
 type BootOpts struct {
-	InstanceID   string        // "" = a new id
-	UserData     []byte        // nil = DefaultUserData
-	InstanceType string        // "" = t3.micro
-	KernelArgs   []string      // extra guest kernel arguments
-	SMBIOS       []string      // extra -smbios values
-	Timeout      time.Duration // whole boot; 0 = 2 minutes
-	Keep         bool          // do not terminate the instance afterwards
+	InstanceID   string   // "" = a new id
+	UserData     []byte   // nil = DefaultUserData
+	InstanceType string   // "" = t3.micro
+	KernelArgs   []string // extra guest kernel arguments
+	Initrd       string   // optional initramfs (QEMU -initrd)
+
+	SMBIOS  []string      // extra -smbios values
+	Timeout time.Duration // whole boot; 0 = 2 minutes
+	Keep    bool          // do not terminate the instance afterwards
 	// Log, if set, receives console lines as they arrive.
 	Log io.Writer
+	// WhileUp, if set, runs after testinit's line, while the guest is still
+	// up (e.g. to post a Spot notice); Boot then waits PowerOffTimeout for
+	// the guest to power itself off.
+	WhileUp func(ctx context.Context, vm *Running) error
+	// PowerOffTimeout bounds the wait for the power-off after testinit's
+	// line (and WhileUp); 0 = 30s.
+	PowerOffTimeout time.Duration
+
+	// Instance, if set, adjusts the new instance before it is launched
+	// (IMDS knobs, role, image id).
+	Instance func(*sim.Instance)
+
+	// AMI is the root disk to boot ("" = Env.AMI).
+	AMI string
+	// RootDirect makes the guest write to the root disk itself instead of
+	// a per-VM overlay (see qemu.Opts.RootDirect), e.g. to capture it.
+	RootDirect bool
+	// Until is the console line that stands for testinit's TESTINIT line
+	// when the volume runs another init (nil = TESTINIT, which is then
+	// parsed into the result); the guest is expected to power itself off
+	// after it.
+	Until     *regexp.Regexp
+	MemoryMiB int // 0 = qemu's default
+	// EC2Identity makes the guest look like an EC2 (Nitro) instance to
+	// software that checks, like cloud-init's ds-identify: SMBIOS system
+	// manufacturer "Amazon EC2", product = instance type, uuid and serial
+	// "ec2…", and the NIC carries the MAC address IMDS reports.
+	EC2Identity bool
+	ExtraArgs   []string // appended to QEMU's command line
+}
+
+// Running is a guest that is up, as WhileUp sees it.
+type Running struct {
+	InstanceID string
+	vm         *qemu.VM
+}
+
+// WaitFor waits for a console line matching re (earlier lines count).
+func (r *Running) WaitFor(ctx context.Context, re *regexp.Regexp) (string, error) {
+	return r.vm.WaitFor(ctx, re)
 }
 
 // BootResult is what one boot showed on its console.
@@ -226,6 +278,10 @@ type BootResult struct {
 	Timeline       []string // console lines starting "spotroot:"
 	Elapsed        time.Duration
 	ShutdownReason string // QMP SHUTDOWN reason (guest-shutdown = power-off)
+	Line           string // the console line that ended the wait (BootOpts.Until or TESTINIT)
+
+	// Started is when the QEMU process was started.
+	Started time.Time
 }
 
 var testinitRE = regexp.MustCompile(`^TESTINIT `)
@@ -249,14 +305,17 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 			ud = DefaultUserData
 		}
 		const rootPorts = 4
-		err := w.Sim.AddInstance(sim.Instance{
+		inst := sim.Instance{
 			ID: id, AZ: AZ, InstanceType: o.InstanceType, State: sim.InstanceRunning,
 			Role: Role, UserData: ud,
 			// The AMI's root, deleted with the instance like on EC2.
 			BlockDevices:   map[string]string{"/dev/xvda": sim.NewVolumeID()},
 			MaxAttachments: rootPorts + 1,
-		})
-		if err != nil {
+		}
+		if o.Instance != nil {
+			o.Instance(&inst)
+		}
+		if err := w.Sim.AddInstance(inst); err != nil {
 			return nil, err
 		}
 	}
@@ -277,26 +336,51 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 
 	w.booted++
 	res.ConsoleLog = filepath.Join(w.Dir, fmt.Sprintf("console-%d-%s.log", w.booted, id))
+	ami := o.AMI
+	if ami == "" {
+		ami = w.Env.AMI
+	}
+	smbios, mac := o.SMBIOS, ""
+	if o.EC2Identity {
+		inst, _ := w.Sim.Instance(id)
+		smbios = append(EC2SMBIOS(id, inst.InstanceType), smbios...)
+		mac = sim.InstanceMAC(id)
+	}
 	start := time.Now()
 	vm, err := qemu.Start(ctx, qemu.Opts{
-		Kernel: w.Env.Kernel.Vmlinuz, RootImage: w.Env.AMI,
-		KernelArgs: o.KernelArgs, SMBIOS: o.SMBIOS,
-		IMDSPort: imdsPort, EC2Port: w.EC2Port,
+		Kernel: w.Env.Kernel.Vmlinuz, RootImage: ami, RootDirect: o.RootDirect, Initrd: o.Initrd,
+		KernelArgs: o.KernelArgs, SMBIOS: smbios, MAC: mac,
+		IMDSPort: imdsPort, EC2Port: w.EC2Port, MemoryMiB: o.MemoryMiB,
 		ConsoleLog: res.ConsoleLog, Console: o.Log, Timeout: o.Timeout,
+		ExtraArgs: o.ExtraArgs,
 	})
 	if err != nil {
 		return res, err
 	}
+	res.Started = vm.Started()
 	w.Server.Bind(id, vm)
 	defer func() {
 		vm.Close() // QEMU must be gone before the volume is free again
 		w.Server.Unbind(id)
 	}()
 
-	line, werr := vm.WaitFor(ctx, testinitRE)
+	until := o.Until
+	if until == nil {
+		until = testinitRE
+	}
+	line, werr := vm.WaitFor(ctx, until)
+	if werr == nil && o.WhileUp != nil {
+		if err := o.WhileUp(ctx, &Running{InstanceID: id, vm: vm}); err != nil {
+			werr = fmt.Errorf("while up: %w", err)
+		}
+	}
 	if werr == nil {
 		// testinit powers off right after its line.
-		waitCtx, c := context.WithTimeout(ctx, 30*time.Second)
+		pot := o.PowerOffTimeout
+		if pot == 0 {
+			pot = 30 * time.Second
+		}
+		waitCtx, c := context.WithTimeout(ctx, pot)
 		werr = vm.Wait(waitCtx)
 		c()
 	}
@@ -305,8 +389,11 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 	res.Console = vm.Console()
 	res.ShutdownReason = vm.ShutdownReason()
 	res.Timeline = Timeline(res.Console)
-	res.TestinitLine = line
-	if line != "" {
+	res.Line = line
+	if o.Until == nil {
+		res.TestinitLine = line
+	}
+	if line != "" && o.Until == nil {
 		if perr := res.parseTestinit(line); perr != nil {
 			return res, fmt.Errorf("%w\n--- console ---\n%s---", perr, res.Console)
 		}
@@ -354,6 +441,20 @@ func Timeline(console string) []string {
 		}
 	}
 	return out
+}
+
+// EC2SMBIOS returns the -smbios values of an EC2 Nitro instance: system
+// manufacturer "Amazon EC2", product the instance type, and the same "ec2…"
+// uuid as serial (what cloud-init's ds-identify and DataSourceEc2 check).
+func EC2SMBIOS(instanceID, instanceType string) []string {
+	if instanceType == "" {
+		instanceType = "t3.micro"
+	}
+	h := sha256.Sum256([]byte("smbios-uuid " + instanceID))
+	x := "ec2" + hex.EncodeToString(h[:])[:29]
+	uuid := x[0:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:32]
+	return []string{fmt.Sprintf("type=1,manufacturer=Amazon EC2,product=%s,serial=%s,uuid=%s",
+		instanceType, uuid, uuid)}
 }
 
 // serve runs h on an ephemeral 127.0.0.1 port.

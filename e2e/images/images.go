@@ -28,18 +28,31 @@ import (
 var DefaultModules = []string{
 	"virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
 	"virtio_pci", "failover", "net_failover", "virtio_net",
+	// Filesystems that are modules in the cloud kernel, loaded by spotroot
+	// before mounting a volume that holds them.
+	"xfs", "btrfs",
 }
 
 // AMIOpts describes an image ("AMI") root disk.
 type AMIOpts struct {
 	Out         string        // image file to write (replaced)
-	SpotrootBin string        // installed as /sbin/init
+	SpotrootBin string        // installed as /sbin/init; "" = testinit is /sbin/init (initramfs mode)
 	TestinitBin string        // installed as /sbin/init.real
 	Kernel      kernel.Kernel // modules come from here
 	Modules     []string      // module names, dependencies added; nil = DefaultModules
 	ImageConfig []byte        // optional /etc/spotroot/config.yaml
 	SizeMiB     int           // 0 = 64
+	// HostTools are host programs copied in with their shared libraries
+	// (nil = DefaultHostTools), as a real AMI has e2fsprogs.
+	HostTools []string
+	// UUID, if set, is the root filesystem's UUID.
+	UUID string
+	// Files are extra files, added after the defaults.
+	Files []File
 }
+
+// DefaultHostTools are the filesystem tools spotroot runs from the image.
+var DefaultHostTools = []string{"e2fsck", "tune2fs", "mkfs.ext4"}
 
 // BuildAMI writes a whole-disk ext4 image: /sbin/init = spotroot,
 // /sbin/init.real = testinit, /etc/spotroot-test/kind = image and the chosen
@@ -59,11 +72,19 @@ func BuildAMI(ctx context.Context, o AMIOpts) error {
 	if err := baseTree(stage, "proc", "sys", "dev", "run", "tmp", "mnt", "etc", "var"); err != nil {
 		return err
 	}
-	if err := installFile(o.SpotrootBin, filepath.Join(stage, "sbin/init"), 0o755); err != nil {
-		return err
-	}
-	if err := installFile(o.TestinitBin, filepath.Join(stage, "sbin/init.real"), 0o755); err != nil {
-		return err
+	if o.SpotrootBin == "" {
+		// An image booted through spotroot's initramfs: its own init is
+		// /sbin/init, as on any distribution.
+		if err := installFile(o.TestinitBin, filepath.Join(stage, "sbin/init"), 0o755); err != nil {
+			return err
+		}
+	} else {
+		if err := installFile(o.SpotrootBin, filepath.Join(stage, "sbin/init"), 0o755); err != nil {
+			return err
+		}
+		if err := installFile(o.TestinitBin, filepath.Join(stage, "sbin/init.real"), 0o755); err != nil {
+			return err
+		}
 	}
 	if err := writeFile(filepath.Join(stage, "etc/spotroot-test/kind"), []byte("image\n")); err != nil {
 		return err
@@ -76,7 +97,16 @@ func BuildAMI(ctx context.Context, o AMIOpts) error {
 	if err := stageModules(ctx, stage, o.Kernel, o.Modules); err != nil {
 		return err
 	}
-	return mkfs(ctx, stage, o.Out, int64(o.SizeMiB)<<20, "ami-root")
+	if o.HostTools == nil {
+		o.HostTools = DefaultHostTools
+	}
+	if err := copyHostTools(ctx, stage, o.HostTools); err != nil {
+		return err
+	}
+	if err := addFiles(stage, o.Files); err != nil {
+		return fmt.Errorf("BuildAMI: extra files: %w", err)
+	}
+	return mkfs(ctx, stage, o.Out, int64(o.SizeMiB)<<20, "ami-root", uuidArgs(o.UUID)...)
 }
 
 // VolumeOpts describes a persistent (EBS) volume image.
@@ -87,6 +117,56 @@ type VolumeOpts struct {
 	FS          string // "" or "ext4"
 	Layout      string // "gpt" (default) or "whole"
 	PartLabel   string // GPT partition name; "" = "root"
+	Files       []File // extra files, added after the defaults
+	// UUID, if set, is the filesystem's UUID (e.g. the AMI root's, to
+	// stand for a volume made from the AMI snapshot).
+	UUID string
+	// Corrupt damages the filesystem so that e2fsck -p cannot repair it.
+	Corrupt bool
+	// NoInit leaves /sbin/init out.
+	NoInit bool
+}
+
+// File is an extra file for an image: a copy of Src, the bytes Data, or a
+// symbolic link to Link. Path is relative to the image root.
+type File struct {
+	Path string
+	Src  string
+	Data []byte
+	Link string
+	Mode os.FileMode // 0 = 0o755 for Src, 0o644 for Data
+}
+
+func addFiles(stage string, files []File) error {
+	for _, f := range files {
+		dst := filepath.Join(stage, filepath.Clean("/"+f.Path))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		switch {
+		case f.Link != "":
+			if err := os.Symlink(f.Link, dst); err != nil {
+				return err
+			}
+		case f.Src != "":
+			mode := f.Mode
+			if mode == 0 {
+				mode = 0o755
+			}
+			if err := installFile(f.Src, dst, mode); err != nil {
+				return err
+			}
+		default:
+			mode := f.Mode
+			if mode == 0 {
+				mode = 0o644
+			}
+			if err := os.WriteFile(dst, f.Data, mode); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // BuildVolume writes a volume image whose root filesystem holds testinit as
@@ -114,24 +194,35 @@ func BuildVolume(ctx context.Context, o VolumeOpts) error {
 	if err := baseTree(stage, "proc", "sys", "dev", "run", "tmp", "etc", "var/lib/spotroot-test"); err != nil {
 		return err
 	}
-	if err := installFile(o.TestinitBin, filepath.Join(stage, "sbin/init"), 0o755); err != nil {
-		return err
+	if !o.NoInit {
+		if err := installFile(o.TestinitBin, filepath.Join(stage, "sbin/init"), 0o755); err != nil {
+			return err
+		}
 	}
 	if err := writeFile(filepath.Join(stage, "etc/spotroot-test/kind"), []byte("persistent\n")); err != nil {
 		return err
 	}
+	if err := addFiles(stage, o.Files); err != nil {
+		return fmt.Errorf("BuildVolume: extra files: %w", err)
+	}
 	size := int64(o.SizeMiB) << 20
 	switch o.Layout {
 	case "whole":
-		return mkfs(ctx, stage, o.Out, size, "persistent")
+		if err := mkfs(ctx, stage, o.Out, size, "persistent", uuidArgs(o.UUID)...); err != nil {
+			return err
+		}
+		if o.Corrupt {
+			return corrupt(ctx, o.Out)
+		}
+		return nil
 	case "gpt":
-		return gptVolume(ctx, stage, o.Out, size, o.PartLabel)
+		return gptVolume(ctx, stage, o.Out, size, o.PartLabel, o.UUID, o.Corrupt)
 	default:
 		return fmt.Errorf("BuildVolume: layout %q not supported (gpt or whole)", o.Layout)
 	}
 }
 
-func gptVolume(ctx context.Context, stage, out string, size int64, label string) error {
+func gptVolume(ctx context.Context, stage, out string, size int64, label, uuid string, damage bool) error {
 	const mib = 1 << 20
 	if size < 4*mib {
 		return fmt.Errorf("BuildVolume: %d bytes is too small for GPT", size)
@@ -139,8 +230,13 @@ func gptVolume(ctx context.Context, stage, out string, size int64, label string)
 	partStart, partEnd := int64(mib), size-mib // bytes, [start, end)
 	fsImg := out + ".fs.tmp"
 	defer os.Remove(fsImg)
-	if err := mkfs(ctx, stage, fsImg, partEnd-partStart, "persistent"); err != nil {
+	if err := mkfs(ctx, stage, fsImg, partEnd-partStart, "persistent", uuidArgs(uuid)...); err != nil {
 		return err
+	}
+	if damage {
+		if err := corrupt(ctx, fsImg); err != nil {
+			return err
+		}
 	}
 	if err := os.Remove(out); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
@@ -342,14 +438,14 @@ func stageModules(ctx context.Context, stage string, k kernel.Kernel, names []st
 	return nil
 }
 
-func mkfs(ctx context.Context, stage, out string, size int64, label string) error {
+func mkfs(ctx context.Context, stage, out string, size int64, label string, extra ...string) error {
 	if err := os.Remove(out); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	// No lazy init: the guest kernel would otherwise zero inode tables in
 	// the background while tests run.
-	args := []string{"-q", "-F", "-t", "ext4", "-L", label, "-E", "lazy_itable_init=0,lazy_journal_init=0",
-		"-d", stage, out, fmt.Sprintf("%dk", size>>10)}
+	args := append([]string{"-q", "-F", "-t", "ext4", "-L", label, "-E", "lazy_itable_init=0,lazy_journal_init=0"}, extra...)
+	args = append(args, "-d", stage, out, fmt.Sprintf("%dk", size>>10))
 	cmd := exec.CommandContext(ctx, "mkfs.ext4", args...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
@@ -406,7 +502,7 @@ func GoBuild(ctx context.Context, outDir string, pkgs ...string) error {
 	if err != nil {
 		return err
 	}
-	args := append([]string{"build", "-trimpath", "-ldflags=-s -w", "-o", abs + string(filepath.Separator)}, pkgs...)
+	args := append([]string{"build", "-tags", "pid1", "-trimpath", "-ldflags=-s -w", "-o", abs + string(filepath.Separator)}, pkgs...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")

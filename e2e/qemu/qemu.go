@@ -29,12 +29,14 @@ type Opts struct {
 	// copy of an AMI) and RootImage is only read, so VMs can share it.
 	RootDirect bool
 
+	Initrd     string   // optional initramfs, passed as -initrd
 	KernelArgs []string // appended to DefaultKernelArgs
 	SMBIOS     []string // each passed as -smbios VALUE, e.g. "type=1,serial=ec2…"
 
-	IMDSPort int  // host 127.0.0.1 port behind 169.254.169.254:80 (0 = none)
-	EC2Port  int  // host 127.0.0.1 port behind 169.254.169.250:80 (0 = none)
-	NoNet    bool // no network card at all
+	IMDSPort int    // host 127.0.0.1 port behind 169.254.169.254:80 (0 = none)
+	EC2Port  int    // host 127.0.0.1 port behind 169.254.169.250:80 (0 = none)
+	NoNet    bool   // no network card at all
+	MAC      string // the network card's MAC address ("" = QEMU's default)
 
 	ConsoleLog string        // file the console is streamed to (optional)
 	Console    io.Writer     // also receives the console output (optional)
@@ -150,6 +152,11 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 		// so no event is missed.
 		"-qmp", "unix:"+qmpSock+",server=on,wait=on",
 		"-kernel", o.Kernel,
+	)
+	if o.Initrd != "" {
+		args = append(args, "-initrd", o.Initrd)
+	}
+	args = append(args,
 		"-append", strings.Join(append(append([]string{}, DefaultKernelArgs...), o.KernelArgs...), " "),
 	)
 	for i := 1; i <= o.RootPorts; i++ {
@@ -165,7 +172,11 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 		if o.EC2Port != 0 {
 			nd += fmt.Sprintf(",guestfwd=tcp:%s:80-cmd:socat STDIO TCP:127.0.0.1:%d", EC2Addr, o.EC2Port)
 		}
-		args = append(args, "-netdev", nd, "-device", "virtio-net-pci,netdev=n0,romfile=")
+		nic := "virtio-net-pci,netdev=n0,romfile="
+		if o.MAC != "" {
+			nic += ",mac=" + o.MAC
+		}
+		args = append(args, "-netdev", nd, "-device", nic)
 	}
 	args = append(args,
 		"-blockdev", rootNode,

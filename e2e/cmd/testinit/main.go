@@ -9,6 +9,19 @@
 // it prints "TESTINIT error: ..." and still powers off. It never exits, since
 // PID 1 exiting panics the kernel. Run as any other PID it refuses to touch
 // the system.
+//
+// Optional modes, for the interruption scenario:
+//   - /etc/spotroot-test/report lists paths; before its line testinit prints
+//     "TESTINIT-REPORT <path> <content>" (or "missing") for each.
+//   - /etc/spotroot-test/watch names the spotroot binary (default
+//     /usr/sbin/spotroot): after its line testinit configures the first
+//     ethernet link statically (169.254.2.15/16, the slirp address), runs
+//     "spotroot watch" with its output on the console and waits; the
+//     watcher powers the machine off itself. If the watcher exits, testinit
+//     powers off as usual. The kernel argument spotroot_test.watch=0 skips
+//     this mode for one boot.
+//   - Run as a spotroot hook (not PID 1, SPOTROOT_ACTION set) it records the
+//     notice durably in /var/lib/spotroot-test/hook-ran and exits 0.
 package main
 
 import (
@@ -17,22 +30,31 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
 const (
 	kindFile      = "/etc/spotroot-test/kind"
 	writeFileConf = "/etc/spotroot-test/write-file"
+	reportConf    = "/etc/spotroot-test/report"
+	watchConf     = "/etc/spotroot-test/watch"
+	hookRanFile   = "/var/lib/spotroot-test/hook-ran"
 	counterDir    = "/var/lib/spotroot-test"
 	counterFile   = counterDir + "/counter"
 )
 
 func main() {
+	if os.Getpid() != 1 && os.Getenv("SPOTROOT_ACTION") != "" {
+		os.Exit(hook())
+	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "TESTINIT error: not PID 1; refusing to remount / and power off")
 		os.Exit(1)
@@ -42,6 +64,9 @@ func main() {
 		line = "TESTINIT error: " + err.Error()
 	}
 	say(line)
+	if err == nil {
+		watchMode()
+	}
 	unix.Sync()
 	_ = unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY, "")
 	unix.Sync()
@@ -69,6 +94,8 @@ func run() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// Report first: a file written by an earlier boot shows what survived.
+	report()
 	if b, err := os.ReadFile(writeFileConf); err == nil {
 		if p := strings.TrimSpace(string(b)); p != "" {
 			if err := writeDurably(p, fmt.Appendf(nil, "kind=%s counter=%d\n", kind, n)); err != nil {
@@ -289,4 +316,90 @@ func say(line string) {
 		return
 	}
 	_, _ = os.Stdout.WriteString(line)
+}
+
+// hook records a spotroot watch notice (testinit installed as a hook).
+func hook() int {
+	rec := fmt.Sprintf("kind=%s action=%s time=%s\n", os.Getenv("SPOTROOT_KIND"), os.Getenv("SPOTROOT_ACTION"), os.Getenv("SPOTROOT_TIME"))
+	if err := writeDurably(hookRanFile, []byte(rec)); err != nil {
+		fmt.Fprintln(os.Stderr, "TESTINIT hook error:", err)
+		return 1
+	}
+	fmt.Print("recorded " + rec)
+	return 0
+}
+
+// report prints the files listed in reportConf.
+func report() {
+	b, err := os.ReadFile(reportConf)
+	if err != nil {
+		return
+	}
+	for _, p := range strings.Fields(string(b)) {
+		c, err := os.ReadFile(p)
+		v := strings.TrimSpace(string(c))
+		if err != nil {
+			v = "missing"
+		}
+		say("TESTINIT-REPORT " + p + " " + v)
+	}
+}
+
+// watchMode runs "spotroot watch" when watchConf exists; it returns only if
+// the watcher ends without powering the machine off.
+func watchMode() {
+	b, err := os.ReadFile(watchConf)
+	if err != nil {
+		return
+	}
+	if cl, _ := os.ReadFile("/proc/cmdline"); slices.Contains(strings.Fields(string(cl)), "spotroot_test.watch=0") {
+		return
+	}
+	bin := strings.TrimSpace(string(b))
+	if bin == "" {
+		bin = "/usr/sbin/spotroot"
+	}
+	if err := netUp(); err != nil {
+		say("TESTINIT error: watch: network: " + err.Error())
+		return
+	}
+	con, err := os.OpenFile("/dev/console", os.O_WRONLY|unix.O_NOCTTY, 0)
+	if err != nil {
+		say("TESTINIT error: watch: console: " + err.Error())
+		return
+	}
+	defer con.Close()
+	say("TESTINIT watch: starting " + bin + " watch")
+	cmd := exec.Command(bin, "watch", "--interval", "2s", "--hook-timeout", "20s")
+	cmd.Stdout, cmd.Stderr = con, con
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	err = cmd.Run()
+	say(fmt.Sprintf("TESTINIT error: watch: %s exited: %v", bin, err))
+}
+
+// netUp gives the first ethernet link the slirp address, so the watcher
+// reaches IMDS at 169.254.169.254 (spotroot removed its DHCP lease).
+func netUp() error {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return err
+	}
+	lo, err := netlink.LinkByName("lo")
+	if err == nil {
+		_ = netlink.LinkSetUp(lo)
+	}
+	for _, l := range links {
+		if l.Type() != "device" || l.Attrs().Name == "lo" || l.Attrs().HardwareAddr == nil {
+			continue
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			return fmt.Errorf("set %s up: %w", l.Attrs().Name, err)
+		}
+		a, _ := netlink.ParseAddr("169.254.2.15/16")
+		if err := netlink.AddrAdd(l, a); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("add %s to %s: %w", a, l.Attrs().Name, err)
+		}
+		return nil
+	}
+	return errors.New("no ethernet link")
 }
