@@ -3,17 +3,25 @@
 GO      ?= go
 BUILD   ?= build
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-# The PID 1 binary: static, no paths, no symbols.
+# The PID 1 binary: static, no paths, no symbols, and -tags pid1, which
+# leaves out the AWS SDK's default credential chain that only the operator
+# commands run from a workstation need (README: "Two builds").
 GOFLAGS_BIN := -trimpath -ldflags='-s -w -X main.version=$(VERSION)'
+PID1_TAGS   := -tags pid1
 TEST_TIMEOUT ?= 40m
 
-.PHONY: all build setup demo test unit e2e lint bench clean
+.PHONY: all build build-ops initramfs deb lintian release setup demo test unit e2e e2e-distro lint bench clean
 
 all: build
 
 build:
-	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BIN) -o $(BUILD)/spotroot ./cmd/spotroot
-	@ls -l $(BUILD)/spotroot | awk '{printf "%s: %.2f MiB\n", $$9, $$5/1048576}'
+	CGO_ENABLED=0 $(GO) build $(PID1_TAGS) $(GOFLAGS_BIN) -o $(BUILD)/spotroot ./cmd/spotroot
+	@ls -l $(BUILD)/spotroot | awk '{printf "%s: %.2f MiB (PID 1 build)\n", $$9, $$5/1048576}'
+
+# The operator build: every command, with the SDK's default credential chain.
+build-ops:
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BIN) -o $(BUILD)/spotroot-ops ./cmd/spotroot
+	@ls -l $(BUILD)/spotroot-ops | awk '{printf "%s: %.2f MiB (operator build)\n", $$9, $$5/1048576}'
 
 setup:
 	@./e2e/setup.sh
@@ -37,7 +45,43 @@ unit: lint
 
 # Only the QEMU scenarios; one by one with e.g. RUN=first-boot.
 e2e: setup
-	CGO_ENABLED=0 $(GO) test -timeout $(TEST_TIMEOUT) -v ./e2e -run 'TestScenarios/$(RUN)'
+	CGO_ENABLED=0 $(GO) test -timeout $(TEST_TIMEOUT) -v ./e2e -run '/$(RUN)'
+
+# The slower tier: Debian (systemd, cloud-init) built from Debian's packages
+# with mmdebstrap (cached in ~/.cache/spotroot/distro) on the persistent
+# volume; one by one with e.g. RUN=systemd-root.
+e2e-distro: setup
+	$(GO) vet -tags e2e_distro ./e2e/distro
+	CGO_ENABLED=0 $(GO) test -tags e2e_distro -timeout $(TEST_TIMEOUT) -v ./e2e/distro -run 'TestDistro/$(RUN)'
+
+# spotroot's initramfs: spotroot as /init plus the NIC, disk and filesystem
+# modules of a kernel. INITRAMFS_KERNEL: lib/modules/<release>, a root holding
+# it, or a kernel .deb; empty = the running kernel, else the e2e cloud kernel.
+INITRAMFS_KERNEL ?=
+INITRAMFS_ARGS   ?=
+initramfs: build
+	CGO_ENABLED=0 $(GO) run ./initramfs/cmd/spotroot-initramfs -spotroot $(BUILD)/spotroot \
+		-kernel '$(INITRAMFS_KERNEL)' -o $(BUILD)/initramfs.img $(INITRAMFS_ARGS)
+
+# The Debian package (dpkg-deb; reproducible with SOURCE_DATE_EPOCH).
+DEB_ARCH    ?= amd64
+DEB_VERSION ?= $(shell git log -1 --format='0.1.0~git%cd.%h' --date=format:%Y%m%d 2>/dev/null || echo 0.1.0)
+deb:
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(DEB_ARCH) $(GO) build $(PID1_TAGS) $(GOFLAGS_BIN) -o $(BUILD)/deb/spotroot-$(DEB_ARCH) ./cmd/spotroot
+	./packaging/deb/build.sh $(BUILD)/deb/spotroot-$(DEB_ARCH) $(DEB_ARCH) '$(DEB_VERSION)' $(BUILD)
+
+lintian: deb
+	lintian --fail-on error,warning $(BUILD)/spotroot_$(DEB_VERSION)_$(DEB_ARCH).deb
+
+# Static release binaries with checksums: the PID 1 build (for images) and
+# the operator build (for workstations), for amd64 and arm64.
+release:
+	rm -rf $(BUILD)/release && mkdir -p $(BUILD)/release
+	for arch in amd64 arm64; do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build $(PID1_TAGS) $(GOFLAGS_BIN) -o $(BUILD)/release/spotroot-linux-$$arch ./cmd/spotroot || exit 1; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build $(GOFLAGS_BIN) -o $(BUILD)/release/spotroot-ops-linux-$$arch ./cmd/spotroot || exit 1; \
+	done
+	cd $(BUILD)/release && sha256sum spotroot-linux-* spotroot-ops-linux-* > SHA256SUMS && cat SHA256SUMS && ls -l
 
 clean:
 	rm -rf $(BUILD)
