@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
 )
@@ -237,5 +238,48 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestEBSDeviceName(t *testing.T) {
+	id := make([]byte, 4096)
+	copy(id[3072:], "/dev/sdf                        ")
+	if got := ebsDeviceName(id); got != "sdf" {
+		t.Fatalf("vendor name = %q", got)
+	}
+	copy(id[3072:], "xvdg\x00")
+	if got := ebsDeviceName(id); got != "xvdg" {
+		t.Fatalf("vendor name = %q", got)
+	}
+	if got := ebsDeviceName(make([]byte, 4096)); got != "" {
+		t.Fatalf("empty vendor area = %q", got)
+	}
+}
+
+func TestMatchByVendorNameWhenSerialAbsent(t *testing.T) {
+	s := fakeSys(t)
+	addDisk(t, s, "nvme0n1", map[string]string{"device/serial": "volamiroot"})
+	addDisk(t, s, "nvme1n1", map[string]string{"device/serial": "\n"})
+	old := nvmeVendorName
+	t.Cleanup(func() { nvmeVendorName = old })
+	nvmeVendorName = func(dev string) (string, error) {
+		if filepath.Base(dev) == "nvme1n1" {
+			return "sdf", nil
+		}
+		return "", nil
+	}
+	got, err := s.Match(Target{VolumeID: "vol-0123456789abcdef0", Device: "/dev/xvdf"})
+	if err != nil || got != "nvme1n1" {
+		t.Fatalf("Match = %q, %v; want nvme1n1 by its EBS vendor name", got, err)
+	}
+	if got, _ := s.Match(Target{VolumeID: "vol-0123456789abcdef0", Device: "/dev/sdg"}); got != "" {
+		t.Fatalf("matched %q for another device name", got)
+	}
+}
+
+func TestNVMeAdminCmdLayout(t *testing.T) {
+	// The ioctl number encodes the size: 0x48 = 72 bytes.
+	if n := unsafe.Sizeof(nvmeAdminCmd{}); n != 72 {
+		t.Fatalf("struct nvme_admin_cmd is %d bytes, the kernel's is 72", n)
 	}
 }

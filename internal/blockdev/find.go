@@ -75,6 +75,22 @@ func (s Sys) Match(t Target) (string, error) {
 			}
 		}
 	}
+	// An NVMe disk without a serial: EBS also names the API device in
+	// the controller's vendor-specific Identify data.
+	for _, name := range names {
+		if !strings.HasPrefix(name, "nvme") || s.readTrim(name, "device", "serial") != "" {
+			continue
+		}
+		vn, err := nvmeVendorName(filepath.Join(s.Dev, name))
+		if err != nil || vn == "" {
+			continue
+		}
+		for _, xn := range t.xenNames() {
+			if vn == xn {
+				return name, nil
+			}
+		}
+	}
 	return "", nil
 }
 
