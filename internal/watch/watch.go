@@ -174,36 +174,39 @@ func (w *Watcher) Poll(ctx context.Context) bool {
 // Check reads the three notice sources. Notices found are returned even
 // when another source failed.
 func (w *Watcher) Check(ctx context.Context) ([]Notice, error) {
+	one := func(parse func([]byte) (Notice, error)) func([]byte) ([]Notice, error) {
+		return func(b []byte) ([]Notice, error) {
+			n, err := parse(b)
+			if err != nil {
+				return nil, err
+			}
+			return []Notice{n}, nil
+		}
+	}
+	sources := []struct {
+		path  string
+		parse func([]byte) ([]Notice, error)
+	}{
+		{"meta-data/spot/instance-action", one(ParseSpot)},
+		{"meta-data/events/recommendations/rebalance", one(ParseRebalance)},
+		{"meta-data/events/maintenance/scheduled", ParseScheduled},
+	}
 	var out []Notice
 	var errs []error
-	if b, err := w.imds.get(ctx, "meta-data/spot/instance-action"); err == nil {
-		n, perr := ParseSpot(b)
-		if perr != nil {
-			errs = append(errs, perr)
-		} else {
-			out = append(out, n)
+	for _, src := range sources {
+		b, err := w.imds.get(ctx, src.path)
+		if errors.Is(err, errNotFound) {
+			continue // no notice of this kind
 		}
-	} else if !errors.Is(err, errNotFound) {
-		errs = append(errs, err)
-	}
-	if b, err := w.imds.get(ctx, "meta-data/events/recommendations/rebalance"); err == nil {
-		n, perr := ParseRebalance(b)
-		if perr != nil {
-			errs = append(errs, perr)
-		} else {
-			out = append(out, n)
+		if err != nil {
+			errs = append(errs, err)
+			continue
 		}
-	} else if !errors.Is(err, errNotFound) {
-		errs = append(errs, err)
-	}
-	if b, err := w.imds.get(ctx, "meta-data/events/maintenance/scheduled"); err == nil {
-		ns, perr := ParseScheduled(b)
-		if perr != nil {
-			errs = append(errs, perr)
+		ns, err := src.parse(b)
+		if err != nil {
+			errs = append(errs, err)
 		}
 		out = append(out, ns...)
-	} else if !errors.Is(err, errNotFound) {
-		errs = append(errs, err)
 	}
 	return out, errors.Join(errs...)
 }
