@@ -21,7 +21,7 @@ import (
 type Log struct {
 	mu      sync.Mutex
 	outs    []io.Writer
-	kmsg    io.Writer
+	kmsg    string // path of /dev/kmsg, "" until /dev is mounted
 	start   time.Time // monotonic start of spotroot
 	lines   []string  // everything said, for the record written to the new root
 	Verbose bool
@@ -34,13 +34,26 @@ func New(w ...io.Writer) *Log {
 
 // AttachKmsg also sends lines to the kernel log. Called once /dev is mounted.
 func (l *Log) AttachKmsg(path string) {
-	f, err := os.OpenFile(path, os.O_WRONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
+	if _, err := os.Stat(path); err != nil {
 		return
 	}
 	l.mu.Lock()
-	l.kmsg = f
+	l.kmsg = path
 	l.mu.Unlock()
+}
+
+// writeKmsg writes one record. The kernel rate-limits each open /dev/kmsg
+// file (10 records per 5 s unless printk.devkmsg=on), which would drop most
+// of the timeline: a fresh open per record has a fresh budget.
+func writeKmsg(path, msg string) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	// <5> = notice: kept in the ring buffer, not echoed on a quiet console
+	// (the console already has the line from outs).
+	_, _ = io.WriteString(f, "<5>"+msg+"\n")
+	f.Close()
 }
 
 // AddOutput adds a writer (e.g. /dev/console opened after /dev was mounted).
@@ -62,10 +75,8 @@ func (l *Log) Printf(format string, args ...any) {
 	for _, w := range l.outs {
 		_, _ = io.WriteString(w, msg+"\n")
 	}
-	if l.kmsg != nil {
-		// <5> = notice: kept in the ring buffer, not echoed on a quiet console
-		// (the console already has the line from outs).
-		_, _ = io.WriteString(l.kmsg, "<5>"+msg+"\n")
+	if l.kmsg != "" {
+		writeKmsg(l.kmsg, msg)
 	}
 }
 

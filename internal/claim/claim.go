@@ -43,6 +43,10 @@ type Claimer struct {
 	// CrossAZ is "move" (default) or "fail".
 	CrossAZ     string
 	DeleteMoved bool
+
+	// device is the free device name chosen for this instance, kept across
+	// attempts (a lost pool race does not use it up).
+	device string
 }
 
 // Claim is an attached volume.
@@ -155,10 +159,14 @@ func (c *Claimer) Attach(ctx context.Context, vol types.Volume) (Claim, error) {
 	if vol.State != types.VolumeStateAvailable {
 		return Claim{}, fmt.Errorf("%s: volume state is %q, not available", what, vol.State)
 	}
-	device, err := c.freeDevice(ctx)
-	if err != nil {
-		return Claim{}, fmt.Errorf("%s: %w", what, err)
+	if c.device == "" {
+		d, err := c.freeDevice(ctx)
+		if err != nil {
+			return Claim{}, fmt.Errorf("%s: %w", what, err)
+		}
+		c.device = d
 	}
+	device := c.device
 	cctx, cancel := c.call(ctx)
 	out, err := c.EC2.AttachVolume(cctx, &ec2.AttachVolumeInput{
 		VolumeId: aws.String(id), InstanceId: aws.String(c.Instance.ID), Device: aws.String(device),
@@ -168,8 +176,10 @@ func (c *Claimer) Attach(ctx context.Context, vol types.Volume) (Claim, error) {
 		if code := ErrorCode(err); code == "VolumeInUse" || code == "IncorrectState" {
 			return Claim{}, &InUseError{Volume: id, Err: err}
 		}
+		c.device = "" // maybe taken meanwhile: choose again next time
 		return Claim{}, apiError("AttachVolume", what, err)
 	}
+	c.device = "" // used now
 	c.log().Info("attach requested", "volume", id, "device", device, "state", string(out.State))
 	return Claim{VolumeID: id, Device: device, Volume: vol}, nil
 }

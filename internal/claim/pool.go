@@ -20,32 +20,54 @@ import (
 // volumes first; EC2's AttachVolume is atomic, and a lost race
 // (VolumeInUse/IncorrectState) moves on to the next member.
 func (c *Claimer) claimPool(ctx context.Context, v config.Volume) (Claim, error) {
-	in := &ec2.DescribeVolumesInput{Filters: append(tagFilters(v.Pool),
-		types.Filter{Name: aws.String("availability-zone"), Values: []string{c.Instance.AZ}})}
-	vols, err := c.describe(ctx, in, "list "+v.Describe())
+	// Ask EC2 for just what each step needs: with many claimants the pool
+	// listing is the bulk of the traffic, and most members are taken.
+	list := func(what string, extra ...types.Filter) ([]types.Volume, error) {
+		f := append(tagFilters(v.Pool), types.Filter{Name: aws.String("availability-zone"), Values: []string{c.Instance.AZ}})
+		return c.describe(ctx, &ec2.DescribeVolumesInput{Filters: append(f, extra...)}, what+" "+v.Describe())
+	}
+	// A member attached to us already: a reboot of this instance.
+	mine, err := list("find my member of", types.Filter{Name: aws.String("attachment.instance-id"), Values: []string{c.Instance.ID}})
 	if err != nil {
 		return Claim{}, err
 	}
-	// A member attached to us already: a reboot of this instance.
-	for _, vol := range vols {
-		if attachedTo(vol, c.Instance.ID) != nil {
-			return c.Attach(ctx, vol)
+	if len(mine) > 0 {
+		return c.Attach(ctx, mine[0])
+	}
+	avail, err := list("list free members of", types.Filter{Name: aws.String("status"), Values: []string{"available"}})
+	if err != nil {
+		return Claim{}, err
+	}
+	var free []types.Volume
+	for _, vol := range avail {
+		if tagValue(vol, TagMovedTo) == "" && !aws.ToBool(vol.MultiAttachEnabled) && len(vol.Attachments) == 0 {
+			free = append(free, vol)
 		}
 	}
-	var free, busy []types.Volume
-	for _, vol := range vols {
-		switch {
-		case tagValue(vol, TagMovedTo) != "" || aws.ToBool(vol.MultiAttachEnabled):
-		case vol.State == types.VolumeStateAvailable && len(vol.Attachments) == 0:
-			free = append(free, vol)
-		default:
-			busy = append(busy, vol)
+	// AttachVolume is not idempotent: a call whose answer was lost may
+	// have succeeded, and the SDK's retry then reports VolumeInUse or the
+	// device as taken. Whenever an attempt fails, look for a member that
+	// is in fact ours before trying another.
+	ours := func() (Claim, bool) {
+		mine, err := list("find my member of", types.Filter{Name: aws.String("attachment.instance-id"), Values: []string{c.Instance.ID}})
+		if err != nil || len(mine) == 0 {
+			return Claim{}, false
 		}
+		cl, err := c.Attach(ctx, mine[0])
+		return cl, err == nil
 	}
 	order := RendezvousOrder(c.Instance.ID, free)
-	for _, vol := range order {
+	for i, vol := range order {
 		cl, err := c.Attach(ctx, vol)
 		var inUse *InUseError
+		// A lost race is expected; anything else, or the last member,
+		// may hide an attach of ours that succeeded.
+		if err != nil && (!errors.As(err, &inUse) || i == len(order)-1) {
+			if cl, ok := ours(); ok {
+				c.tagClaimed(ctx, cl.VolumeID)
+				return cl, nil
+			}
+		}
 		if errors.As(err, &inUse) {
 			c.log().Info("pool member taken by another instance, trying the next", "volume", aws.ToString(vol.VolumeId))
 			continue
@@ -57,6 +79,16 @@ func (c *Claimer) claimPool(ctx context.Context, v config.Volume) (Claim, error)
 		return cl, nil
 	}
 	// Members held by dead instances come free soon (or by force).
+	vols, err := list("list")
+	if err != nil {
+		return Claim{}, err
+	}
+	var busy []types.Volume
+	for _, vol := range vols {
+		if len(vol.Attachments) > 0 && tagValue(vol, TagMovedTo) == "" && !aws.ToBool(vol.MultiAttachEnabled) {
+			busy = append(busy, vol)
+		}
+	}
 	for i := range busy {
 		vol := busy[i]
 		if err := c.freeFromDeadInstance(ctx, &vol); err != nil {
