@@ -54,6 +54,14 @@ e2e-distro: setup
 	$(GO) vet -tags e2e_distro ./e2e/distro
 	CGO_ENABLED=0 $(GO) test -tags e2e_distro -timeout $(TEST_TIMEOUT) -v ./e2e/distro -run 'TestDistro/$(RUN)'
 
+# Boot cost in QEMU, side by side (5 runs each, min/median/max): spotroot as
+# PID 1 (AttachVolume latency 0 and 2s), the floor (the image's own init) and
+# the two-boot flow; binary size, peak RSS; the pool race (10/100/1000) on the
+# simulator. Table on stdout, CSV in $(BUILD)/bench/bench.csv.
+BENCH_ARGS ?=
+bench: setup
+	CGO_ENABLED=0 $(GO) run ./e2e/bench -out $(BUILD)/bench $(BENCH_ARGS)
+
 # spotroot's initramfs: spotroot as /init plus the NIC, disk and filesystem
 # modules of a kernel. INITRAMFS_KERNEL: lib/modules/<release>, a root holding
 # it, or a kernel .deb; empty = the running kernel, else the e2e cloud kernel.

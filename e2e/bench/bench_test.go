@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSummarize(t *testing.T) {
+	for _, tc := range []struct {
+		in   []float64
+		want Stats
+	}{
+		{nil, Stats{}},
+		{[]float64{3}, Stats{1, 3, 3, 3}},
+		{[]float64{5, 1, 3}, Stats{3, 1, 3, 5}},
+		{[]float64{4, 1, 3, 2}, Stats{4, 1, 2.5, 4}},
+	} {
+		if got := Summarize(tc.in); got != tc.want {
+			t.Errorf("Summarize(%v) = %+v, want %+v", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestReportTableAndCSV(t *testing.T) {
+	r := &Report{}
+	for _, v := range []float64{2.5, 2.25, 2.75} {
+		r.Add("timeline", "attach 0s", "kernel start → spotroot start", "s", v)
+	}
+	r.Add("timeline", "attach 2s", "phase claim", "ms", 812)
+	r.Add("timeline", "attach 0s", "phase claim", "ms", 640)
+	r.Note("a note")
+	var tb bytes.Buffer
+	r.WriteTable(&tb)
+	out := tb.String()
+	for _, want := range []string{
+		"== timeline (median [min … max], up to 3 samples) ==",
+		"kernel start → spotroot start (s)  2.500 [2.250 … 2.750]  —",
+		"phase claim (ms)                   640                    812",
+		"a note",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	var cb bytes.Buffer
+	if err := r.WriteCSV(&cb); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := csv.NewReader(&cb).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{
+		{"section", "metric", "config", "unit", "n", "min", "median", "max"},
+		{"timeline", "kernel start → spotroot start", "attach 0s", "s", "3", "2.25", "2.5", "2.75"},
+		{"timeline", "phase claim", "attach 0s", "ms", "1", "640", "640", "640"},
+		{"timeline", "phase claim", "attach 2s", "ms", "1", "812", "812", "812"},
+	}
+	if len(recs) != len(want) {
+		t.Fatalf("CSV = %q", recs)
+	}
+	for i := range want {
+		if strings.Join(recs[i], "|") != strings.Join(want[i], "|") {
+			t.Errorf("CSV row %d = %q, want %q", i, recs[i], want[i])
+		}
+	}
+}
+
+func TestStamperAndParsers(t *testing.T) {
+	st := &stamper{}
+	st.Write([]byte("spotroot: start pid=1 uptime=2.413s\nspotroot: claim ok in 6"))
+	st.Write([]byte("40ms\nBENCHINIT uptime=4.500000 kind=persistent root=/dev/nvme1n1p1 pid=1\n"))
+	if up, _, err := uptimeOf(st, "spotroot: start pid=1"); err != nil || up != 2.413 {
+		t.Fatalf("start uptime = %v, %v", up, err)
+	}
+	if up, _, err := uptimeOf(st, "BENCHINIT uptime="); err != nil || up != 4.5 {
+		t.Fatalf("init uptime = %v, %v", up, err)
+	}
+	if m := rePhase.FindStringSubmatch("spotroot: claim ok in 640ms"); m == nil || m[1] != "claim" || m[2] != "640" {
+		t.Fatalf("phase = %q", m)
+	}
+	if m := reExec.FindStringSubmatch("spotroot: exec /sbin/benchinit (pid 1 start→exec 3138ms, peak rss 12296kB)"); m == nil || m[2] != "3138" || m[3] != "12296" {
+		t.Fatalf("exec = %q", m)
+	}
+
+	b := &Bench{Rep: &Report{}}
+	st = &stamper{}
+	st.Write([]byte(strings.Join([]string{
+		"BENCHKMSG 1163837 pci 0000:00:06.0: [1b36:0010] type 00 class 0x010802",
+		"BENCHKMSG 5747300 pci 0000:04:00.0: [1b36:0010] type 00 class 0x010802",
+		"BENCHKMSG 5813112 nvme nvme1: 1/0/0 default/read/poll queues",
+		"BENCHKMSG 5824690  nvme1n1: p1",
+		"BENCHKMSG 5830190 spotroot: block device volume=vol-0123456789abcdef0 disk=/dev/nvme1n1 uptime=5.801s",
+	}, "\n") + "\n"))
+	if err := b.deviceLatency(st, "attach 0s"); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := b.Rep.Stats(secSpotroot, "attach 0s", "kernel adds the disk (last controller record before it) → spotroot notices it"); s.Median != 17.078 {
+		t.Errorf("notice latency = %+v, want 17.078 ms", s)
+	}
+	if s, _ := b.Rep.Stats(secSpotroot, "attach 0s", "partition scan logged (just after the disk appears) → spotroot notices it"); s.Median != 5.5 {
+		t.Errorf("scan → notice = %+v, want 5.5 ms", s)
+	}
+	if s, _ := b.Rep.Stats(secSpotroot, "attach 0s", "kernel sees the hot-plugged NVMe function → disk being added"); s.Median != 65.812 {
+		t.Errorf("hot-plug → disk = %+v, want 65.812 ms", s)
+	}
+}
+
+// TestPoolRaceSmall runs the pool race at a small N: every claimant must get
+// its own volume, and the calls must be counted. No timing is asserted.
+func TestPoolRaceSmall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := PoolRace(ctx, 10, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Claimed != 10 || r.Dups != 0 {
+		t.Fatalf("claimed %d, doubly attached %d", r.Claimed, r.Dups)
+	}
+	// At least: list the pool, one AttachVolume, tag it, confirm it.
+	if r.Calls["AttachVolume"] < 10 || r.Calls["CreateTags"] != 10 || r.Calls["DescribeVolumes"] < 20 {
+		t.Fatalf("calls = %v", r.Calls)
+	}
+	rep := &Report{}
+	rep.section(secPool)
+	if err := addPoolResult(rep, r); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	rep.WriteTable(&buf)
+	if !strings.Contains(buf.String(), "EC2 API calls per successful claim (calls)") {
+		t.Fatalf("pool table:\n%s", buf.String())
+	}
+	t.Logf("pool race 10: %v, %s", r.Wall, r.CallsSummary())
+}

@@ -1,0 +1,223 @@
+// Command bench measures what spotroot costs at boot (`make bench`), in QEMU
+// (TCG) against the cloud simulator, side by side with the floor (the
+// image's own init, no spotroot) and the two-boot flow older tools use, plus
+// the pool race against the simulator alone. It prints tables (median
+// [min … max]) and writes them as CSV (build/bench/bench.csv).
+//
+// What each figure means and how it is taken is in README.md, "Benchmarks".
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spotroot/spotroot/e2e/harness"
+	"github.com/spotroot/spotroot/e2e/images"
+)
+
+func main() {
+	runs := flag.Int("runs", 5, "QEMU runs per configuration")
+	latency := flag.Duration("latency", 2*time.Second, "the realistic AttachVolume latency (EBS on Nitro: ~1–3 s)")
+	pools := flag.String("pool", "10,100,1000", "pool race sizes (comma-separated; empty = none)")
+	out := flag.String("out", "build/bench", "output directory (CSV, work files)")
+	noQEMU := flag.Bool("no-qemu", false, "skip the QEMU runs")
+	flag.DurationVar(&poolBudget, "pool-budget", poolBudget, "time limit of one pool race")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *runs, *latency, *pools, *out, *noQEMU); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+}
+
+func run(ctx context.Context, runs int, latency time.Duration, pools, out string, noQEMU bool) error {
+	began := time.Now()
+	rep := &Report{}
+	for _, t := range []string{"binary and memory", secSpotroot, secFloor, secTwoBoot, secCompare, secPool} {
+		rep.section(t) // the order they print in
+	}
+	out, err := filepath.Abs(out)
+	if err != nil {
+		return err
+	}
+	work := filepath.Join(out, "work")
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return err
+	}
+
+	// The PID 1 binary, built exactly as the image's is; it is also the one
+	// the QEMU runs boot.
+	root, err := images.ModuleRoot()
+	if err != nil {
+		return err
+	}
+	bin := filepath.Join(work, "bin")
+	spotroot := filepath.Join(bin, "spotroot")
+	logf("building spotroot (PID 1 build)")
+	cmd := exec.CommandContext(ctx, "go", "build", "-tags", "pid1", "-trimpath", "-ldflags=-s -w", "-o", spotroot, "./cmd/spotroot")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./cmd/spotroot: %v\n%s", err, b)
+	}
+	fi, err := os.Stat(spotroot)
+	if err != nil {
+		return err
+	}
+	const secBinary = "binary and memory"
+	rep.Add(secBinary, "spotroot", "PID 1 binary size (-tags pid1, -trimpath -s -w, static)", "B", float64(fi.Size()))
+	rep.Add(secBinary, "spotroot", "PID 1 binary size", "MiB", float64(fi.Size())/(1<<20))
+
+	if !noQEMU && runs > 0 {
+		if err := qemuRuns(ctx, rep, work, spotroot, runs, latency); err != nil {
+			return err
+		}
+	}
+
+	for _, f := range strings.Split(pools, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("bad pool size %q", f)
+		}
+		logf("pool race: %d claimants, %d volumes", n, n)
+		if err := addPool(ctx, rep, n); err != nil {
+			return err
+		}
+	}
+
+	rep.Note("Total bench time %s on %d CPU(s). Raw console logs: %s/runs.", time.Since(began).Round(time.Second), cpus(), work)
+	rep.WriteTable(os.Stdout)
+	csvPath := filepath.Join(out, "bench.csv")
+	if err := rep.Save(csvPath); err != nil {
+		return err
+	}
+	fmt.Printf("\nCSV: %s\n", csvPath)
+	return nil
+}
+
+// poolBudget bounds one pool race, so make bench stays within its time.
+var poolBudget = 4 * time.Minute
+
+const secPool = "pool race (simulator only, SDK over HTTP, AttachVolume latency 0)"
+
+func addPool(ctx context.Context, rep *Report, n int) error {
+	r, err := PoolRace(ctx, n, poolBudget)
+	if err != nil {
+		if r.Claimed == 0 || r.Dups > 0 || ctx.Err() != nil {
+			return err
+		}
+		// Out of time budget: report what finished, say so.
+		rep.Note("pool race %d: only %d of %d claimed within %v (%v)", n, r.Claimed, n, poolBudget, err)
+	}
+	return addPoolResult(rep, r)
+}
+
+func addPoolResult(rep *Report, r PoolResult) error {
+	n := r.N
+	c := fmt.Sprintf("%d claimants", n)
+	rep.Add(secPool, c, "all claimed and attached (wall)", "s", r.Wall.Seconds())
+	for _, v := range r.PerClaim {
+		rep.Add(secPool, c, "one claimant: Claim + WaitAttached", "s", v)
+	}
+	rep.Add(secPool, c, "successful claims", "calls", float64(r.Claimed))
+	rep.Add(secPool, c, "EC2 API calls (HTTP requests at the simulator)", "calls", float64(r.TotalCalls()))
+	rep.Add(secPool, c, "EC2 API calls per successful claim", "calls", float64(r.TotalCalls())/float64(r.Claimed))
+	for _, a := range []string{"DescribeVolumes", "DescribeInstances", "AttachVolume", "CreateTags"} {
+		rep.Add(secPool, c, "  "+a+" per claim", "calls", float64(r.Calls[a])/float64(r.Claimed))
+	}
+	rep.Add(secPool, c, "  lost races (AttachVolume errors) per claim", "calls", float64(r.Errors["AttachVolume"])/float64(r.Claimed))
+	rep.Note("pool race %d: %s", n, r.CallsSummary())
+	return nil
+}
+
+func qemuRuns(ctx context.Context, rep *Report, work, spotroot string, runs int, latency time.Duration) error {
+	logf("preparing kernel, binaries and images")
+	env, err := harness.Prepare(ctx, filepath.Join(work, "env"), harness.PrepareOpts{SpotrootBin: spotroot})
+	if err != nil {
+		return err
+	}
+	bin := filepath.Join(work, "bin")
+	if err := images.GoBuild(ctx, bin, "./e2e/bench/guestinit", "./e2e/bench/userdata"); err != nil {
+		return err
+	}
+	guest, userdata := filepath.Join(bin, "guestinit"), filepath.Join(bin, "userdata")
+	benv := *env
+	benv.AMI = filepath.Join(work, "env", "bench-ami.img")
+	if err := images.BuildAMI(ctx, images.AMIOpts{Out: benv.AMI, SpotrootBin: env.SpotrootBin,
+		TestinitBin: env.TestinitBin, Kernel: env.Kernel, SizeMiB: 128,
+		Files: []images.File{
+			{Path: "sbin/benchinit", Src: guest},
+			{Path: "sbin/bench-switch", Src: guest},
+			{Path: "sbin/bench-userdata", Src: userdata},
+		}}); err != nil {
+		return fmt.Errorf("bench AMI: %w", err)
+	}
+	benv.VolumeTemplate = filepath.Join(work, "env", "bench-volume.img")
+	if err := images.BuildVolume(ctx, images.VolumeOpts{Out: benv.VolumeTemplate, TestinitBin: env.TestinitBin,
+		SizeMiB: 64, FS: "ext4", Layout: "gpt", PartLabel: "root",
+		Files: []images.File{{Path: "sbin/benchinit", Src: guest}}}); err != nil {
+		return fmt.Errorf("bench volume: %w", err)
+	}
+	_ = os.RemoveAll(filepath.Join(work, "runs"))
+	b := &Bench{Env: &benv, WorkDir: work, Rep: rep}
+
+	type cfg struct {
+		name string
+		fn   func(context.Context) error
+	}
+	cfgs := []cfg{
+		{"floor", b.Floor},
+		{"spotroot " + latName(0), func(ctx context.Context) error { return b.Spotroot(ctx, 0) }},
+		{"spotroot " + latName(latency), func(ctx context.Context) error { return b.Spotroot(ctx, latency) }},
+		{"two-boot " + latName(0), func(ctx context.Context) error { return b.TwoBoot(ctx, 0) }},
+		{"two-boot " + latName(latency), func(ctx context.Context) error { return b.TwoBoot(ctx, latency) }},
+	}
+	// Round-robin, so drift in the machine's load spreads over all configs.
+	for i := 1; i <= runs; i++ {
+		for _, c := range cfgs {
+			t := time.Now()
+			if err := c.fn(ctx); err != nil {
+				return fmt.Errorf("%s, run %d: %w", c.name, i, err)
+			}
+			logf("%-22s run %d/%d: %v", c.name, i, runs, time.Since(t).Round(10*time.Millisecond))
+		}
+	}
+	for _, l := range []time.Duration{0, latency} {
+		sp, ok1 := rep.Stats(secCompare, "spotroot "+latName(l), "QEMU start → init (host clock)")
+		tb, ok2 := rep.Stats(secCompare, "two-boot "+latName(l), "QEMU start → init (host clock)")
+		ks, _ := rep.Stats(secCompare, "spotroot "+latName(l), "kernel time (sum of uptimes)")
+		kt, _ := rep.Stats(secCompare, "two-boot "+latName(l), "kernel time (sum of uptimes)")
+		if ok1 && ok2 && tb.Median > 0 && kt.Median > 0 {
+			rep.Add(secCompare, "ratio spotroot / two-boot, "+latName(l), "QEMU start → init (host clock)", "x", sp.Median/tb.Median)
+			rep.Add(secCompare, "ratio spotroot / two-boot, "+latName(l), "kernel time (sum of uptimes)", "x", ks.Median/kt.Median)
+		}
+	}
+	rep.Note("Ratios are of medians. Realistic AttachVolume latency: %v (EBS attach on Nitro is typically 1–3 s; the sim delays the hot-plug by this much).", latency)
+	return nil
+}
+
+func cpus() int {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(b), "\nprocessor") + 1
+}
