@@ -21,7 +21,7 @@ import (
 type Log struct {
 	mu      sync.Mutex
 	outs    []io.Writer
-	kmsg    string // path of /dev/kmsg, "" until /dev is mounted
+	kmsg    string    // path of /dev/kmsg, "" until /dev is mounted
 	start   time.Time // monotonic start of spotroot
 	lines   []string  // everything said, for the record written to the new root
 	Verbose bool
