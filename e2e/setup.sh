@@ -8,6 +8,8 @@ set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have qemu-system-x86_64 || need+=(qemu-system-x86)
+have qemu-img || need+=(qemu-utils)   # per-VM qcow2 overlays; only a Recommends of qemu
+have ip || need+=(iproute2)           # network-namespace tests of the DHCP client
 have socat || need+=(socat)
 have depmod || need+=(kmod)
 have mkfs.ext4 || need+=(e2fsprogs)
