@@ -3,7 +3,6 @@ package distro
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,21 +10,12 @@ import (
 	"path/filepath"
 	"strings"
 
-	diskfs "github.com/diskfs/go-diskfs"
-	"github.com/diskfs/go-diskfs/partition/gpt"
-
+	"github.com/spotroot/spotroot/e2e/images"
 	"github.com/spotroot/spotroot/e2e/kernel"
 )
 
-// File is a file to add to an image: the bytes Data, a copy of Src, or a
-// symbolic link to Link. Path is relative to the image root.
-type File struct {
-	Path string
-	Data []byte
-	Src  string
-	Link string
-	Mode os.FileMode // 0 = 0o644 for Data, 0o755 for Src
-}
+// File is a file to add to an image (the e2e images' own type).
+type File = images.File
 
 // ImageOpts describes a disk made from a Rootfs.
 type ImageOpts struct {
@@ -70,56 +60,18 @@ func BuildImage(ctx context.Context, o ImageOpts) error {
 	}
 	fstab := fmt.Sprintf("# <file system>\t<mount point>\t<type>\t<options>\t<dump>\t<pass>\nLABEL=%s\t/\text4\trw,errors=remount-ro\t0\t1\n", o.FSLabel)
 	files := append([]File{{Path: "etc/fstab", Data: []byte(fstab)}}, o.Files...)
-	if err := addFiles(stage, files); err != nil {
+	if err := images.AddFiles(stage, files); err != nil {
 		return err
 	}
 	size := int64(o.SizeMiB) << 20
 	switch o.Layout {
 	case "whole":
-		return mkfs(ctx, stage, o.Out, size, o.FSLabel)
+		return images.Mkfs(ctx, stage, o.Out, size, o.FSLabel)
 	case "gpt":
 		return gptDisk(ctx, stage, o.Out, size, o.PartLabel, o.FSLabel)
 	default:
 		return fmt.Errorf("BuildImage: layout %q (want whole or gpt)", o.Layout)
 	}
-}
-
-func addFiles(stage string, files []File) error {
-	for _, f := range files {
-		dst := filepath.Join(stage, filepath.Clean("/"+f.Path))
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return err
-		}
-		if err := os.Remove(dst); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		var err error
-		switch {
-		case f.Link != "":
-			err = os.Symlink(f.Link, dst)
-		case f.Src != "":
-			mode := f.Mode
-			if mode == 0 {
-				mode = 0o755
-			}
-			var b []byte
-			if b, err = os.ReadFile(f.Src); err == nil {
-				err = os.WriteFile(dst, b, mode)
-			}
-		default:
-			mode := f.Mode
-			if mode == 0 {
-				mode = 0o644
-			}
-			if err = os.WriteFile(dst, f.Data, mode); err == nil {
-				err = os.Chmod(dst, mode)
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("adding %s: %w", f.Path, err)
-		}
-	}
-	return nil
 }
 
 // BuildDataDisk writes a whole-disk ext4 image labelled label holding files,
@@ -130,73 +82,25 @@ func BuildDataDisk(ctx context.Context, out, label string, sizeMiB int, files []
 		return err
 	}
 	defer os.RemoveAll(stage)
-	if err := addFiles(stage, files); err != nil {
+	if err := images.AddFiles(stage, files); err != nil {
 		return err
 	}
-	return mkfs(ctx, stage, out, int64(sizeMiB)<<20, label)
-}
-
-func mkfs(ctx context.Context, stage, out string, size int64, label string) error {
-	if err := os.Remove(out); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	// No lazy init: the guest would zero inode tables in the background.
-	args := []string{"-q", "-F", "-t", "ext4", "-L", label, "-E", "lazy_itable_init=0,lazy_journal_init=0",
-		"-d", stage, out, fmt.Sprintf("%dk", size>>10)}
-	if out, err := exec.CommandContext(ctx, "mkfs.ext4", args...).CombinedOutput(); err != nil {
-		return fmt.Errorf("mkfs.ext4 %s: %w: %s", strings.Join(args, " "), err, out)
-	}
-	return nil
+	return images.Mkfs(ctx, stage, out, int64(sizeMiB)<<20, label)
 }
 
 // PartitionOffset is where gpt images put their filesystem.
-const PartitionOffset = 1 << 20
+const PartitionOffset = images.PartitionOffset
 
 func gptDisk(ctx context.Context, stage, out string, size int64, partLabel, fsLabel string) error {
 	if size < 4*PartitionOffset {
 		return fmt.Errorf("%d bytes is too small for GPT", size)
 	}
-	partStart, partEnd := int64(PartitionOffset), size-PartitionOffset
 	fsImg := out + ".fs.tmp"
 	defer os.Remove(fsImg)
-	if err := mkfs(ctx, stage, fsImg, partEnd-partStart, fsLabel); err != nil {
+	if err := images.Mkfs(ctx, stage, fsImg, size-2*PartitionOffset, fsLabel); err != nil {
 		return err
 	}
-	if err := os.Remove(out); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	d, err := diskfs.Create(out, size, diskfs.SectorSizeDefault)
-	if err != nil {
-		return fmt.Errorf("go-diskfs create %s: %w", out, err)
-	}
-	table := &gpt.Table{
-		LogicalSectorSize: 512, PhysicalSectorSize: 512, ProtectiveMBR: true,
-		Partitions: []*gpt.Partition{{
-			Index: 1, Start: uint64(partStart / 512), End: uint64(partEnd/512) - 1,
-			Size: uint64(partEnd - partStart), Type: gpt.LinuxFilesystem, Name: partLabel,
-		}},
-	}
-	if err := d.Partition(table); err != nil {
-		d.Close()
-		return fmt.Errorf("go-diskfs partition %s: %w", out, err)
-	}
-	if err := d.Close(); err != nil {
-		return err
-	}
-	src, err := os.Open(fsImg)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	dst, err := os.OpenFile(out, os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	if err := copySparse(dst, src, partStart); err != nil {
-		dst.Close()
-		return fmt.Errorf("writing filesystem into %s: %w", out, err)
-	}
-	return dst.Close()
+	return images.WrapGPT(fsImg, out, size, partLabel)
 }
 
 // CopySparse copies the image src to the new file dst, keeping holes.
@@ -212,7 +116,7 @@ func CopySparse(src, dst string) error {
 	}
 	st, err := in.Stat()
 	if err == nil {
-		err = copySparse(out, in, 0)
+		err = images.CopySparseAt(out, in, 0)
 	}
 	if err == nil {
 		err = out.Truncate(st.Size())
@@ -221,29 +125,6 @@ func CopySparse(src, dst string) error {
 		err = cerr
 	}
 	return err
-}
-
-func copySparse(dst, src *os.File, off int64) error {
-	buf := make([]byte, 1<<20)
-	zero := make([]byte, len(buf))
-	for {
-		n, err := io.ReadFull(src, buf)
-		for i := 0; i < n; i += 4096 {
-			j := min(i+4096, n)
-			if !bytes.Equal(buf[i:j], zero[i:j]) {
-				if _, err := dst.WriteAt(buf[i:j], off+int64(i)); err != nil {
-					return err
-				}
-			}
-		}
-		off += int64(n)
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
 }
 
 // FSState is what the ext4 superblock of an image says about how it was
@@ -312,7 +193,7 @@ func copyRange(src, dst string, off int64) error {
 	if err != nil {
 		return err
 	}
-	if err := copySparse(out, in, 0); err != nil {
+	if err := images.CopySparseAt(out, in, 0); err != nil {
 		out.Close()
 		return err
 	}

@@ -103,10 +103,10 @@ func BuildAMI(ctx context.Context, o AMIOpts) error {
 	if err := copyHostTools(ctx, stage, o.HostTools); err != nil {
 		return err
 	}
-	if err := addFiles(stage, o.Files); err != nil {
+	if err := AddFiles(stage, o.Files); err != nil {
 		return fmt.Errorf("BuildAMI: extra files: %w", err)
 	}
-	return mkfs(ctx, stage, o.Out, int64(o.SizeMiB)<<20, "ami-root", uuidArgs(o.UUID)...)
+	return Mkfs(ctx, stage, o.Out, int64(o.SizeMiB)<<20, "ami-root", uuidArgs(o.UUID)...)
 }
 
 // VolumeOpts describes a persistent (EBS) volume image.
@@ -137,10 +137,14 @@ type File struct {
 	Mode os.FileMode // 0 = 0o755 for Src, 0o644 for Data
 }
 
-func addFiles(stage string, files []File) error {
+// AddFiles writes files into a staging tree, replacing what is there.
+func AddFiles(stage string, files []File) error {
 	for _, f := range files {
 		dst := filepath.Join(stage, filepath.Clean("/"+f.Path))
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		if err := os.Remove(dst); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
 		switch {
@@ -202,13 +206,13 @@ func BuildVolume(ctx context.Context, o VolumeOpts) error {
 	if err := writeFile(filepath.Join(stage, "etc/spotroot-test/kind"), []byte("persistent\n")); err != nil {
 		return err
 	}
-	if err := addFiles(stage, o.Files); err != nil {
+	if err := AddFiles(stage, o.Files); err != nil {
 		return fmt.Errorf("BuildVolume: extra files: %w", err)
 	}
 	size := int64(o.SizeMiB) << 20
 	switch o.Layout {
 	case "whole":
-		if err := mkfs(ctx, stage, o.Out, size, "persistent", uuidArgs(o.UUID)...); err != nil {
+		if err := Mkfs(ctx, stage, o.Out, size, "persistent", uuidArgs(o.UUID)...); err != nil {
 			return err
 		}
 		if o.Corrupt {
@@ -230,7 +234,7 @@ func gptVolume(ctx context.Context, stage, out string, size int64, label, uuid s
 	partStart, partEnd := int64(mib), size-mib // bytes, [start, end)
 	fsImg := out + ".fs.tmp"
 	defer os.Remove(fsImg)
-	if err := mkfs(ctx, stage, fsImg, partEnd-partStart, "persistent", uuidArgs(uuid)...); err != nil {
+	if err := Mkfs(ctx, stage, fsImg, partEnd-partStart, "persistent", uuidArgs(uuid)...); err != nil {
 		return err
 	}
 	if damage {
@@ -238,6 +242,17 @@ func gptVolume(ctx context.Context, stage, out string, size int64, label, uuid s
 			return err
 		}
 	}
+	return WrapGPT(fsImg, out, size, label)
+}
+
+// PartitionOffset is where GPT volumes put their one partition.
+const PartitionOffset = 1 << 20
+
+// WrapGPT writes out: a GPT disk of size bytes with one "Linux filesystem"
+// partition named label, from 1 MiB to 1 MiB before the end, holding the
+// filesystem image fsImg (copied sparse).
+func WrapGPT(fsImg, out string, size int64, label string) error {
+	partStart, partEnd := int64(PartitionOffset), size-PartitionOffset
 	if err := os.Remove(out); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
@@ -274,16 +289,16 @@ func gptVolume(ctx context.Context, stage, out string, size int64, label, uuid s
 	if err != nil {
 		return err
 	}
-	if err := copySparse(dst, src, partStart); err != nil {
+	if err := CopySparseAt(dst, src, partStart); err != nil {
 		dst.Close()
 		return fmt.Errorf("writing filesystem into %s: %w", out, err)
 	}
 	return dst.Close()
 }
 
-// copySparse copies src into dst at offset off, skipping all-zero blocks
+// CopySparseAt copies src into dst at offset off, skipping all-zero blocks
 // (the destination is a fresh sparse file).
-func copySparse(dst, src *os.File, off int64) error {
+func CopySparseAt(dst, src *os.File, off int64) error {
 	buf := make([]byte, 1<<20)
 	zero := make([]byte, len(buf))
 	for {
@@ -438,7 +453,8 @@ func stageModules(ctx context.Context, stage string, k kernel.Kernel, names []st
 	return nil
 }
 
-func mkfs(ctx context.Context, stage, out string, size int64, label string, extra ...string) error {
+// Mkfs makes an ext4 image of size bytes populated from stage (mkfs.ext4 -d).
+func Mkfs(ctx context.Context, stage, out string, size int64, label string, extra ...string) error {
 	if err := os.Remove(out); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
