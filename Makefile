@@ -36,23 +36,24 @@ lint:
 	$(GO) vet ./...
 
 # Everything: unit tests, privileged mount/pivot tests on loop devices in
-# private namespaces, and the QEMU end-to-end scenarios.
+# private namespaces, and the QEMU end-to-end scenarios. -count=1: the e2e
+# tests build spotroot at run time, which Go's test cache cannot see.
 test: setup lint
-	CGO_ENABLED=0 $(GO) test -timeout $(TEST_TIMEOUT) ./...
+	CGO_ENABLED=0 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 unit: lint
 	CGO_ENABLED=0 $(GO) test -short ./...
 
 # Only the QEMU scenarios; one by one with e.g. RUN=first-boot.
 e2e: setup
-	CGO_ENABLED=0 $(GO) test -timeout $(TEST_TIMEOUT) -v ./e2e -run '/$(RUN)'
+	CGO_ENABLED=0 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./e2e -run '/$(RUN)'
 
 # The slower tier: Debian (systemd, cloud-init) built from Debian's packages
 # with mmdebstrap (cached in ~/.cache/spotroot/distro) on the persistent
 # volume; one by one with e.g. RUN=systemd-root.
 e2e-distro: setup
 	$(GO) vet -tags e2e_distro ./e2e/distro
-	CGO_ENABLED=0 $(GO) test -tags e2e_distro -timeout $(TEST_TIMEOUT) -v ./e2e/distro -run 'TestDistro/$(RUN)'
+	CGO_ENABLED=0 $(GO) test -count=1 -tags e2e_distro -timeout $(TEST_TIMEOUT) -v ./e2e/distro -run 'TestDistro/$(RUN)'
 
 # Boot cost in QEMU, side by side (5 runs each, min/median/max): spotroot as
 # PID 1 (AttachVolume latency 0 and 2s), the floor (the image's own init) and
