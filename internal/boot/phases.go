@@ -204,6 +204,7 @@ func (b *booter) volume(w *world, v config.Volume, target string, isRoot bool) e
 	// for both, and stop waiting for the device as soon as EC2 gives up.
 	attachStart := time.Now()
 	attached := make(chan error, 1)
+	nudge := make(chan struct{}, 1)
 	devCtx, devCancel := withTimeout(cfg.Timeouts.Device.D(), 30*time.Second)
 	defer devCancel()
 	go func() {
@@ -218,7 +219,7 @@ func (b *booter) volume(w *world, v config.Volume, target string, isRoot bool) e
 		}
 		ctx, cancel := withTimeout(cfg.Timeouts.Attach.D(), time.Minute)
 		defer cancel()
-		err := w.claimer.WaitAttached(ctx, cl.VolumeID)
+		err := w.claimer.WaitAttachedNudged(ctx, cl.VolumeID, nudge)
 		if err != nil {
 			devCancel()
 		}
@@ -240,6 +241,7 @@ func (b *booter) volume(w *world, v config.Volume, target string, isRoot bool) e
 			return err
 		}
 		b.slog.Info("block device", "volume", cl.VolumeID, "disk", "/dev/"+disk, "uptime", uptime())
+		nudge <- struct{}{} // buffered: the API wait polls again now
 		return nil
 	}); err != nil {
 		return err

@@ -187,6 +187,13 @@ func (c *Claimer) Attach(ctx context.Context, vol types.Volume) (Claim, error) {
 // WaitAttached polls until EC2 reports vol attached to this instance, or
 // fails as soon as the attachment is gone (EC2 gave up on it).
 func (c *Claimer) WaitAttached(ctx context.Context, volID string) error {
+	return c.WaitAttachedNudged(ctx, volID, nil)
+}
+
+// WaitAttachedNudged is WaitAttached, polling again at once whenever nudge
+// fires: the block device appearing means EC2 is about to say "attached",
+// and the growing poll interval would otherwise overshoot by up to a second.
+func (c *Claimer) WaitAttachedNudged(ctx context.Context, volID string, nudge <-chan struct{}) error {
 	what := fmt.Sprintf("wait for %s to attach to %s", volID, c.Instance.ID)
 	delay := c.PollInterval
 	if delay == 0 {
@@ -209,6 +216,12 @@ func (c *Claimer) WaitAttached(ctx context.Context, volID string) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%s: still not attached: %w", what, ctx.Err())
+		case <-nudge:
+			delay = c.PollInterval
+			if delay == 0 {
+				delay = 200 * time.Millisecond
+			}
+			continue
 		case <-time.After(delay):
 		}
 		delay = min(delay*2, c.maxPoll())

@@ -209,3 +209,29 @@ func TestWaitAttachedFailsWhenAttachmentVanishes(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestWaitAttachedNudge(t *testing.T) {
+	f := &fakeEC2{vols: []types.Volume{vol("vol-0aaaaaaaaaaaaaaaa", "us-east-1a", nil)}, attachAfter: 1}
+	c := claimer(f)
+	c.PollInterval, c.MaxPoll = time.Hour, time.Hour // only a nudge can make it poll again
+	if _, err := c.Attach(context.Background(), f.vols[0]); err != nil {
+		t.Fatal(err)
+	}
+	nudge := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() { done <- c.WaitAttachedNudged(context.Background(), "vol-0aaaaaaaaaaaaaaaa", nudge) }()
+	select {
+	case err := <-done:
+		t.Fatalf("returned before EC2 said attached: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	nudge <- struct{}{}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a nudge did not make it poll again")
+	}
+}
