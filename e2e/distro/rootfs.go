@@ -17,7 +17,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -27,7 +26,7 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/spotroot/spotroot/e2e/kernel"
 )
 
 // BuilderVersion changes whenever the way the root is built changes in a way
@@ -123,7 +122,7 @@ func EnsureRootfs(ctx context.Context, cacheDir string, log io.Writer) (Rootfs, 
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return Rootfs{}, fmt.Errorf("distro cache: %w", err)
 	}
-	unlock, err := lock(ctx, filepath.Join(cacheDir, ".lock"))
+	unlock, err := kernel.LockCache(ctx, filepath.Join(cacheDir, ".lock"))
 	if err != nil {
 		return Rootfs{}, err
 	}
@@ -352,27 +351,4 @@ func readDeb822(path string) ([]aptSource, error) {
 		out = append(out, s)
 	}
 	return out, nil
-}
-
-func lock(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("distro cache lock: %w", err)
-	}
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("distro cache lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("waiting for distro cache lock %s: %w", path, ctx.Err())
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
 }

@@ -64,7 +64,7 @@ func Ensure(ctx context.Context, cacheDir string) (Kernel, error) {
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return Kernel{}, fmt.Errorf("kernel cache: %w", err)
 	}
-	unlock, err := lock(ctx, filepath.Join(cacheDir, ".lock"))
+	unlock, err := LockCache(ctx, filepath.Join(cacheDir, ".lock"))
 	if err != nil {
 		return Kernel{}, err
 	}
@@ -252,10 +252,13 @@ func sanitize(s string) string {
 	}, s)
 }
 
-func lock(ctx context.Context, path string) (func(), error) {
+// LockCache takes an exclusive flock on path (created if missing), so
+// concurrent test binaries fill a cache entry once; the returned func
+// releases it. Other caches (the distro root) use it too.
+func LockCache(ctx context.Context, path string) (func(), error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("kernel cache lock: %w", err)
+		return nil, fmt.Errorf("cache lock: %w", err)
 	}
 	for {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
@@ -264,12 +267,12 @@ func lock(ctx context.Context, path string) (func(), error) {
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) {
 			f.Close()
-			return nil, fmt.Errorf("kernel cache lock %s: %w", path, err)
+			return nil, fmt.Errorf("cache lock %s: %w", path, err)
 		}
 		select {
 		case <-ctx.Done():
 			f.Close()
-			return nil, fmt.Errorf("waiting for kernel cache lock %s: %w", path, ctx.Err())
+			return nil, fmt.Errorf("waiting for cache lock %s: %w", path, ctx.Err())
 		case <-sleep():
 		}
 	}
