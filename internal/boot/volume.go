@@ -131,7 +131,9 @@ func (b *booter) fixModules() {
 	}
 	rel := kernelRelease()
 	want := filepath.Join(b.paths.NewRoot, "lib/modules", rel)
-	if _, err := os.Stat(want); err == nil {
+	// modules.dep, not the directory: an earlier boot left the directory
+	// behind as its mount point.
+	if _, err := os.Stat(filepath.Join(want, "modules.dep")); err == nil {
 		return
 	}
 	src := filepath.Join("/lib/modules", rel)
