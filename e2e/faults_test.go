@@ -343,6 +343,29 @@ func TestFaultMatrix(t *testing.T) {
 			r := bootOpts(t, w, harness.BootOpts{UserData: userData(tagRoot)})
 			expect(t, r, "persistent", execPersistent, `warn: the volume has the image root's filesystem UUID .*uuid=`+amiFS.UUID, `new filesystem UUID device=/dev/nvme1n1p1 uuid=`)
 		}},
+		{"on-failure-retry", func(t *testing.T) {
+			w := newWorld(t, harness.WorldOpts{})
+			// Denied once (not retried by the SDK): the whole claim is retried.
+			w.Sim.SetFault("DescribeVolumes", sim.Fault{Code: "UnauthorizedOperation", Status: 403, Times: 1})
+			r := bootOpts(t, w, harness.BootOpts{UserData: userData(tagRoot + "  on_failure: retry-then-image-init\n")})
+			expect(t, r, "persistent", execPersistent, `^spotroot: attempt 1 failed: claim: .*UnauthorizedOperation.* — undoing it and retrying once$`)
+			if strings.Contains(r.Console, "FAILED") {
+				t.Errorf("a retry that succeeds must not print FAILED")
+			}
+		}},
+		{"on-failure-poweroff", func(t *testing.T) {
+			w := newWorld(t, harness.WorldOpts{NoVolume: true})
+			r := bootOpts(t, w, harness.BootOpts{
+				UserData: userData(tagRoot + "  on_failure: poweroff\n"),
+				Until:    regexp.MustCompile(`powering off \(on_failure: poweroff\)`),
+			})
+			if !regexp.MustCompile(`(?m)^spotroot: FAILED claim: no EBS volume has tag Name=home-root.* — powering off \(on_failure: poweroff\)$`).MatchString(r.Console) {
+				t.Errorf("no FAILED … powering off line:\n%s", r.Console)
+			}
+			if r.ShutdownReason != "guest-shutdown" || strings.Contains(r.Console, "TESTINIT") {
+				t.Errorf("shutdown reason %q (want guest-shutdown, no init run):\n%s", r.ShutdownReason, r.Console)
+			}
+		}},
 		{"dhcp-no-router", func(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})
 			r := bootOpts(t, w, harness.BootOpts{UserData: userData(tagRoot)})
