@@ -1,9 +1,6 @@
 package sim
 
-import (
-	"maps"
-	"slices"
-)
+import ()
 
 type xmlEbsBlockDevice struct {
 	SnapshotID          string `xml:"snapshotId,omitempty"`
@@ -53,22 +50,9 @@ func (s *Server) describeImages(c *call) (response, *APIError) {
 	if e != nil {
 		return nil, e
 	}
-	var imgs []*Image
-	if len(ids) > 0 {
-		for _, id := range ids {
-			if !validID(id, "ami") {
-				return nil, errImageMalformed(id)
-			}
-			m, ok := w.Images[id]
-			if !ok {
-				return nil, errImageNotFound(id)
-			}
-			imgs = append(imgs, m)
-		}
-	} else {
-		for _, id := range slices.Sorted(maps.Keys(w.Images)) {
-			imgs = append(imgs, w.Images[id])
-		}
+	imgs, e := byIDs(w.Images, ids, "ami", errImageMalformed, errImageNotFound)
+	if e != nil {
+		return nil, e
 	}
 	for _, o := range c.list("Owner") {
 		if o != "self" && o != w.AccountID {

@@ -80,22 +80,9 @@ func (s *Server) describeInstances(c *call) (response, *APIError) {
 	if e != nil {
 		return nil, e
 	}
-	var insts []*Instance
-	if len(ids) > 0 {
-		for _, id := range ids {
-			if !validID(id, "i") {
-				return nil, errInstanceMalformed(id)
-			}
-			i, ok := w.Instances[id]
-			if !ok {
-				return nil, errInstanceNotFound(id)
-			}
-			insts = append(insts, i)
-		}
-	} else {
-		for _, id := range slices.Sorted(maps.Keys(w.Instances)) {
-			insts = append(insts, w.Instances[id])
-		}
+	insts, e := byIDs(w.Instances, ids, "i", errInstanceMalformed, errInstanceNotFound)
+	if e != nil {
+		return nil, e
 	}
 	var matched []*Instance
 	for _, i := range insts {

@@ -147,19 +147,11 @@ func (s *Server) describeSubnets(c *call) (response, *APIError) {
 	if e != nil {
 		return nil, e
 	}
-	var subs []*Subnet
-	if len(ids) > 0 {
-		for _, id := range ids {
-			sn, ok := w.Subnets[id]
-			if !validID(id, "subnet") || !ok {
-				return nil, errf("InvalidSubnetID.NotFound", "The subnet ID '%s' does not exist", id)
-			}
-			subs = append(subs, sn)
-		}
-	} else {
-		for _, id := range slices.Sorted(maps.Keys(w.Subnets)) {
-			subs = append(subs, w.Subnets[id])
-		}
+	subs, e := byIDs(w.Subnets, ids, "subnet", nil, func(id string) *APIError {
+		return errf("InvalidSubnetID.NotFound", "The subnet ID '%s' does not exist", id)
+	})
+	if e != nil {
+		return nil, e
 	}
 	var matched []*Subnet
 	for _, sn := range subs {

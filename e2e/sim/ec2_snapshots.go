@@ -2,9 +2,7 @@ package sim
 
 import (
 	"context"
-	"maps"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -109,22 +107,9 @@ func (s *Server) describeSnapshots(c *call) (response, *APIError) {
 	if e != nil {
 		return nil, e
 	}
-	var snaps []*Snapshot
-	if len(ids) > 0 {
-		for _, id := range ids {
-			if !validID(id, "snap") {
-				return nil, errSnapshotMalformed(id)
-			}
-			sn, ok := w.Snapshots[id]
-			if !ok {
-				return nil, errSnapshotNotFound(id)
-			}
-			snaps = append(snaps, sn)
-		}
-	} else {
-		for _, id := range slices.Sorted(maps.Keys(w.Snapshots)) {
-			snaps = append(snaps, w.Snapshots[id])
-		}
+	snaps, e := byIDs(w.Snapshots, ids, "snap", errSnapshotMalformed, errSnapshotNotFound)
+	if e != nil {
+		return nil, e
 	}
 	// Every snapshot belongs to the world's account, so Owner/RestorableBy
 	// only ever narrow to the same set (or nothing for other accounts).

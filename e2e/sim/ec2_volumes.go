@@ -2,7 +2,6 @@ package sim
 
 import (
 	"context"
-	"maps"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -91,22 +90,9 @@ func (s *Server) describeVolumes(c *call) (response, *APIError) {
 	if len(ids) > 0 && c.str("MaxResults") != "" {
 		return nil, errf("InvalidParameterCombination", "The parameter volumesSet cannot be used with the parameter maxResults")
 	}
-	var vols []*Volume
-	if len(ids) > 0 {
-		for _, id := range ids {
-			if !validID(id, "vol") {
-				return nil, errVolumeMalformed(id)
-			}
-			v, ok := w.Volumes[id]
-			if !ok {
-				return nil, errVolumeNotFound(id)
-			}
-			vols = append(vols, v)
-		}
-	} else {
-		for _, id := range slices.Sorted(maps.Keys(w.Volumes)) {
-			vols = append(vols, w.Volumes[id])
-		}
+	vols, e := byIDs(w.Volumes, ids, "vol", errVolumeMalformed, errVolumeNotFound)
+	if e != nil {
+		return nil, e
 	}
 	var matched []*Volume
 	for _, v := range vols {

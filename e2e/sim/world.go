@@ -215,11 +215,8 @@ func (w *World) View(fn func(w *World)) {
 func (w *World) AddVolume(v Volume) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err := checkID(v.ID, "vol"); err != nil {
-		return fmt.Errorf("add volume: %w", err)
-	}
-	if _, ok := w.Volumes[v.ID]; ok {
-		return fmt.Errorf("add volume %s: already exists", v.ID)
+	if err := checkNew(w.Volumes, v.ID, "vol", "volume"); err != nil {
+		return err
 	}
 	if v.AZ == "" {
 		v.AZ = w.Region + "a"
@@ -263,11 +260,8 @@ func (w *World) AddVolume(v Volume) error {
 func (w *World) AddInstance(i Instance) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err := checkID(i.ID, "i"); err != nil {
-		return fmt.Errorf("add instance: %w", err)
-	}
-	if _, ok := w.Instances[i.ID]; ok {
-		return fmt.Errorf("add instance %s: already exists", i.ID)
+	if err := checkNew(w.Instances, i.ID, "i", "instance"); err != nil {
+		return err
 	}
 	w.instanceDefaults(&i)
 	if !validZone(i.AZ, w.Region) {
@@ -358,11 +352,8 @@ func (w *World) instanceDefaults(i *Instance) {
 func (w *World) AddSnapshot(s Snapshot) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err := checkID(s.ID, "snap"); err != nil {
-		return fmt.Errorf("add snapshot: %w", err)
-	}
-	if _, ok := w.Snapshots[s.ID]; ok {
-		return fmt.Errorf("add snapshot %s: already exists", s.ID)
+	if err := checkNew(w.Snapshots, s.ID, "snap", "snapshot"); err != nil {
+		return err
 	}
 	if s.State == "" {
 		s.State = "completed"
@@ -383,11 +374,8 @@ func (w *World) AddSnapshot(s Snapshot) error {
 func (w *World) AddImage(m Image) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err := checkID(m.ID, "ami"); err != nil {
-		return fmt.Errorf("add image: %w", err)
-	}
-	if _, ok := w.Images[m.ID]; ok {
-		return fmt.Errorf("add image %s: already exists", m.ID)
+	if err := checkNew(w.Images, m.ID, "ami", "image"); err != nil {
+		return err
 	}
 	if m.State == "" {
 		m.State = "available"
