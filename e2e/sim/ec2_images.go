@@ -1,7 +1,5 @@
 package sim
 
-import ()
-
 type xmlEbsBlockDevice struct {
 	SnapshotID          string `xml:"snapshotId,omitempty"`
 	VolumeSize          int    `xml:"volumeSize,omitempty"`
