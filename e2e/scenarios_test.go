@@ -14,6 +14,8 @@ import (
 	"github.com/spotroot/spotroot/e2e/harness"
 	"github.com/spotroot/spotroot/e2e/images"
 	"github.com/spotroot/spotroot/e2e/sim"
+
+	"github.com/spotroot/spotroot/internal/testenv"
 )
 
 var (
@@ -31,14 +33,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// skip skips, or fails when CI is set: CI must run the scenarios.
-func skip(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s (CI is set, so this is a failure)", why)
-	}
-	t.Skip(why)
-}
+// skip skips, or fails when CI is set (testenv.Skip).
+var skip = testenv.Skip
 
 // sharedEnv builds binaries, kernel and images once per test binary.
 func sharedEnv(t *testing.T) *harness.Env {

@@ -23,6 +23,8 @@ import (
 	"github.com/spotroot/spotroot/e2e/harness"
 	"github.com/spotroot/spotroot/e2e/images"
 	"github.com/spotroot/spotroot/e2e/sim"
+
+	"github.com/spotroot/spotroot/internal/testenv"
 )
 
 // distroEnv is what all scenarios share.
@@ -49,14 +51,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// skip skips, or fails when CI is set.
-func skip(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s (CI is set, so this is a failure)", why)
-	}
-	t.Skip(why)
-}
+// skip skips, or fails when CI is set (testenv.Skip).
+var skip = testenv.Skip
 
 const imageMiB = 1024
 

@@ -13,27 +13,24 @@ import (
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
 	"github.com/spotroot/spotroot/e2e/kernel"
+
+	"github.com/spotroot/spotroot/internal/testenv"
 )
 
 func TestBuildImages(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("requires root")
 	}
-	// make test installs these (e2e/setup.sh): in CI their absence is a failure.
-	skip := t.Skip
-	if os.Getenv("CI") != "" {
-		skip = t.Fatal
-	}
 	for _, tool := range []string{"mkfs.ext4", "debugfs", "depmod"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			skip(tool + " not installed (e2e/setup.sh installs it)")
+			testenv.Skip(t, tool+" not installed (e2e/setup.sh installs it)")
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	k, err := kernel.Ensure(ctx, "")
 	if err != nil {
-		skip("no kernel: ", err)
+		testenv.Skip(t, "no kernel: "+err.Error())
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin")

@@ -18,6 +18,8 @@ import (
 	"github.com/spotroot/spotroot/e2e/images"
 	"github.com/spotroot/spotroot/e2e/kernel"
 	"github.com/spotroot/spotroot/e2e/qemu"
+
+	"github.com/spotroot/spotroot/internal/testenv"
 )
 
 var (
@@ -70,12 +72,8 @@ type buildErr struct {
 
 func (e *buildErr) Error() string { return e.err.Error() + "\n" + e.out }
 
-func skip(t *testing.T, why string) {
-	if os.Getenv("CI") != "" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
-}
+// skip skips, or fails when CI is set (testenv.Skip).
+var skip = testenv.Skip
 
 func ami(t *testing.T, init string) string {
 	t.Helper()
