@@ -77,6 +77,7 @@ func expect(t *testing.T, r *harness.BootResult, kind string, last string, lines
 	if strings.Count(all, "FAILED") > 1 {
 		t.Errorf("more than one FAILED line")
 	}
+	checkHandoff(t, r)
 	if t.Failed() {
 		t.Logf("console:\n%s", r.Console)
 	}

@@ -121,6 +121,7 @@ func testInitramfsFallback(t *testing.T) {
 	if r.ShutdownReason != "guest-shutdown" {
 		fail("shutdown reason %q, want guest-shutdown", r.ShutdownReason)
 	}
+	checkHandoff(t, r)
 }
 
 func hasLine(lines []string, re *regexp.Regexp) bool {

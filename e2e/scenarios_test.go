@@ -123,6 +123,7 @@ func checkPersistent(t *testing.T, r *harness.BootResult, counter int) {
 	if r.ShutdownReason != "guest-shutdown" {
 		fail("shutdown reason %q, want guest-shutdown", r.ShutdownReason)
 	}
+	checkHandoff(t, r)
 }
 
 func TestScenarios(t *testing.T) {
@@ -159,6 +160,7 @@ func TestScenarios(t *testing.T) {
 		if r.Kind != "image" {
 			t.Errorf("kind = %q, want image (fallback to the image's own init)\n%s", r.Kind, r.Console)
 		}
+		checkHandoff(t, r)
 		failed := regexp.MustCompile(`^spotroot: FAILED claim: .*` + regexp.QuoteMeta(harness.VolumeName))
 		found := false
 		for _, l := range r.Timeline {
