@@ -129,6 +129,11 @@ func TestCrash(t *testing.T) {
 				t.Errorf("crash boot: console lacks %q\n%s", want, crash.Console)
 			}
 		}
+		for _, l := range strings.Split(crash.Console, "\n") {
+			if strings.Contains(l, "fatal error") || strings.Contains(l, "Kernel panic") || strings.Contains(l, "Rebooting in") {
+				t.Log("crash boot: " + strings.TrimSpace(l))
+			}
+		}
 		if crash.ShutdownReason != "guest-reset" {
 			t.Fatalf("crash boot ended with %q, want guest-reset (the kernel rebooting after its panic)\n%s", crash.ShutdownReason, crash.Console)
 		}
@@ -136,6 +141,11 @@ func TestCrash(t *testing.T) {
 		t.Logf("fatal error → reboot → image init: %v (crash boot %v, next boot %v)",
 			time.Since(start).Round(time.Millisecond), crash.Elapsed.Round(time.Millisecond), next.Elapsed.Round(time.Millisecond))
 		expectFallback(t, next, "previous-boot")
+		for _, l := range next.Timeline {
+			if strings.Contains(l, "FAILED") {
+				t.Log("next boot: " + l)
+			}
+		}
 		after := bootOpts(t, w, harness.BootOpts{AMI: ami, RootDirect: true, InstanceID: crash.InstanceID})
 		expect(t, after, "persistent", execPersistent)
 	})
@@ -160,6 +170,15 @@ func TestStartFromNothing(t *testing.T) {
 		r := bootOpts(t, w, harness.BootOpts{KernelArgs: []string{"console=hvc0"}})
 		if !strings.Contains(r.Console, "KMSG spotroot: ") {
 			t.Errorf("no spotroot records copied from the kernel log\n%s", r.Console)
+		}
+		// The state under test: the kernel started PID 1 without fds.
+		if !strings.Contains(r.Console, "KMSG Warning: unable to open an initial console.") {
+			t.Errorf("the kernel did not report starting init without a console\n%s", r.Console)
+		}
+		for _, l := range strings.Split(r.Console, "\n") {
+			if strings.HasPrefix(l, "KMSG ") && (strings.Contains(l, "console") || strings.Contains(l, "exec")) {
+				t.Log(strings.TrimSpace(l))
+			}
 		}
 		if r.Kind != "persistent" || r.Counter != 1 {
 			t.Errorf("kind %s counter %d, want persistent 1\n%s", r.Kind, r.Counter, r.Console)

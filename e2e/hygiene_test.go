@@ -157,7 +157,7 @@ func checkHandoff(t *testing.T, r *harness.BootResult, opts ...handoffOpts) {
 			if m.FSType != apiMounts[m.Point] {
 				bad("%s is %s, want %s", m.Point, m.FSType, apiMounts[m.Point])
 			}
-		case strings.HasPrefix(m.Point, "/lib/modules/") && m.Source == "/dev/nvme0n1":
+		case strings.HasPrefix(m.Point, "/lib/modules/") && (m.Source == "/dev/root" || m.Source == "/dev/nvme0n1"):
 			// the image's modules, lent read-only (documented)
 		case volumeSource.MatchString(m.Source):
 			// a configured data volume

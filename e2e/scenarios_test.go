@@ -215,6 +215,7 @@ func testInterruption(t *testing.T) {
 	if r.Kind != "persistent" || r.Counter != 1 {
 		fail("first boot: kind %q counter %d, want persistent 1", r.Kind, r.Counter)
 	}
+	checkHandoff(t, r)
 	for _, want := range []string{
 		"TESTINIT-REPORT " + hookFile + " missing",
 		"spotroot watch: spot notice: action=terminate",

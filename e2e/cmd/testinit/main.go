@@ -363,7 +363,7 @@ func kmsgSpotroot() []string {
 		}
 		_, msg, _ := strings.Cut(string(buf[:n]), ";")
 		msg, _, _ = strings.Cut(msg, "\n")
-		if strings.HasPrefix(msg, "spotroot: ") {
+		if strings.HasPrefix(msg, "spotroot: ") || strings.Contains(msg, "initial console") {
 			out = append(out, msg)
 		}
 	}
