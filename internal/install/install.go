@@ -167,6 +167,7 @@ func Install(o Opts) error {
 		if err := copyBinary(o); err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}
+		ensureDevNodes(o.Root, o.Out)
 		changed, err := editGrub(o.Root, true)
 		if err != nil {
 			return fmt.Errorf("%s: %w", what, err)
@@ -202,6 +203,7 @@ func Install(o Opts) error {
 		if err := copyBinary(o); err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}
+		ensureDevNodes(o.Root, o.Out)
 		initPath, _ := inRoot(o.Root, SbinInit)
 		if err := os.Rename(initPath, realPath); err != nil {
 			return fmt.Errorf("%s: move %s aside: %w", what, SbinInit, err)
