@@ -23,6 +23,7 @@ import (
 type handoff struct {
 	SigIgn       string `json:"sigign"`
 	SigBlk       string `json:"sigblk"`
+	SignalsExact bool   `json:"signals_exact"`
 	StatusSigIgn string `json:"status_sigign"`
 	StatusSigBlk string `json:"status_sigblk"`
 	FDs          []struct {
@@ -97,6 +98,9 @@ func checkHandoff(t *testing.T, r *harness.BootResult, opts ...handoffOpts) {
 		bad("testinit could not record: %s", e)
 	}
 	// Signals: default dispositions, empty mask (as at exec, see hygiene.go).
+	if !h.SignalsExact {
+		bad("testinit was not built with e2e_linkname: it cannot see what it inherited")
+	}
 	if h.SigIgn != "0000000000000000" {
 		bad("SigIgn %s, want 0000000000000000 (signals left ignored survive exec into every child)", h.SigIgn)
 	}

@@ -544,9 +544,9 @@ func GoBuild(ctx context.Context, outDir string, pkgs ...string) error {
 	}
 	if len(e2e) > 0 {
 		// testinit reads the signal state it inherited from the runtime's
-		// own record of it (go:linkname), which the linker only allows
-		// with its check off; product binaries never are.
-		return goBuild(ctx, root, abs+string(filepath.Separator), "pid1", "-s -w -checklinkname=0", e2e...)
+		// own record of it (go:linkname, tag e2e_linkname), which the
+		// linker only allows with its check off; product binaries never.
+		return goBuild(ctx, root, abs+string(filepath.Separator), "pid1,e2e_linkname", "-s -w -checklinkname=0", e2e...)
 	}
 	return nil
 }

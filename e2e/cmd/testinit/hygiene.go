@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	_ "unsafe" // go:linkname
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -19,17 +18,6 @@ import (
 //	TESTINIT-HYGIENE {"sigign":"…","sigblk":"…","fds":[…],…}
 //
 // The e2e scenarios compare it with what a kernel-started init gets.
-
-// Go's runtime replaces most signal handlers before main runs, so
-// /proc/self/status no longer shows what was inherited; the runtime keeps
-// the inherited dispositions (fwdSig: 1 = SIG_IGN) and mask (initSigmask).
-// testinit is built with -ldflags=-checklinkname=0 (images.GoBuild).
-//
-//go:linkname fwdSig runtime.fwdSig
-var fwdSig [65]uintptr
-
-//go:linkname initSigmask runtime.initSigmask
-var initSigmask [2]uint32
 
 type fdInfo struct {
 	FD     int    `json:"fd"`
@@ -45,9 +33,11 @@ type mountRec struct {
 }
 
 type hygiene struct {
-	// SigIgn and SigBlk as /proc/1/status would have shown them at exec.
-	SigIgn string `json:"sigign"`
-	SigBlk string `json:"sigblk"`
+	// SigIgn and SigBlk as /proc/1/status would have shown them at exec
+	// (exact only in the e2e_linkname build, see signals_*.go).
+	SigIgn       string `json:"sigign"`
+	SigBlk       string `json:"sigblk"`
+	SignalsExact bool   `json:"signals_exact"`
 	// The same lines as /proc/self/status shows them now (after the Go
 	// runtime's own set-up), for the record.
 	StatusSigIgn string     `json:"status_sigign"`
@@ -77,12 +67,7 @@ type inherited struct {
 
 func readInherited() inherited {
 	var in inherited
-	for sig := 1; sig < len(fwdSig); sig++ {
-		if fwdSig[sig] == 1 { // SIG_IGN
-			in.sigign |= 1 << (sig - 1)
-		}
-	}
-	in.sigblk = uint64(initSigmask[0]) | uint64(initSigmask[1])<<32
+	in.sigign, in.sigblk = inheritedSignals()
 	in.umask = unix.Umask(0)
 	unix.Umask(in.umask)
 	in.cwd, _ = os.Getwd()
@@ -142,7 +127,7 @@ func describeFD(fd int, target string) fdInfo {
 // are the mount points testinit mounted itself.
 func recordHygiene(in inherited, selfMounted map[string]bool) string {
 	h := hygiene{
-		SigIgn: fmt.Sprintf("%016x", in.sigign), SigBlk: fmt.Sprintf("%016x", in.sigblk),
+		SigIgn: fmt.Sprintf("%016x", in.sigign), SigBlk: fmt.Sprintf("%016x", in.sigblk), SignalsExact: signalsExact,
 		FDs: in.fds, Argv: os.Args, Env: os.Environ(), Cwd: in.cwd, Umask: fmt.Sprintf("%04o", in.umask),
 	}
 	if in.fdErr != nil {
