@@ -63,15 +63,15 @@ type Volume struct {
 
 // Create describes a volume spotroot makes when none exists yet.
 type Create struct {
-	SizeGiB    int    `yaml:"size"`
-	Type       string `yaml:"type"`
-	IOPS       int    `yaml:"iops"`
-	Throughput int    `yaml:"throughput"`
+	SizeGiB    int    `yaml:"size" json:"size,omitempty"`
+	Type       string `yaml:"type" json:"type,omitempty"`
+	IOPS       int    `yaml:"iops" json:"iops,omitempty"`
+	Throughput int    `yaml:"throughput" json:"throughput,omitempty"`
 	// From is "ami" (the instance's own image's root snapshot), a snap-… id,
 	// or "empty" (formatted with the image's mkfs on first boot).
-	From string `yaml:"from"`
+	From string `yaml:"from" json:"from,omitempty"`
 	// FSType for "empty" (default ext4).
-	FSType string `yaml:"fstype"`
+	FSType string `yaml:"fstype" json:"fstype,omitempty"`
 }
 
 // Timeouts bound each waiting phase so a boot never hangs.
