@@ -10,13 +10,13 @@ import (
 
 // launchIDs finds the ids launch reports in its text.
 var launchIDs = map[string]*regexp.Regexp{
-	"instance_id":         regexp.MustCompile(`\bi-[0-9a-f]{8,17}\b`),
-	"spot_request_id":     regexp.MustCompile(`\bsir-[0-9a-z]+\b`),
-	"launch_template_id":  regexp.MustCompile(`\blt-[0-9a-f]{8,17}\b`),
-	"volume_id":           regexp.MustCompile(`\bvol-[0-9a-f]{8,17}\b`),
-	"subnet_id":           regexp.MustCompile(`\bsubnet-[0-9a-f]{8,17}\b`),
-	"image_id":            regexp.MustCompile(`\bami-[0-9a-f]{8,17}\b`),
-	"launch_template_ver": regexp.MustCompile(`\bversion (\d+)\b`),
+	"instance_id":             regexp.MustCompile(`\bi-[0-9a-f]{8,17}\b`),
+	"spot_request_id":         regexp.MustCompile(`\bsir-[0-9a-z]+\b`),
+	"launch_template_id":      regexp.MustCompile(`\blt-[0-9a-f]{8,17}\b`),
+	"volume_id":               regexp.MustCompile(`\bvol-[0-9a-f]{8,17}\b`),
+	"subnet_id":               regexp.MustCompile(`\bsubnet-[0-9a-f]{8,17}\b`),
+	"image_id":                regexp.MustCompile(`\bami-[0-9a-f]{8,17}\b`),
+	"launch_template_version": regexp.MustCompile(`\bversion (\d+)\b`),
 }
 
 // launchJSON runs launch and reports its result as JSON on stdout: the ids

@@ -63,7 +63,7 @@ func statusCmd(args []string, stdio stdio) int {
 		return exitOK
 	}
 	ic := imds.New(*imdsEndpoint, nil)
-	ictx, icancel := context.WithTimeout(ctx, 10*time.Second)
+	ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
 	id, err := ic.Identity(ictx)
 	icancel()
 	if err != nil {
