@@ -33,7 +33,9 @@ type world struct {
 
 func (b *booter) claimAndSwitch() error {
 	w := &world{sys: blockdev.DefaultSys}
-	if err := b.bringUp(w); err != nil {
+	err := b.bringUp(w)
+	b.armFailTag(w)
+	if err != nil {
 		return err
 	}
 	cfg := b.cfg
