@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -142,6 +143,20 @@ func TestStatusOnInstanceJSON(t *testing.T) {
 		t.Fatalf("report %+v", r)
 	}
 	t.Logf("$ spotroot status --output json\n%s", out)
+	// The same with the image's build (-tags pid1, no default credential
+	// chain), which used to print "… <nil>" and exit 1.
+	bin := filepath.Join(t.TempDir(), "spotroot-pid1")
+	build := exec.Command("go", "build", "-tags", "pid1", "-trimpath", "-ldflags=-s -w", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("pid1 build: %v\n%s", err, b)
+	}
+	cmd := exec.Command(bin, "status", "--imds-endpoint", imds.URL, "--timeline", tl)
+	var so, se strings.Builder
+	cmd.Stdout, cmd.Stderr = &so, &se
+	if err := cmd.Run(); err != nil || se.Len() > 0 || strings.Contains(so.String(), "<nil>") || !strings.Contains(so.String(), vol) {
+		t.Fatalf("pid1 build status: %v\nstdout %s\nstderr %s", err, so.String(), se.String())
+	}
 	// Not on EC2: exit 3, nothing on stdout.
 	code, out, errOut = runCmd("", "status", "--imds-endpoint", "http://127.0.0.1:1")
 	if code != exitNoIMDS || out != "" || !strings.Contains(errOut, "not on an EC2 instance") {
