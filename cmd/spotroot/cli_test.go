@@ -262,3 +262,24 @@ func TestWatchOnceAndLogs(t *testing.T) {
 		t.Fatalf("rebalance notice logged %d times:\n%s", n, errOut)
 	}
 }
+
+// The unit's ExecCondition: 0 where IMDS answers, 1 where nothing does
+// (and the DMI data of this test machine say nothing of EC2).
+func TestWatchCheckEC2(t *testing.T) {
+	w, _ := sim.Load("")
+	iid := sim.NewInstanceID()
+	w.AddInstance(sim.Instance{ID: iid, AZ: "us-east-1a", BlockDevices: map[string]string{"/dev/xvda": sim.NewVolumeID()}})
+	s := sim.NewServer(w)
+	t.Cleanup(s.Close)
+	srv := httptest.NewServer(s.IMDSHandler(iid))
+	t.Cleanup(srv.Close)
+	if code, _, errOut := runCmd("", "watch", "--check-ec2", "--imds-endpoint", srv.URL); code != 0 {
+		t.Fatalf("with IMDS: %d %s", code, errOut)
+	}
+	if b, _ := os.ReadFile("/sys/class/dmi/id/sys_vendor"); strings.Contains(string(b), "Amazon") {
+		t.Skip("this machine is an EC2 instance")
+	}
+	if code, _, errOut := runCmd("", "watch", "--check-ec2", "--imds-endpoint", "http://127.0.0.1:1"); code != 1 || !strings.Contains(errOut, "not an EC2 instance") {
+		t.Fatalf("without IMDS: %d %s", code, errOut)
+	}
+}

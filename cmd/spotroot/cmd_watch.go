@@ -47,7 +47,7 @@ notice to a Slack-style webhook is in /usr/share/doc/spotroot/examples/hooks.
 Off EC2 the watcher does not retry forever: when IMDS has not answered for
 --not-ec2-after and the DMI data do not say Amazon EC2, it exits with
 status 3 (the unit does not restart it). --check-ec2 exits 0 on an EC2
-instance (DMI data, else an IMDS token within a few seconds) and 1
+instance (DMI data, else an IMDS token within 10 seconds) and 1
 elsewhere: the unit's ExecCondition, so the service is skipped, not failed.
 --once polls once, handles what is there and exits: 0 when IMDS answered,
 3 when it could not be reached.
@@ -88,7 +88,7 @@ func watchCmd(args []string, stdio stdio) int {
 		return exitUsage
 	}
 	if *checkEC2 {
-		if watch.OnEC2("/") || imdsAnswers(o.Endpoint, 3*time.Second) {
+		if watch.OnEC2("/") || imdsAnswers(o.Endpoint, 10*time.Second) {
 			return exitOK
 		}
 		fmt.Fprintln(stdio.err, "spotroot watch: not an EC2 instance (no Amazon EC2 DMI data, IMDS does not answer): nothing to watch")
@@ -135,21 +135,33 @@ func (j jsonLines) Write(p []byte) (int, error) {
 
 var _ io.Writer = jsonLines{}
 
-// imdsAnswers reports whether an IMDSv2 token PUT succeeds within d.
+// imdsAnswers reports whether an IMDSv2 token PUT succeeds within d,
+// trying again every second (the network may just have come up).
 func imdsAnswers(endpoint string, d time.Duration) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, strings.TrimRight(endpoint, "/")+"/latest/api/token", nil)
-	if err != nil {
-		return false
+	for {
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		req, err := http.NewRequestWithContext(actx, http.MethodPut, strings.TrimRight(endpoint, "/")+"/latest/api/token", nil)
+		if err != nil {
+			acancel()
+			return false
+		}
+		req.Header.Set("X-aws-ec2-metadata-token-ttl-seconds", "60")
+		resp, err := http.DefaultClient.Do(req)
+		acancel()
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(time.Second):
+		}
 	}
-	req.Header.Set("X-aws-ec2-metadata-token-ttl-seconds", "60")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
 }
 
 func envOr(k, d string) string {
