@@ -87,6 +87,9 @@ type booter struct {
 	// failTag marks a failed boot on the instance (failtag.go); nil until
 	// the instance's identity and the network are there.
 	failTag func(phase string)
+	// userData is the raw user-data, for failTag's endpoint when the
+	// configuration itself failed.
+	userData []byte
 }
 
 // netDown is what the network phase leaves to undo before the handoff.

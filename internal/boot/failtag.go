@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/spotroot/spotroot/internal/claim"
+	"github.com/spotroot/spotroot/internal/config"
 )
 
 // BootTagKey is the tag an instance puts on itself when its boot fails
@@ -56,9 +57,13 @@ func (b *booter) armFailTag(w *world) {
 		return
 	}
 	endpoint := ""
-	if b.cfg != nil {
+	switch {
+	case b.cfg != nil:
 		endpoint = b.cfg.EC2Endpoint
-	} else if b.early != nil {
+	case config.EndpointHint(b.userData) != "":
+		// The configuration failed; its endpoint may still be readable.
+		endpoint = config.EndpointHint(b.userData)
+	case b.early != nil:
 		endpoint = b.early.EC2Endpoint
 	}
 	c := claim.NewClient(claim.ClientOptions{Region: w.id.Region, Endpoint: endpoint, IMDS: b.imds.SDK(), Resolver: w.handle.Resolver()})

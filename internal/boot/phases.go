@@ -152,6 +152,7 @@ func (b *booter) bringUp(w *world) error {
 		if userData, err = b.imds.UserData(ctx); err != nil {
 			return err
 		}
+		b.userData = userData
 		b.slog.Info("instance", "id", w.id.InstanceID, "region", w.id.Region, "az", w.id.AZ, "user-data-bytes", len(userData))
 		return nil
 	}); err != nil {

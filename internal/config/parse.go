@@ -417,3 +417,30 @@ func sortedKeys(m map[string]string) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// EndpointHint reads spotroot.ec2_endpoint from user-data that may not
+// pass validation (an unknown field elsewhere, a bad value): the failed
+// boot still wants to reach EC2 to mark itself. "" when there is none.
+func EndpointHint(userData []byte) string {
+	doc, err := ExtractUserData(userData)
+	if err != nil {
+		return ""
+	}
+	var v struct {
+		EC2Endpoint string `yaml:"ec2_endpoint"`
+		Spotroot    struct {
+			EC2Endpoint string `yaml:"ec2_endpoint"`
+		} `yaml:"spotroot"`
+	}
+	if yaml.Unmarshal(doc.YAML, &v) != nil {
+		return ""
+	}
+	e := v.Spotroot.EC2Endpoint
+	if doc.Bare {
+		e = v.EC2Endpoint
+	}
+	if strings.HasPrefix(e, "http://") || strings.HasPrefix(e, "https://") {
+		return e
+	}
+	return ""
+}
