@@ -90,6 +90,12 @@ type booter struct {
 	mainOwns    atomic.Bool // ... by the main sequence (endingMain)
 	switching   atomic.Bool // the root switch has begun: no way back
 	armed       bool        // this boot wrote the attempt marker
+	// failTag marks a failed boot on the instance (failtag.go); nil until
+	// the instance's identity and the network are there.
+	failTag func(phase string)
+	// userData is the raw user-data, for failTag's endpoint when the
+	// configuration itself failed.
+	userData []byte
 }
 
 // netDown is what the network phase leaves to undo before the handoff.
@@ -219,6 +225,7 @@ func (b *booter) failNow(err error) {
 	}
 	if b.policy() == "poweroff" {
 		b.log.Printf("FAILED %s: %v — powering off (on_failure: poweroff)", phase, err)
+		b.markFailed(phase)
 		b.disarm()
 		b.undo()
 		unix.Sync()
@@ -226,6 +233,7 @@ func (b *booter) failNow(err error) {
 		waitForever(b.log)
 	}
 	b.log.Printf("FAILED %s: %v — booting the image's own init", phase, err)
+	b.markFailed(phase)
 	b.bootImage()
 }
 
