@@ -36,6 +36,14 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	w.DataDir = t.TempDir()
+	// The hostile profile is on (sim.DefaultHostile); a failure names its
+	// seed so SPOTROOT_SEED replays the same dice.
+	seed := w.HostileSeed()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("hostile simulator seed %d: reproduce with SPOTROOT_SEED=%d go test -run '^%s$' ./internal/claim", seed, seed, t.Name())
+		}
+	})
 	s := sim.NewServer(w)
 	e := httptest.NewServer(s.EC2Handler())
 	t.Cleanup(func() { e.Close(); s.Close() })
@@ -58,6 +66,8 @@ func (w *world) claimer(az string, mutate func(*sim.Instance)) *claim.Claimer {
 	client := claim.NewClient(claim.ClientOptions{Region: "us-east-1", Endpoint: w.ec2.URL, IMDS: imds.New(md.URL, nil).SDK()})
 	return &claim.Claimer{EC2: client, Instance: claim.Instance{ID: inst.ID, AZ: az}, ImageID: inst.ImageID,
 		PollInterval: 5 * time.Millisecond, MaxPoll: 50 * time.Millisecond, WaitDetach: 300 * time.Millisecond,
+		// Longer than the simulator's ConsistencyLag (2s).
+		ConsistencyGrace: 3 * time.Second,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 }
 
@@ -100,8 +110,14 @@ func TestPoolRace(t *testing.T) {
 	claimers := make([]*claim.Claimer, n)
 	for i := range claimers {
 		claimers[i] = w.claimer("us-east-1a", nil)
+		// A real boot's poll pace: a hundred claimants polling every 50ms
+		// would only measure EC2's throttling of DescribeVolumes (100
+		// tokens, 20/s for the whole account). Throttled calls back off
+		// for as long as the race needs.
+		claimers[i].PollInterval, claimers[i].MaxPoll = 200*time.Millisecond, time.Second
+		claimers[i].CallTimeout = 3 * time.Minute
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	got := make([]string, n)
 	errs := make([]error, n)
@@ -116,7 +132,14 @@ func TestPoolRace(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	t.Logf("%d claimants, %d pool volumes: all claimed in %v", n, n, time.Since(start).Round(time.Millisecond))
+	st := w.sim.Stats()
+	total := 0
+	for _, k := range st.Calls {
+		total += k
+	}
+	t.Logf("%d claimants, %d pool volumes, EC2's throttling buckets: all claimed in %v; per claim %.1f API requests (%.1f throttled), %.1f AttachVolume requests (%.1f not throttled); %d answers lost",
+		n, n, time.Since(start).Round(time.Millisecond), float64(total)/n, float64(sum(st.Throttled))/n,
+		float64(st.Calls["AttachVolume"])/n, float64(st.Calls["AttachVolume"]-st.Throttled["AttachVolume"])/n, sum(st.Lost))
 	owner := map[string]int{}
 	for i, id := range got {
 		if errs[i] != nil {
@@ -139,6 +162,14 @@ func TestPoolRace(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "pool pool spotroot:pool=web is exhausted in us-east-1a") {
 		t.Fatalf("exhausted pool err = %v", err)
 	}
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
 }
 
 func TestRendezvousOrderSpreads(t *testing.T) {
