@@ -35,6 +35,9 @@ type Hostile struct {
 	// InvalidVolume.NotFound retries). Two seconds is a bad day for
 	// DescribeVolumes without making every test slow.
 	ConsistencyLag time.Duration `json:",omitempty"`
+	// ConsistencyOldest makes every Describe answer from the oldest view
+	// (ConsistencyLag ago) instead of a random age: deterministic tests.
+	ConsistencyOldest bool `json:",omitempty"`
 
 	// LostResponses is the fraction of successful mutating calls whose
 	// answer is lost after EC2 committed them: a 500 InternalError, a reset
@@ -46,6 +49,8 @@ type Hostile struct {
 	// twice.
 	LostResponses float64       `json:",omitempty"`
 	LostStall     time.Duration `json:",omitempty"`
+	// LostOnly limits lost answers to these actions (empty: all mutating).
+	LostOnly []string `json:",omitempty"`
 
 	// Throttle applies EC2's per-API token buckets (throttleBuckets), with
 	// RequestLimitExceeded when a bucket is empty.
@@ -329,7 +334,8 @@ func (s *Server) hostileLose(rw http.ResponseWriter, r *http.Request, c *call) b
 	w := s.World
 	w.mu.Lock()
 	p, stall := w.Hostile.LostResponses, w.Hostile.LostStall
-	lose := p > 0 && w.rngLocked().Float64() < p
+	only := w.Hostile.LostOnly
+	lose := p > 0 && (len(only) == 0 || slices.Contains(only, c.action)) && w.rngLocked().Float64() < p
 	kind := 0
 	if lose {
 		kind = w.rngLocked().IntN(3)

@@ -132,7 +132,11 @@ func (w *World) viewLocked() view {
 		return v
 	}
 	w.recordLocked() // changes not yet saved are part of the past too
-	t := time.Now().Add(-time.Duration(w.rngLocked().Int64N(int64(lag) + 1)))
+	age := lag
+	if !w.Hostile.ConsistencyOldest {
+		age = time.Duration(w.rngLocked().Int64N(int64(lag) + 1))
+	}
+	t := time.Now().Add(-age)
 	var s1, s2, s3 bool
 	v.Volumes, s1 = w.hist.volumes.at(t, w.Volumes)
 	v.Instances, s2 = w.hist.instances.at(t, w.Instances)

@@ -68,7 +68,7 @@ func (w *world) claimer(az string, mutate func(*sim.Instance)) *claim.Claimer {
 		PollInterval: 5 * time.Millisecond, MaxPoll: 50 * time.Millisecond, WaitDetach: 300 * time.Millisecond,
 		// Longer than the simulator's ConsistencyLag (2s).
 		ConsistencyGrace: 3 * time.Second,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		Log:              slog.New(slog.NewTextHandler(io.Discard, nil))}
 }
 
 func (w *world) volume(az string, tags map[string]string) string {
