@@ -74,6 +74,13 @@ func newWorld(t *testing.T, o harness.WorldOpts) *harness.World {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.Close)
+	// Every scenario runs under the hostile simulator (sim.DefaultHostile).
+	t.Cleanup(func() {
+		if t.Failed() {
+			_, run, _ := strings.Cut(t.Name(), "/")
+			t.Logf("hostile simulator seed %d: replay with make e2e SEED=%d RUN='%s'", w.Sim.HostileSeed(), w.Sim.HostileSeed(), run)
+		}
+	})
 	return w
 }
 

@@ -399,7 +399,7 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 		}
 	}
 	if werr != nil {
-		return res, fmt.Errorf("boot of %s: %w\n(sim log: %s)", id, werr, filepath.Join(w.Dir, "sim.log"))
+		return res, fmt.Errorf("boot of %s: %w\n(sim log: %s; hostile seed %d: make e2e SEED=%d RUN=…)", id, werr, filepath.Join(w.Dir, "sim.log"), w.Sim.HostileSeed(), w.Sim.HostileSeed())
 	}
 	return res, nil
 }

@@ -178,7 +178,8 @@ func (c *Claimer) Attach(ctx context.Context, vol types.Volume) (Claim, error) {
 func (c *Claimer) attachLoop(ctx context.Context, vol types.Volume, what string) (Claim, error) {
 	id := aws.ToString(vol.VolumeId)
 	skip := map[string]bool{}
-	deadline := time.Now().Add(c.grace())
+	// Pending may last longer than a stale view: twice the grace.
+	deadline := time.Now().Add(2 * c.grace())
 	delay := c.pollInterval()
 	for unknown := 0; ; {
 		if c.device == "" {
@@ -207,11 +208,11 @@ func (c *Claimer) attachLoop(ctx context.Context, vol types.Volume, what string)
 			if time.Now().After(deadline) {
 				return Claim{}, apiError("AttachVolume", what+": the instance is still not 'running' after "+c.grace().String(), err)
 			}
+			// Pending lasts seconds, not milliseconds: look again each second.
 			c.log().Info("instance not yet running in EC2's view; retrying the attach", "volume", id)
-			if !sleep(ctx, delay) {
+			if !sleep(ctx, max(delay, c.maxPoll())) {
 				return Claim{}, fmt.Errorf("%s: %w", what, ctx.Err())
 			}
-			delay = min(delay*2, c.maxPoll())
 			continue
 		case code == "InvalidParameterValue" && strings.Contains(err.Error(), "already in use"):
 			// An earlier attempt of ours on this name may have succeeded

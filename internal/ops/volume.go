@@ -140,7 +140,9 @@ func CreateVolume(ctx context.Context, c EC2, region string, o VolumeCreateOpts,
 		snapID = aws.ToString(snap.SnapshotId)
 		fmt.Fprintf(out, "snapshot %s of %s: waiting until completed\n", snapID, srcVol)
 		if err := waitFor(ctx, "snapshot "+snapID, func() (bool, error) {
-			s, err := c.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{snapID}})
+			// A filter, not an id: a new snapshot is NotFound for a while
+			// (EC2's eventual consistency); an empty answer means "not yet".
+			s, err := c.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{Filters: []types.Filter{filter("snapshot-id", snapID)}})
 			if err != nil || len(s.Snapshots) != 1 {
 				return false, err
 			}
@@ -171,7 +173,7 @@ func CreateVolume(ctx context.Context, c EC2, region string, o VolumeCreateOpts,
 	id := aws.ToString(v.VolumeId)
 	fmt.Fprintf(out, "volume %s: waiting until available\n", id)
 	if err := waitFor(ctx, "volume "+id, func() (bool, error) {
-		d, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{id}})
+		d, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{Filters: []types.Filter{filter("volume-id", id)}})
 		if err != nil || len(d.Volumes) != 1 {
 			return false, err
 		}
