@@ -103,7 +103,7 @@ func (r *run) line() string {
 
 func report(runs []run, took time.Duration) {
 	type agg struct {
-		runs, claims, wrong, doubles, calls, attach int
+		runs, claims, wrong, doubles, calls, attach           int
 		stale, throttled, lost, cred, pending, device, skewed int
 	}
 	by := map[string]*agg{}
