@@ -25,13 +25,26 @@ func RoleCredentials(sdk *imds.Client, budget time.Duration) aws.CredentialsProv
 	}
 	return &roleCredentials{
 		p:      ec2rolecreds.New(func(o *ec2rolecreds.Options) { o.Client = sdk }),
+		sdk:    sdk,
 		budget: budget,
 	}
 }
 
 type roleCredentials struct {
 	p      *ec2rolecreds.Provider
+	sdk    *imds.Client
 	budget time.Duration
+}
+
+// hasProfile reports whether IMDS shows an instance profile (iam/info);
+// true when it cannot tell, so the caller keeps waiting within budget.
+func (r *roleCredentials) hasProfile(ctx context.Context) bool {
+	out, err := r.sdk.GetMetadata(ctx, &imds.GetMetadataInput{Path: "iam/info"})
+	if err != nil {
+		return status(err) != http.StatusNotFound
+	}
+	out.Content.Close()
+	return true
 }
 
 func (r *roleCredentials) Retrieve(ctx context.Context) (aws.Credentials, error) {
@@ -44,6 +57,10 @@ func (r *roleCredentials) Retrieve(ctx context.Context) (aws.Credentials, error)
 			return c, nil
 		}
 		switch s := status(err); {
+		case s == http.StatusNotFound && !r.hasProfile(ctx):
+			// No instance profile at all (iam/info is 404 too): waiting
+			// will not make one appear.
+			return aws.Credentials{}, err
 		case s == http.StatusNotFound, s == http.StatusTooManyRequests, s >= 500, s == 0:
 		default:
 			return aws.Credentials{}, err
