@@ -6,6 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+
 	"github.com/spotroot/spotroot/e2e/sim"
 	"github.com/spotroot/spotroot/internal/claim"
 	"github.com/spotroot/spotroot/internal/config"
@@ -216,5 +220,20 @@ func TestInUseStillRefusedUnderHostileProfile(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	w.attachedTo(id, owner.Instance.ID)
-	_ = claim.TagInstance
+}
+
+// The reason claim.RetryableCodes exists: the SDK alone (its standard
+// retryer, whose clock-skew correction retries SignatureDoesNotMatch and
+// AuthFailure) does not retry EC2's RequestExpired, so a guest clock seven
+// minutes behind fails every call without it.
+func TestSDKAloneDoesNotRetryRequestExpired(t *testing.T) {
+	w := newWorld(t)
+	w.only(sim.HostileClock, func(h *sim.Hostile) { h.ClockSkew = 7 * time.Minute })
+	op := w.sim.OperatorCredentials()
+	plain := ec2.NewFromConfig(aws.Config{Region: "us-east-1", BaseEndpoint: aws.String(w.ec2.URL),
+		Credentials: credentials.NewStaticCredentialsProvider(op.AccessKeyID, op.SecretAccessKey, "")})
+	_, err := plain.DescribeVolumes(context.Background(), &ec2.DescribeVolumesInput{})
+	if claim.ErrorCode(err) != "RequestExpired" {
+		t.Fatalf("plain SDK client: err = %v, want RequestExpired (has the SDK learnt to retry it? then RetryableCodes can go)", err)
+	}
 }
