@@ -47,6 +47,7 @@ func (w *world) attachedTo(volID, instID string) {
 // A volume just created is NotFound and a fresh attachment missing while
 // EC2's view lags: the claim waits within its grace instead of failing.
 func TestClaimSurvivesLaggingViews(t *testing.T) {
+	t.Parallel() // each test has its own world; they mostly wait on the hostile clock
 	w := newWorld(t)
 	w.only(sim.HostileConsistency, func(h *sim.Hostile) {
 		h.ConsistencyLag, h.ConsistencyOldest = time.Second, true
@@ -67,6 +68,7 @@ func TestClaimSurvivesLaggingViews(t *testing.T) {
 // AttachVolume then gets VolumeInUse. The volume attached to us is a
 // success, not "in use".
 func TestClaimSurvivesLostAttachAnswers(t *testing.T) {
+	t.Parallel() // each test has its own world; they mostly wait on the hostile clock
 	for _, pool := range []bool{false, true} {
 		name := map[bool]string{false: "tag", true: "pool"}[pool]
 		t.Run(name, func(t *testing.T) {
@@ -117,6 +119,7 @@ func TestClaimSurvivesLostAttachAnswers(t *testing.T) {
 // instance-store disk DescribeInstances does not list, one still reserved
 // after a detach. The claim moves on to the next free name.
 func TestClaimSkipsDeviceNamesInUse(t *testing.T) {
+	t.Parallel() // each test has its own world; they mostly wait on the hostile clock
 	w := newWorld(t)
 	w.only(sim.HostileInstance, func(h *sim.Hostile) {
 		h.InstanceStore, h.InstanceStoreAt, h.DeviceHold = true, "/dev/sdf", time.Minute
@@ -142,6 +145,7 @@ func TestClaimSkipsDeviceNamesInUse(t *testing.T) {
 // PID 1 runs while EC2 still says pending: AttachVolume's IncorrectState
 // is retried, never reported as "in use".
 func TestClaimWaitsOutPending(t *testing.T) {
+	t.Parallel() // each test has its own world; they mostly wait on the hostile clock
 	w := newWorld(t)
 	w.only(sim.HostilePending, func(h *sim.Hostile) { h.PendingFor = time.Second })
 	id := w.volume("us-east-1a", map[string]string{"Name": "home-root"})
@@ -163,6 +167,7 @@ func TestClaimWaitsOutPending(t *testing.T) {
 // every 300ms and expire after 1.5s: a claim at boot and another after the
 // first keys expired both work.
 func TestClaimSurvivesLateAndRotatingCredentials(t *testing.T) {
+	t.Parallel() // each test has its own world; they mostly wait on the hostile clock
 	w := newWorld(t)
 	w.only(sim.HostileCredentials, func(h *sim.Hostile) {
 		h.CredentialDelay, h.CredentialRotate, h.CredentialLifetime = time.Second, 300*time.Millisecond, 1500*time.Millisecond
@@ -189,6 +194,7 @@ func TestClaimSurvivesLateAndRotatingCredentials(t *testing.T) {
 // request (RequestExpired behind, SignatureDoesNotMatch ahead) and the
 // client corrects from the Date header.
 func TestClaimCorrectsClockSkew(t *testing.T) {
+	t.Parallel() // each test has its own world; they mostly wait on the hostile clock
 	for _, skew := range []time.Duration{7 * time.Minute, -7 * time.Minute} {
 		t.Run(skew.String(), func(t *testing.T) {
 			w := newWorld(t)
@@ -209,6 +215,7 @@ func TestClaimCorrectsClockSkew(t *testing.T) {
 // Without the fix the claim would call a pending instance's volume "in
 // use"; make sure the message for a real owner still says so.
 func TestInUseStillRefusedUnderHostileProfile(t *testing.T) {
+	t.Parallel() // each test has its own world; they mostly wait on the hostile clock
 	w := newWorld(t)
 	id := w.volume("us-east-1a", map[string]string{"Name": "home-root"})
 	owner := w.claimer("us-east-1a", nil)
@@ -227,6 +234,7 @@ func TestInUseStillRefusedUnderHostileProfile(t *testing.T) {
 // AuthFailure) does not retry EC2's RequestExpired, so a guest clock seven
 // minutes behind fails every call without it.
 func TestSDKAloneDoesNotRetryRequestExpired(t *testing.T) {
+	t.Parallel() // each test has its own world; they mostly wait on the hostile clock
 	w := newWorld(t)
 	w.only(sim.HostileClock, func(h *sim.Hostile) { h.ClockSkew = 7 * time.Minute })
 	op := w.sim.OperatorCredentials()
