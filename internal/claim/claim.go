@@ -180,7 +180,6 @@ func (c *Claimer) attachLoop(ctx context.Context, vol types.Volume, what string)
 	skip := map[string]bool{}
 	// Pending may last longer than a stale view: twice the grace.
 	deadline := time.Now().Add(2 * c.grace())
-	delay := c.pollInterval()
 	for unknown := 0; ; {
 		if c.device == "" {
 			d, err := c.freeDevice(ctx, skip)
@@ -208,10 +207,11 @@ func (c *Claimer) attachLoop(ctx context.Context, vol types.Volume, what string)
 			if time.Now().After(deadline) {
 				return Claim{}, apiError("AttachVolume", what+": the instance is still not 'running' after "+c.grace().String(), err)
 			}
-			// Pending lasts seconds, not milliseconds: look again each second.
-			c.log().Info("instance not yet running in EC2's view; retrying the attach", "volume", id)
-			if !sleep(ctx, max(delay, c.maxPoll())) {
-				return Claim{}, fmt.Errorf("%s: %w", what, ctx.Err())
+			// Wait for "running" with DescribeInstances (100 tokens, 20/s)
+			// rather than spending AttachVolume's scarce ones (50, 5/s).
+			c.log().Info("instance not yet running in EC2's view; waiting to retry the attach", "volume", id)
+			if err := c.waitRunning(ctx, deadline); err != nil {
+				return Claim{}, fmt.Errorf("%s: %w", what, err)
 			}
 			continue
 		case code == "InvalidParameterValue" && strings.Contains(err.Error(), "already in use"):
@@ -252,6 +252,33 @@ func (c *Claimer) attachLoop(ctx context.Context, vol types.Volume, what string)
 			return Claim{}, apiError("AttachVolume", what, err)
 		}
 		c.log().Info("attach failed without attaching; retrying", "volume", id, "error", err)
+	}
+}
+
+// waitRunning polls this instance's state until EC2 says running (its view
+// lags, so pending may outlast the truth: the deadline bounds it).
+func (c *Claimer) waitRunning(ctx context.Context, deadline time.Time) error {
+	for {
+		if !sleep(ctx, c.maxPoll()) {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return nil // the attach will say
+		}
+		cctx, cancel := c.call(ctx)
+		out, err := c.EC2.DescribeInstances(cctx, &ec2.DescribeInstancesInput{Filters: []types.Filter{
+			{Name: aws.String("instance-id"), Values: []string{c.Instance.ID}}}})
+		cancel()
+		if err != nil {
+			return nil // the attach will say
+		}
+		for _, r := range out.Reservations {
+			for _, in := range r.Instances {
+				if in.State != nil && in.State.Name == types.InstanceStateNameRunning {
+					return nil
+				}
+			}
+		}
 	}
 }
 
