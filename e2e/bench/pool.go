@@ -137,8 +137,9 @@ func PoolRace(ctx context.Context, n int, budget time.Duration) (PoolResult, err
 	// Each real instance has its own IMDS, uncontended; here one process on
 	// a small machine serves them all, so the instance-profile credentials
 	// are fetched (and cached in each client, as PID 1 caches them) before
-	// the race, a few at a time.
-	sem := make(chan struct{}, 8)
+	// the race, many at a time: each waits out the hostile simulator's
+	// seconds of credential 404s (sim.Hostile.CredentialDelay).
+	sem := make(chan struct{}, 128)
 	var werr error
 	var wmu sync.Mutex
 	var wwg sync.WaitGroup
