@@ -77,10 +77,12 @@ type Hostile struct {
 
 	// InstanceStore gives instance types with local NVMe disks their
 	// instance-store devices (instanceStoreDisks): mapped device names that
-	// DescribeInstances never lists ("Instance store volumes are not
-	// shown in the block device mapping", EC2 User Guide, "Block device
-	// mappings") but AttachVolume refuses. InstanceStoreAt is the first
-	// name they take (an AMI or launch template maps ephemeral0 there).
+	// DescribeInstances never lists (its InstanceBlockDeviceMapping has
+	// only an Ebs member, EC2 API reference) but AttachVolume refuses.
+	// InstanceStoreAt is the first name they take (an AMI or launch
+	// template maps ephemeral0 there; "NVMe instance store volumes are
+	// automatically enumerated and assigned a device name", API reference,
+	// BlockDeviceMapping).
 	InstanceStore   bool   `json:",omitempty"`
 	InstanceStoreAt string `json:",omitempty"`
 
