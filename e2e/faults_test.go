@@ -23,9 +23,10 @@ import (
 // spotroot line on the console, which must say what happened. Every one
 // must end in a running init: persistent or the image's own.
 
-// userData renders a cloud-config for the harness's EC2 endpoint.
+// userData renders a cloud-config. It sets no ec2_endpoint: the guest
+// reaches EC2 as https://ec2.<region>.amazonaws.com, like on AWS.
 func userData(body string) []byte {
-	return []byte("#cloud-config\nspotroot:\n  ec2_endpoint: http://" + qemu.EC2Addr + "\n" + body)
+	return []byte("#cloud-config\nspotroot:\n" + body)
 }
 
 const tagRoot = "  volume:\n    tag: {Name: " + harness.VolumeName + "}\n"
@@ -74,11 +75,42 @@ func expect(t *testing.T, r *harness.BootResult, kind string, last string, lines
 			t.Errorf("no timeline line matches %q", l)
 		}
 	}
-	if strings.Count(all, "FAILED") > 1 {
-		t.Errorf("more than one FAILED line")
+	switch n := strings.Count(all, "FAILED"); {
+	case kind == "persistent" && n > 0:
+		t.Errorf("a FAILED line, but the persistent root booted")
+	case n > 1:
+		t.Errorf("%d FAILED lines, want at most one", n)
 	}
+	checkEC2ByName(t, r)
 	if t.Failed() {
 		t.Logf("console:\n%s", r.Console)
+	}
+}
+
+// checkEC2ByName checks how the guest reached EC2: only as
+// https://ec2.<region>.amazonaws.com, the name resolved by the DNS server
+// its lease names, never at the plain-HTTP address; and that a boot that
+// ended on a volume did call EC2 that way.
+func checkEC2ByName(t *testing.T, r *harness.BootResult) {
+	t.Helper()
+	if r.EC2HTTP != 0 {
+		t.Errorf("%d EC2 requests over plain HTTP at %s, want none", r.EC2HTTP, qemu.EC2Addr)
+	}
+	for sni := range r.TLSHandshakes {
+		if sni != harness.EC2Host {
+			t.Errorf("TLS handshake for server name %q, want only %s", sni, harness.EC2Host)
+		}
+	}
+	if r.EC2HTTPS > 0 || r.Kind == "persistent" || strings.HasPrefix(r.Root, "/dev/nvme1") {
+		if r.EC2HTTPS == 0 {
+			t.Errorf("no EC2 request over HTTPS")
+		}
+		if r.DNSQueries[harness.EC2Host+". A"] == 0 {
+			t.Errorf("the lease's DNS server got no A query for %s (queries: %v)", harness.EC2Host, r.DNSQueries)
+		}
+		if r.TLSHandshakes[harness.EC2Host] == 0 {
+			t.Errorf("no TLS handshake for %s", harness.EC2Host)
+		}
 	}
 }
 

@@ -34,11 +34,14 @@ func initramfsEnv(t *testing.T) (ami, initrd string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		irAMI = filepath.Join(dir, "ami-own-init.img")
-		if irErr = images.BuildAMI(ctx, images.AMIOpts{Out: irAMI, TestinitBin: e.TestinitBin, Kernel: e.Kernel}); irErr != nil {
+		if irErr = images.BuildAMI(ctx, images.AMIOpts{Out: irAMI, TestinitBin: e.TestinitBin, Kernel: e.Kernel, Files: e.CAFiles()}); irErr != nil {
 			return
 		}
 		var res *initramfs.Result
-		res, irErr = initramfs.Build(ctx, initramfs.Options{Spotroot: e.SpotrootBin, ModulesDir: e.Kernel.ModulesDir})
+		res, irErr = initramfs.Build(ctx, initramfs.Options{Spotroot: e.SpotrootBin, ModulesDir: e.Kernel.ModulesDir,
+			// The target root's bundle (the AMI's): EC2 is verified
+			// against it before that root is mounted.
+			CABundle: e.CABundle})
 		if irErr != nil {
 			return
 		}
@@ -73,6 +76,9 @@ func testInitramfsRoot(t *testing.T) {
 	w := newWorld(t, harness.WorldOpts{})
 	r := bootInitramfs(t, w)
 	checkPersistent(t, r, 1)
+	if !hasLine(r.Timeline, regexp.MustCompile(`CA roots bundle=/etc/ssl/certs/ca-certificates.crt certificates=[1-9]`)) {
+		t.Errorf("spotroot did not load the initramfs's CA bundle\n%s", r.Console)
+	}
 	if !hasLine(r.Timeline, regexp.MustCompile(`^spotroot: start pid=1 `)) {
 		t.Errorf("spotroot did not start as PID 1 from the initramfs\n%s", r.Console)
 	}

@@ -2,6 +2,8 @@ package claim
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"net/http"
 	"time"
@@ -36,6 +38,9 @@ type ClientOptions struct {
 	// Resolver resolves the endpoint's host name; PID 1 has no resolv.conf it
 	// can trust, so the network phase supplies one built from the DHCP lease.
 	Resolver *net.Resolver
+	// RootCAs verify the endpoint's certificate (nil = crypto/x509's
+	// system roots); PID 1 passes the bundle of the root it runs from.
+	RootCAs *x509.CertPool
 }
 
 // NewClient builds the EC2 client by hand: config.LoadDefaultConfig would
@@ -46,6 +51,7 @@ func NewClient(o ClientOptions) *ec2.Client {
 	transport := &http.Transport{
 		DialContext:           dialer.DialContext,
 		TLSHandshakeTimeout:   5 * time.Second,
+		TLSClientConfig:       &tls.Config{RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12},
 		ResponseHeaderTimeout: 20 * time.Second,
 		MaxIdleConnsPerHost:   4,
 		IdleConnTimeout:       30 * time.Second,
