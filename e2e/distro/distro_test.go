@@ -126,7 +126,10 @@ func prepare(t *testing.T, dir string) (*distroEnv, error) {
 	}
 	e.stockAMI = filepath.Join(dir, "debian-ami.img")
 	if err := distro.BuildImage(ctx, distro.ImageOpts{Rootfs: e.rootfs, Out: e.stockAMI, Kernel: h.Kernel,
-		SizeMiB: imageMiB, Layout: "whole", FSLabel: distro.AMILabel, Files: distro.StockFiles()}); err != nil {
+		SizeMiB: imageMiB, Layout: "whole", FSLabel: distro.AMILabel,
+		// The image's CA bundle trusts this run's test CA, as it would
+		// trust EC2's real one.
+		Files: append(distro.StockFiles(), h.CAFiles()...)}); err != nil {
 		return nil, fmt.Errorf("debian stock image: %w", err)
 	}
 	t.Logf("images built in %v: volume %s, stock AMI %s", time.Since(t0).Round(time.Millisecond),
@@ -428,26 +431,22 @@ func testInterruption(t *testing.T, e *distroEnv) {
 
 // bakeUserData is the build instance's user-data: cloud-init copies
 // spotroot from the tools disk, installs it as /sbin/init with `spotroot
-// install --method sbin-init` (or, while that command does not exist, the
-// same file moves by hand) and powers the build instance off.
+// install --method sbin-init` (a failure fails the bake) and powers the
+// build instance off.
 const bakeUserData = `#cloud-config
 runcmd:
   - |
     set -e
     say() { echo "BAKE $*" > /dev/console; }
+    trap 'rc=$?; [ $rc = 0 ] || say "failed: exit $rc"' EXIT
     mkdir -p /run/spotroot-bin
     mount -o ro LABEL=spotroot-bin /run/spotroot-bin
     install -m 0755 /run/spotroot-bin/spotroot /usr/local/sbin/spotroot
     umount /run/spotroot-bin
     if out=$(/usr/local/sbin/spotroot install --method sbin-init 2>&1); then
       method=install
-    elif echo "$out" | grep -q 'unknown command "install"'; then
-      # spotroot install is not there yet: the equivalent file moves.
-      mv /sbin/init /sbin/init.real
-      cp /usr/local/sbin/spotroot /sbin/init
-      method=manual
     else
-      say "failed: $out"
+      say "failed: spotroot install: $(echo "$out" | paste -sd '|')"
       exit 1
     fi
     say "method=$method init=$(readlink -f /sbin/init) init.real=$(readlink -f /sbin/init.real)"
@@ -520,7 +519,7 @@ func testBake(t *testing.T, e *distroEnv) {
 		t.Fatalf("no BAKE method= line")
 	}
 	if m[1] != "install" {
-		t.Logf("NOTE: spotroot install is not available in this build; the build instance did its file moves by hand")
+		t.Errorf("the bake did not use spotroot install: method=%s", m[1])
 	}
 	if m[3] != "/usr/lib/systemd/systemd" {
 		t.Errorf("/sbin/init.real resolves to %s, want systemd", m[3])

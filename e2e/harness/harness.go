@@ -267,6 +267,10 @@ type BootOpts struct {
 	// up (e.g. to post a Spot notice); Boot then waits PowerOffTimeout for
 	// the guest to power itself off.
 	WhileUp func(ctx context.Context, vm *Running) error
+	// Started, if set, is called once the VM runs, before Boot waits for
+	// testinit's line (e.g. to act when the console shows a state); it
+	// must not block. The VM's console ends when Boot returns.
+	Started func(vm *Running)
 	// PowerOffTimeout bounds the wait for the power-off after testinit's
 	// line (and WhileUp); 0 = 30s.
 	PowerOffTimeout time.Duration
@@ -421,6 +425,9 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 		w.Server.Unbind(id)
 	}()
 
+	if o.Started != nil {
+		o.Started(&Running{InstanceID: id, vm: vm})
+	}
 	until := o.Until
 	if until == nil {
 		until = testinitRE
