@@ -364,6 +364,7 @@ func TestFaultMatrix(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})
 			r := bootOpts(t, w, harness.BootOpts{UserData: userData(tagRoot), UntrustedCert: true})
 			expect(t, r, "image", execImage, `^spotroot: FAILED claim: .*`+regexp.QuoteMeta(harness.EC2Host)+`.*x509: certificate signed by unknown authority`)
+			t.Logf("%s in %v: %s", r.InstanceID, r.Elapsed.Round(time.Millisecond), lastFailed(r))
 			if r.TLSHandshakes[harness.EC2Host] == 0 || r.EC2HTTPS != 0 {
 				t.Errorf("TLS handshakes %v, EC2 requests %d: want attempts by name and no request through", r.TLSHandshakes, r.EC2HTTPS)
 			}
@@ -447,6 +448,16 @@ func TestFaultMatrix(t *testing.T) {
 	for _, sc := range scenarios {
 		t.Run(sc.name, sc.run)
 	}
+}
+
+// lastFailed is the FAILED line of the timeline ("" if none).
+func lastFailed(r *harness.BootResult) string {
+	for i := len(r.Timeline) - 1; i >= 0; i-- {
+		if strings.Contains(r.Timeline[i], "FAILED") {
+			return r.Timeline[i]
+		}
+	}
+	return ""
 }
 
 // fired checks from the simulator's counter that the fault keyed key hit

@@ -182,6 +182,7 @@ func TestScenarios(t *testing.T) {
 
 	t.Run("initramfs-root", testInitramfsRoot)
 	t.Run("initramfs-fallback", testInitramfsFallback)
+	t.Run("initramfs-no-ca-roots", testInitramfsNoCARoots)
 }
 
 // testInterruption: the persistent root runs "spotroot watch"; the simulator
