@@ -33,8 +33,10 @@ type Opts struct {
 	KernelArgs []string // appended to DefaultKernelArgs
 	SMBIOS     []string // each passed as -smbios VALUE, e.g. "type=1,serial=ec2…"
 
-	IMDSPort int  // host 127.0.0.1 port behind 169.254.169.254:80 (0 = none)
-	EC2Port  int  // host 127.0.0.1 port behind 169.254.169.250:80 (0 = none)
+	// IMDSPort and EC2Port are 127.0.0.1 ports (inside Netns when set)
+	// behind 169.254.169.254:80 and 169.254.169.250:80 (0 = none).
+	IMDSPort int
+	EC2Port  int
 	NoNet    bool // no network card at all
 	// Netns, if set, runs QEMU in that private network namespace with
 	// slirp unrestricted: the lease then names a router (169.254.2.2) and
