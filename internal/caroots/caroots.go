@@ -76,9 +76,9 @@ func Load(root string) (*Roots, error) {
 			return &Roots{Pool: pool, Source: "built-in"}, nil
 		}
 	}
-	where := "the image"
-	if root != "/" && root != "" {
-		where = root
+	where := root
+	if root == "/" || root == "" {
+		where = "the root spotroot runs from (the image's, or the initramfs's)"
 	}
 	return nil, fmt.Errorf("no CA roots to verify EC2's TLS certificate: none of %s in %s (install ca-certificates in the image, and rebuild the initramfs so it carries the bundle)%s",
 		strings.Join(Paths, ", "), where, joinErrs(errs))

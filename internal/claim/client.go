@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"net"
 	"net/http"
 	"time"
@@ -69,6 +70,9 @@ func NewClient(o ClientOptions) *ec2.Client {
 			return retry.NewStandard(func(so *retry.StandardOptions) {
 				so.MaxAttempts = 8
 				so.MaxBackoff = 4 * time.Second
+				// A certificate that does not verify will not verify on
+				// the next try: fail at once instead of backing off.
+				so.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(certificateError)}, so.Retryables...)
 			})
 		},
 	}
@@ -77,4 +81,18 @@ func NewClient(o ClientOptions) *ec2.Client {
 			eo.BaseEndpoint = aws.String(o.Endpoint)
 		}
 	})
+}
+
+// certificateError marks TLS certificate verification failures (unknown
+// authority, wrong name, expired) as not retryable; the SDK would retry
+// them as connection errors.
+func certificateError(err error) aws.Ternary {
+	var cv *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var hn x509.HostnameError
+	var ci x509.CertificateInvalidError
+	if errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci) {
+		return aws.FalseTernary
+	}
+	return aws.UnknownTernary
 }
