@@ -113,9 +113,14 @@ func Prepare(ctx context.Context, dir string, o PrepareOpts) (*Env, error) {
 	return e, nil
 }
 
-// CAFiles are the AMI files that make it trust the test CA.
+// CAFiles are the AMI files that make it trust the test CA: the bundle,
+// and the CA where Debian's update-ca-certificates keeps local CAs, so a
+// package install that regenerates the bundle keeps it.
 func (e *Env) CAFiles() []images.File {
-	return []images.File{{Path: "etc/ssl/certs/ca-certificates.crt", Src: e.CABundle, Mode: 0o644}}
+	return []images.File{
+		{Path: "etc/ssl/certs/ca-certificates.crt", Src: e.CABundle, Mode: 0o644},
+		{Path: "usr/local/share/ca-certificates/spotroot-e2e-test-ca.crt", Data: e.CA.CertPEM, Mode: 0o644},
+	}
 }
 
 // Defaults of the simulated account.
