@@ -1,14 +1,11 @@
 package harness
 
 import (
-	"encoding/binary"
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
-	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
 )
@@ -22,7 +19,6 @@ type DNS struct {
 	names   map[string]netip.Addr // lower-case, fully qualified
 	queries map[string]int        // "name TYPE" → count
 	conns   []net.PacketConn
-	lns     []net.Listener
 	wg      sync.WaitGroup
 }
 
@@ -57,45 +53,6 @@ func (d *DNS) Serve(c net.PacketConn) {
 			if out, ok := d.answer(buf[:n]); ok {
 				_, _ = c.WriteTo(out, from)
 			}
-		}
-	}()
-}
-
-// ServeTCP answers DNS over TCP (RFC 1035 4.2.2: two-byte length, then
-// the message) on l until Close.
-func (d *DNS) ServeTCP(l net.Listener) {
-	d.mu.Lock()
-	d.lns = append(d.lns, l)
-	d.mu.Unlock()
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-				var n [2]byte
-				for {
-					if _, err := io.ReadFull(c, n[:]); err != nil {
-						return
-					}
-					q := make([]byte, binary.BigEndian.Uint16(n[:]))
-					if _, err := io.ReadFull(c, q); err != nil {
-						return
-					}
-					out, ok := d.answer(q)
-					if !ok {
-						return
-					}
-					if _, err := c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(out))), out...)); err != nil {
-						return
-					}
-				}
-			}()
 		}
 	}()
 }
@@ -161,9 +118,6 @@ func (d *DNS) Close() {
 	d.mu.Lock()
 	for _, c := range d.conns {
 		c.Close()
-	}
-	for _, l := range d.lns {
-		l.Close()
 	}
 	d.mu.Unlock()
 	d.wg.Wait()

@@ -41,24 +41,3 @@ func TestDNS(t *testing.T) {
 		t.Errorf("queries = %v, want one A and one AAAA for %s", d.AllQueries(), EC2Host)
 	}
 }
-
-// Over TCP (what a resolver falls back to after a truncated answer).
-func TestDNSOverTCP(t *testing.T) {
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := NewDNS(map[string]netip.Addr{EC2Host: EC2IP})
-	d.ServeTCP(l)
-	defer d.Close()
-	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var dl net.Dialer
-		return dl.DialContext(ctx, "tcp4", l.Addr().String())
-	}}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	addrs, err := r.LookupNetIP(ctx, "ip4", EC2Host)
-	if err != nil || len(addrs) != 1 || addrs[0] != EC2IP {
-		t.Fatalf("lookup over TCP = %v, %v; want %v", addrs, err, EC2IP)
-	}
-}

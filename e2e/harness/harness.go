@@ -424,7 +424,7 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 		Kernel: w.Env.Kernel.Vmlinuz, RootImage: ami, RootDirect: o.RootDirect, Initrd: o.Initrd,
 		KernelArgs: o.KernelArgs, SMBIOS: smbios, MAC: mac,
 		IMDSPort: vn.imdsPort, EC2Port: vn.ec2Port, MemoryMiB: o.MemoryMiB,
-		Netns: vn.ns, ResolvConf: vn.resolvConf, AmazonDNSPort: vn.amazonDNS,
+		Netns: vn.ns, ResolvConf: vn.resolvConf,
 		ConsoleLog: res.ConsoleLog, Console: o.Log, Timeout: o.Timeout,
 		ExtraArgs: o.ExtraArgs,
 	})

@@ -32,7 +32,6 @@ type vmNet struct {
 	servers    []*http.Server
 	imdsPort   int
 	ec2Port    int
-	amazonDNS  int // 127.0.0.1 port of DNS over TCP behind 169.254.169.253:53
 
 	mu         sync.Mutex
 	handshakes map[string]int
@@ -80,16 +79,6 @@ func (w *World) vmNet(id string, untrusted, leaseDNSDown bool) (_ *vmNet, err er
 			return fmt.Errorf("DNS listener: %w", err)
 		}
 		vn.dns.Serve(pc)
-		if leaseDNSDown {
-			// Amazon DNS answers over TCP too; its forward is also what
-			// makes slirp answer ARP for 169.254.169.253.
-			dl, err := net.Listen("tcp4", "127.0.0.1:0")
-			if err != nil {
-				return err
-			}
-			vn.amazonDNS = dl.Addr().(*net.TCPAddr).Port
-			vn.dns.ServeTCP(dl)
-		}
 
 		tl, err := net.Listen("tcp4", netip.AddrPortFrom(EC2IP, 443).String())
 		if err != nil {

@@ -37,12 +37,7 @@ type Opts struct {
 	// behind 169.254.169.254:80 and 169.254.169.250:80 (0 = none).
 	IMDSPort int
 	EC2Port  int
-	// AmazonDNSPort, if set, is the 127.0.0.1 port behind
-	// 169.254.169.253:53/tcp. The forward also makes slirp answer ARP for
-	// that address (it answers only for its own hosts and guestfwd
-	// addresses), so the guest's UDP DNS to it reaches 127.0.0.1:53.
-	AmazonDNSPort int
-	NoNet         bool // no network card at all
+	NoNet    bool // no network card at all
 	// Netns, if set, runs QEMU in that private network namespace with
 	// slirp unrestricted: the lease then names a router (169.254.2.2) and
 	// DNSAddr as DNS server, whose queries slirp forwards to the first
@@ -78,8 +73,6 @@ const (
 	// base +2). 169.254.169.253 (Amazon DNS's link-local address) is
 	// another host of slirp's network: slirp sends it to 127.0.0.1:53.
 	DefaultDNSAddr = "169.254.0.2"
-	// AmazonDNSAddr is Amazon DNS's link-local address.
-	AmazonDNSAddr = "169.254.169.253"
 	// DHCPRouter is the router an unrestricted slirp lease names.
 	DHCPRouter = "169.254.2.2"
 )
@@ -202,9 +195,6 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 		}
 		if o.EC2Port != 0 {
 			nd += fmt.Sprintf(",guestfwd=tcp:%s:80-cmd:socat STDIO TCP:127.0.0.1:%d", EC2Addr, o.EC2Port)
-		}
-		if o.AmazonDNSPort != 0 {
-			nd += fmt.Sprintf(",guestfwd=tcp:%s:53-cmd:socat STDIO TCP:127.0.0.1:%d", AmazonDNSAddr, o.AmazonDNSPort)
 		}
 		nic := "virtio-net-pci,netdev=n0,romfile="
 		if o.MAC != "" {
