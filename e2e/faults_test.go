@@ -108,7 +108,7 @@ func checkEC2ByName(t *testing.T, r *harness.BootResult) {
 			t.Errorf("no EC2 request over HTTPS")
 		}
 		if r.DNSQueries[harness.EC2Host+". A"] == 0 {
-			t.Errorf("the VM's DNS server got no A query for %s (queries: %v)", harness.EC2Host, r.DNSQueries)
+			t.Errorf("the lease's DNS server got no A query for %s (queries: %v)", harness.EC2Host, r.DNSQueries)
 		}
 		if r.TLSHandshakes[harness.EC2Host] == 0 {
 			t.Errorf("no TLS handshake for %s", harness.EC2Host)
@@ -356,13 +356,6 @@ func TestFaultMatrix(t *testing.T) {
 			r := bootOpts(t, w, harness.BootOpts{UserData: userData(tagRoot + "  timeouts: {device: 3s}\n")})
 			expect(t, r, "image", execImage, `^spotroot: FAILED device: wait for the block device of `+w.VolumeID+` \(NVMe serial vol`)
 			fired(t, w, sim.FaultHotplugAttach, 1)
-		}},
-		{"lease-dns-down", func(t *testing.T) {
-			// The lease's DNS server does not answer; Amazon DNS at
-			// 169.254.169.253, which every instance can reach, does.
-			w := newWorld(t, harness.WorldOpts{})
-			r := bootOpts(t, w, harness.BootOpts{UserData: userData(tagRoot), LeaseDNSDown: true})
-			expect(t, r, "persistent", execPersistent)
 		}},
 		{"untrusted-certificate", func(t *testing.T) {
 			// The endpoint's certificate is from a CA the image's bundle

@@ -146,10 +146,6 @@ var EC2IP = netip.MustParseAddr("203.0.113.10")
 // listens: only the lease's server answers.
 var dnsListen = netip.MustParseAddr("127.0.0.2")
 
-// amazonDNSListen is where slirp sends 169.254.169.253:53 (like any other
-// host of its network but the DNS server: to the host's loopback).
-var amazonDNSListen = netip.MustParseAddr("127.0.0.1")
-
 // DefaultUserData is the cloud-config the instances boot with: no
 // ec2_endpoint, so EC2 is reached as https://EC2Host.
 var DefaultUserData = []byte(`#cloud-config
@@ -293,9 +289,6 @@ type BootOpts struct {
 	// UntrustedCert makes the EC2 endpoint present a certificate from a CA
 	// the image does not trust.
 	UntrustedCert bool
-	// LeaseDNSDown leaves the DNS server the lease names silent; only
-	// Amazon DNS at 169.254.169.253 answers.
-	LeaseDNSDown bool
 	// RootDirect makes the guest write to the root disk itself instead of
 	// a per-VM overlay (see qemu.Opts.RootDirect), e.g. to capture it.
 	RootDirect bool
@@ -344,8 +337,7 @@ type BootResult struct {
 	Started time.Time
 
 	// Network seen from the simulated cloud's side of this VM: DNS queries
-	// its DNS server got (the lease's; Amazon DNS's with LeaseDNSDown;
-	// "name TYPE" → count), TLS handshakes on the
+	// its lease's server got ("name TYPE" → count), TLS handshakes on the
 	// EC2 endpoint by server name (SNI), and EC2 API requests over HTTPS
 	// by name and over plain HTTP at qemu.EC2Addr.
 	DNSQueries    map[string]int
@@ -398,7 +390,7 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 		}()
 	}
 
-	vn, err := w.vmNet(id, o.UntrustedCert, o.LeaseDNSDown)
+	vn, err := w.vmNet(id, o.UntrustedCert)
 	if err != nil {
 		return res, err
 	}

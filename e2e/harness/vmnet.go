@@ -39,7 +39,7 @@ type vmNet struct {
 	http       atomic.Int64
 }
 
-func (w *World) vmNet(id string, untrusted, leaseDNSDown bool) (_ *vmNet, err error) {
+func (w *World) vmNet(id string, untrusted bool) (_ *vmNet, err error) {
 	cert := w.Env.EC2Cert
 	if untrusted {
 		// A CA the image's bundle does not hold, for the same name.
@@ -68,13 +68,7 @@ func (w *World) vmNet(id string, untrusted, leaseDNSDown bool) (_ *vmNet, err er
 	}
 	ec2 := w.Server.EC2Handler()
 	err = ns.Do(func() error {
-		dnsAt := dnsListen
-		if leaseDNSDown {
-			// Only Amazon DNS (169.254.169.253, which slirp sends to
-			// 127.0.0.1) answers.
-			dnsAt = amazonDNSListen
-		}
-		pc, err := net.ListenPacket("udp4", netip.AddrPortFrom(dnsAt, 53).String())
+		pc, err := net.ListenPacket("udp4", netip.AddrPortFrom(dnsListen, 53).String())
 		if err != nil {
 			return fmt.Errorf("DNS listener: %w", err)
 		}
