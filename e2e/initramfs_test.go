@@ -165,8 +165,10 @@ func testInitramfsNoCARoots(t *testing.T) {
 	if !hasLine(r.Timeline, failed) || n != 1 {
 		t.Errorf("want exactly one FAILED line, matching %q (got %d)\n%s", failed, n, r.Console)
 	}
-	if r.EC2HTTPS != 0 || len(r.TLSHandshakes) != 0 {
-		t.Errorf("EC2 was called without CA roots: %d requests, handshakes %v", r.EC2HTTPS, r.TLSHandshakes)
+	// Nothing reached EC2 (the failed-boot tag may try a handshake, which
+	// cannot verify either).
+	if r.EC2HTTPS != 0 {
+		t.Errorf("%d EC2 requests got through without CA roots", r.EC2HTTPS)
 	}
 	if v, _ := w.Sim.Volume(w.VolumeID); v.State != sim.VolumeAvailable {
 		t.Errorf("volume %s is %s, want untouched", w.VolumeID, v.State)
