@@ -44,12 +44,12 @@ func faultEnv(t *testing.T) (faultImage, noDevImage string) {
 		}
 		faultAMI = filepath.Join(e.Dir, "ami-faults.img")
 		if faultErr = images.BuildAMI(ctx, images.AMIOpts{Out: faultAMI, SpotrootBin: bin,
-			TestinitBin: e.TestinitBin, Kernel: e.Kernel}); faultErr != nil {
+			TestinitBin: e.TestinitBin, Kernel: e.Kernel, Files: e.CAFiles()}); faultErr != nil {
 			return
 		}
 		noDevAMI = filepath.Join(e.Dir, "ami-nodev.img")
 		faultErr = images.BuildAMI(ctx, images.AMIOpts{Out: noDevAMI, SpotrootBin: e.SpotrootBin,
-			TestinitBin: e.TestinitBin, Kernel: e.Kernel, NoDevNodes: true})
+			TestinitBin: e.TestinitBin, Kernel: e.Kernel, NoDevNodes: true, Files: e.CAFiles()})
 	})
 	if faultErr != nil {
 		t.Fatal(faultErr)
