@@ -167,11 +167,11 @@ func qemuRuns(ctx context.Context, rep *Report, work, spotroot string, runs int,
 	benv.AMI = filepath.Join(work, "env", "bench-ami.img")
 	if err := images.BuildAMI(ctx, images.AMIOpts{Out: benv.AMI, SpotrootBin: env.SpotrootBin,
 		TestinitBin: env.TestinitBin, Kernel: env.Kernel, SizeMiB: 128,
-		Files: []images.File{
-			{Path: "sbin/benchinit", Src: guest},
-			{Path: "sbin/bench-switch", Src: guest},
-			{Path: "sbin/bench-userdata", Src: userdata},
-		}}); err != nil {
+		Files: append(env.CAFiles(), // both sides call EC2 over TLS by name
+			images.File{Path: "sbin/benchinit", Src: guest},
+			images.File{Path: "sbin/bench-switch", Src: guest},
+			images.File{Path: "sbin/bench-userdata", Src: userdata},
+		)}); err != nil {
 		return fmt.Errorf("bench AMI: %w", err)
 	}
 	benv.VolumeTemplate = filepath.Join(work, "env", "bench-volume.img")

@@ -44,6 +44,8 @@ type World struct {
 	// DenyActions answers UnauthorizedOperation for these actions
 	// ("AttachVolume" or "ec2:AttachVolume").
 	DenyActions []string
+	// FaultsFired counts the faults that hit a call (see faults.go).
+	FaultsFired map[string]int `json:",omitempty"`
 
 	// AttachLatency and DetachLatency delay the asynchronous half of
 	// AttachVolume/DetachVolume, before the hot-plug call.

@@ -2,6 +2,9 @@ package claim
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"net"
 	"net/http"
 	"time"
@@ -41,6 +44,9 @@ type ClientOptions struct {
 	// CredentialsBudget bounds the wait for instance-profile credentials
 	// (404 for the first seconds of an instance); 0 = 20s.
 	CredentialsBudget time.Duration
+	// RootCAs verify the endpoint's certificate (nil = crypto/x509's
+	// system roots); PID 1 passes the bundle of the root it runs from.
+	RootCAs *x509.CertPool
 }
 
 // RetryableCodes are EC2 error codes the client retries beyond the SDK's
@@ -60,6 +66,7 @@ func NewClient(o ClientOptions) *ec2.Client {
 	transport := &http.Transport{
 		DialContext:           dialer.DialContext,
 		TLSHandshakeTimeout:   5 * time.Second,
+		TLSClientConfig:       &tls.Config{RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12},
 		ResponseHeaderTimeout: 20 * time.Second,
 		MaxIdleConnsPerHost:   4,
 		IdleConnTimeout:       30 * time.Second,
@@ -88,6 +95,9 @@ func NewClient(o ClientOptions) *ec2.Client {
 				so.MaxBackoff = 5 * time.Second
 				so.RateLimiter = ratelimit.None
 				so.Retryables = append(so.Retryables, retry.RetryableErrorCode{Codes: RetryableCodes})
+				// A certificate that does not verify will not verify on
+				// the next try: fail at once instead of backing off.
+				so.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(certificateError)}, so.Retryables...)
 			})
 		},
 	}
@@ -96,4 +106,18 @@ func NewClient(o ClientOptions) *ec2.Client {
 			eo.BaseEndpoint = aws.String(o.Endpoint)
 		}
 	})
+}
+
+// certificateError marks TLS certificate verification failures (unknown
+// authority, wrong name, expired) as not retryable; the SDK would retry
+// them as connection errors.
+func certificateError(err error) aws.Ternary {
+	var cv *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var hn x509.HostnameError
+	var ci x509.CertificateInvalidError
+	if errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci) {
+		return aws.FalseTernary
+	}
+	return aws.UnknownTernary
 }
