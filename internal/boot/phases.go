@@ -24,11 +24,13 @@ import (
 
 // world is what the early phases learned, shared by the per-volume ones.
 type world struct {
-	id      imds.Identity
-	claimer *claim.Claimer
-	uev     *blockdev.Listener
-	sys     blockdev.Sys
-	handle  *netup.Handle
+	id imds.Identity
+	// instanceStore are the instance-store device names IMDS maps (sdb…).
+	instanceStore []string
+	claimer       *claim.Claimer
+	uev           *blockdev.Listener
+	sys           blockdev.Sys
+	handle        *netup.Handle
 }
 
 func (b *booter) claimAndSwitch() error {
@@ -54,6 +56,12 @@ func (b *booter) claimAndSwitch() error {
 		DeleteMoved: cfg.DeleteMoved,
 		WaitDetach:  cfg.Timeouts.Detach.D(),
 		Log:         b.slog,
+		// Never offer instance storage's names (nor a Xen instance's own
+		// disks) to AttachVolume: DescribeInstances does not list them.
+		Reserved: append(append([]string{}, w.instanceStore...), w.sys.XenDiskNames()...),
+	}
+	if local := w.sys.InstanceStoreDisks(); len(local) > 0 || len(w.instanceStore) > 0 {
+		b.slog.Info("instance storage present; never chosen", "disks", strings.Join(local, ","), "mappings", strings.Join(w.instanceStore, ","))
 	}
 
 	root, hasRoot := cfg.Root()
@@ -151,6 +159,11 @@ func (b *booter) bringUp(w *world) error {
 			return err
 		}
 		b.slog.Info("instance", "id", w.id.InstanceID, "region", w.id.Region, "az", w.id.AZ, "user-data-bytes", len(userData))
+		// Instance-store mappings: their names are off limits. Best effort:
+		// the disks themselves are recognised without IMDS.
+		if w.instanceStore, err = b.imds.InstanceStoreDevices(ctx); err != nil {
+			b.slog.Warn("cannot list instance-store mappings; relying on the disks' identity", "err", err)
+		}
 		return nil
 	}); err != nil {
 		return err
@@ -225,7 +238,7 @@ func (b *booter) volume(w *world, v config.Volume, target string, isRoot bool) e
 		}
 		attached <- err
 	}()
-	target0 := blockdev.Target{VolumeID: cl.VolumeID, Device: cl.Device}
+	target0 := blockdev.Target{VolumeID: cl.VolumeID, Device: cl.Device, Exclude: w.instanceStore}
 	var disk string
 	if err := b.log.Phase("device"+suffix, func() error {
 		var err error
