@@ -23,12 +23,16 @@ var (
 	env     *harness.Env
 	envErr  error
 	envDir  string
+	// extraEnvDirs are other tiers' shared dirs (arm64), removed at exit.
+	extraEnvDirs []string
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if envDir != "" {
-		os.RemoveAll(envDir)
+	for _, d := range append(extraEnvDirs, envDir) {
+		if d != "" {
+			os.RemoveAll(d)
+		}
 	}
 	os.Exit(code)
 }

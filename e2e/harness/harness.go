@@ -29,6 +29,7 @@ import (
 
 // Env is what every scenario shares: binaries, kernel and pristine images.
 type Env struct {
+	Arch           string // guest architecture: "" or "amd64", "arm64"
 	Dir            string
 	Kernel         kernel.Kernel
 	SpotrootBin    string
@@ -43,6 +44,9 @@ type PrepareOpts struct {
 	ImageConfig []byte // optional /etc/spotroot/config.yaml baked into the AMI
 	// SpotrootBin, if set, is used instead of building ./cmd/spotroot.
 	SpotrootBin string
+	// Arch is the guest architecture ("" = amd64; "arm64": Debian's arm64
+	// cloud kernel, arm64 binaries, QEMU's virt machine).
+	Arch string
 }
 
 // Prepare builds the binaries, fetches the kernel and builds the AMI and the
@@ -55,22 +59,26 @@ func Prepare(ctx context.Context, dir string, o PrepareOpts) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Env{Dir: dir}
+	e := &Env{Dir: dir, Arch: o.Arch}
+	arch := o.Arch
+	if arch == "" {
+		arch = "amd64"
+	}
 	type kres struct {
 		k   kernel.Kernel
 		err error
 	}
 	kch := make(chan kres, 1)
 	go func() {
-		k, err := kernel.Ensure(ctx, o.KernelCache)
+		k, err := kernel.EnsureArch(ctx, o.KernelCache, arch)
 		kch <- kres{k, err}
 	}()
 	bin := filepath.Join(dir, "bin")
 	if o.SpotrootBin != "" {
 		e.SpotrootBin, e.TestinitBin = o.SpotrootBin, filepath.Join(bin, "testinit")
-		err = images.GoBuild(ctx, bin, "./e2e/cmd/testinit")
+		err = images.GoBuildArch(ctx, bin, arch, "./e2e/cmd/testinit")
 	} else {
-		e.SpotrootBin, e.TestinitBin, err = images.BuildBinaries(ctx, bin)
+		e.SpotrootBin, e.TestinitBin, err = images.BuildBinariesArch(ctx, bin, arch)
 	}
 	kr := <-kch
 	if err != nil {
@@ -82,7 +90,8 @@ func Prepare(ctx context.Context, dir string, o PrepareOpts) (*Env, error) {
 	e.Kernel = kr.k
 	e.AMI = filepath.Join(dir, "ami.img")
 	if err := images.BuildAMI(ctx, images.AMIOpts{Out: e.AMI, SpotrootBin: e.SpotrootBin,
-		TestinitBin: e.TestinitBin, Kernel: e.Kernel, ImageConfig: o.ImageConfig}); err != nil {
+		TestinitBin: e.TestinitBin, Kernel: e.Kernel, ImageConfig: o.ImageConfig,
+		HostTools: e.HostTools()}); err != nil {
 		return nil, fmt.Errorf("build AMI: %w", err)
 	}
 	e.VolumeTemplate = filepath.Join(dir, "volume.img")
@@ -91,6 +100,16 @@ func Prepare(ctx context.Context, dir string, o PrepareOpts) (*Env, error) {
 		return nil, fmt.Errorf("build volume: %w", err)
 	}
 	return e, nil
+}
+
+// HostTools are the host programs copied into the AMI (nil = the default
+// e2fsprogs). The host's are amd64 binaries: an arm64 AMI gets none, and
+// spotroot then mounts without the image's fsck (its warning says so).
+func (e *Env) HostTools() []string {
+	if e.Arch != "" && e.Arch != "amd64" {
+		return []string{}
+	}
+	return nil
 }
 
 // Defaults of the simulated account.
@@ -349,7 +368,7 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 	start := time.Now()
 	vm, err := qemu.Start(ctx, qemu.Opts{
 		Kernel: w.Env.Kernel.Vmlinuz, RootImage: ami, RootDirect: o.RootDirect, Initrd: o.Initrd,
-		KernelArgs: o.KernelArgs, SMBIOS: smbios, MAC: mac,
+		KernelArgs: o.KernelArgs, SMBIOS: smbios, MAC: mac, Arch: w.Env.Arch,
 		IMDSPort: imdsPort, EC2Port: w.EC2Port, MemoryMiB: o.MemoryMiB,
 		ConsoleLog: res.ConsoleLog, Console: o.Log, Timeout: o.Timeout,
 		ExtraArgs: o.ExtraArgs,

@@ -498,7 +498,12 @@ func isSpotroot(gomod string) bool {
 
 // BuildBinaries builds static spotroot and testinit binaries into outDir.
 func BuildBinaries(ctx context.Context, outDir string) (spotroot, testinit string, err error) {
-	if err := GoBuild(ctx, outDir, "./cmd/spotroot", "./e2e/cmd/testinit"); err != nil {
+	return BuildBinariesArch(ctx, outDir, "amd64")
+}
+
+// BuildBinariesArch is BuildBinaries for GOARCH arch (amd64, arm64).
+func BuildBinariesArch(ctx context.Context, outDir, arch string) (spotroot, testinit string, err error) {
+	if err := GoBuildArch(ctx, outDir, arch, "./cmd/spotroot", "./e2e/cmd/testinit"); err != nil {
 		return "", "", err
 	}
 	return filepath.Join(outDir, "spotroot"), filepath.Join(outDir, "testinit"), nil
@@ -507,6 +512,14 @@ func BuildBinaries(ctx context.Context, outDir string) (spotroot, testinit strin
 // GoBuild builds packages of the spotroot module (paths relative to its
 // root, e.g. ./e2e/cmd/testinit) as static, stripped binaries into outDir.
 func GoBuild(ctx context.Context, outDir string, pkgs ...string) error {
+	return GoBuildArch(ctx, outDir, "amd64", pkgs...)
+}
+
+// GoBuildArch is GoBuild for GOARCH arch.
+func GoBuildArch(ctx context.Context, outDir, arch string, pkgs ...string) error {
+	if arch == "" {
+		arch = "amd64"
+	}
 	root, err := ModuleRoot()
 	if err != nil {
 		return err
@@ -521,7 +534,7 @@ func GoBuild(ctx context.Context, outDir string, pkgs ...string) error {
 	args := append([]string{"build", "-tags", "pid1", "-trimpath", "-ldflags=-s -w", "-o", abs + string(filepath.Separator)}, pkgs...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go %s (in %s): %w\n%s", strings.Join(args, " "), root, err, out)
 	}

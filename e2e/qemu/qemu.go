@@ -45,7 +45,8 @@ type Opts struct {
 	MemoryMiB int      // 0 = 512
 	RootPorts int      // hot-plug slots (pcie-root-port rp1..rpN); 0 = 4
 	BIOS      string   // "" = /usr/share/qemu/qboot.rom if present; "-" = QEMU default
-	QEMU      string   // binary; "" = qemu-system-x86_64
+	QEMU      string   // binary; "" = the architecture's (qemu-system-x86_64)
+	Arch      string   // guest architecture: "" or "amd64" (q35), "arm64" (virt)
 	ExtraArgs []string // appended to the QEMU command line
 }
 
@@ -94,12 +95,16 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 	if o.RootPorts == 0 {
 		o.RootPorts = 4
 	}
+	mach, err := machineFor(o.Arch)
+	if err != nil {
+		return nil, err
+	}
 	if o.QEMU == "" {
-		o.QEMU = "qemu-system-x86_64"
+		o.QEMU = mach.qemu
 	}
 	bin, err := exec.LookPath(o.QEMU)
 	if err != nil {
-		return nil, fmt.Errorf("qemu not installed (apt-get install qemu-system-x86): %w", err)
+		return nil, fmt.Errorf("qemu not installed (apt-get install %s): %w", mach.pkg, err)
 	}
 	root, err := filepath.Abs(o.RootImage)
 	if err != nil {
@@ -132,20 +137,11 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 	}
 
 	qmpSock := filepath.Join(dir, "qmp.sock")
-	args := []string{
-		"-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1",
+	args := append(append([]string{}, mach.args...),
 		"-m", fmt.Sprint(o.MemoryMiB),
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-	}
-	switch o.BIOS {
-	case "":
-		if _, err := os.Stat("/usr/share/qemu/qboot.rom"); err == nil {
-			args = append(args, "-bios", "/usr/share/qemu/qboot.rom")
-		}
-	case "-":
-	default:
-		args = append(args, "-bios", o.BIOS)
-	}
+	)
+	args = append(args, mach.biosArgs(o.BIOS)...)
 	args = append(args,
 		"-chardev", "stdio,id=con0,signal=off", "-serial", "chardev:con0",
 		// wait=on: QEMU does not start the guest before we are connected,
@@ -157,7 +153,7 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 		args = append(args, "-initrd", o.Initrd)
 	}
 	args = append(args,
-		"-append", strings.Join(append(append([]string{}, DefaultKernelArgs...), o.KernelArgs...), " "),
+		"-append", strings.Join(mach.kernelArgs(append(append([]string{}, DefaultKernelArgs...), o.KernelArgs...)), " "),
 	)
 	for i := 1; i <= o.RootPorts; i++ {
 		id := fmt.Sprintf("rp%d", i)
