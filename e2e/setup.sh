@@ -12,6 +12,7 @@ have qemu-system-aarch64 || need+=(qemu-system-arm) # make e2e-arm64 (Graviton)
 have qemu-img || need+=(qemu-utils)   # per-VM qcow2 overlays; only a Recommends of qemu
 have ip || need+=(iproute2)           # network-namespace tests of the DHCP client
 have socat || need+=(socat)
+have dnsmasq || need+=(dnsmasq-base) # router advertisements + DHCPv6 of the IPv6-only tests
 have depmod || need+=(kmod)
 have mkfs.ext4 || need+=(e2fsprogs)
 have mkfs.xfs || need+=(xfsprogs)
