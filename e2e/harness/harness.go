@@ -294,6 +294,7 @@ type BootResult struct {
 	Counter        int      // boot counter on the root testinit ran from
 	Root           string   // source of / as testinit saw it
 	Net            string   // IPv4 addresses testinit saw, or none
+	Machine        string   // the kernel's architecture testinit saw (uname -m)
 	Timeline       []string // console lines starting "spotroot:"
 	Elapsed        time.Duration
 	ShutdownReason string // QMP SHUTDOWN reason (guest-shutdown = power-off)
@@ -442,6 +443,8 @@ func (r *BootResult) parseTestinit(line string) error {
 			r.Counter, _ = strconv.Atoi(v)
 		case "net":
 			r.Net = v
+		case "machine":
+			r.Machine = v
 		}
 	}
 	if r.Kind == "" || r.Counter == 0 {
