@@ -48,6 +48,8 @@ func (b *booter) claimAndSwitch() error {
 	w.claimer = &claim.Claimer{
 		EC2: claim.NewClient(claim.ClientOptions{
 			Region: w.id.Region, Endpoint: cfg.EC2Endpoint, IMDS: b.imds.SDK(), Resolver: w.handle.Resolver(),
+			// Without IPv4 only the dual-stack endpoint is reachable.
+			DualStack: !w.handle.Lease().HasIPv4(),
 		}),
 		Instance:    claim.Instance{ID: w.id.InstanceID, AZ: w.id.AZ},
 		ImageID:     w.id.ImageID,
@@ -146,11 +148,18 @@ func (b *booter) bringUp(w *world) error {
 	}); err != nil {
 		return err
 	}
-	b.imds = imds.New(imds.DefaultEndpoint, nil)
 	var userData []byte
 	if err := b.log.Phase("imds", func() error {
 		ctx, cancel := withTimeout(early.Timeouts.IMDS.D(), 20*time.Second)
 		defer cancel()
+		// IPv4 169.254.169.254, or [fd00:ec2::254] when configured (imds:
+		// ipv6), on an IPv6-only subnet, or when IPv4 IMDS does not answer.
+		lease := w.handle.Lease()
+		ep := imds.Choose(ctx, early.IMDS, imds.Network{IPv4: lease.HasIPv4(), IPv6: lease.HasIPv6()}, imds.DefaultProbe)
+		if ep != imds.DefaultEndpoint {
+			b.slog.Info("metadata service over IPv6", "endpoint", ep)
+		}
+		b.imds = imds.New(ep, nil)
 		var err error
 		if w.id, err = b.imds.Identity(ctx); err != nil {
 			return err

@@ -549,6 +549,15 @@ func TestDNSServers(t *testing.T) {
 	if got := fmt.Sprint(h.dnsServers()); got != "[169.254.169.253:53]" {
 		t.Errorf("servers %s", got)
 	}
+	// IPv6 only: Amazon DNS at fd00:ec2::253, and no IPv4 server at all.
+	h = &Handle{lease: Lease{Addr6: netip.MustParsePrefix("2600:1f18::5/128")}}
+	if got := fmt.Sprint(h.dnsServers()); got != "[[fd00:ec2::253]:53]" {
+		t.Errorf("IPv6-only servers %s", got)
+	}
+	h = &Handle{lease: Lease{Addr: netip.MustParsePrefix("10.0.0.5/24"), Addr6: netip.MustParsePrefix("2600:1f18::5/128")}}
+	if got := fmt.Sprint(h.dnsServers()); got != "[169.254.169.253:53 [fd00:ec2::253]:53]" {
+		t.Errorf("dual-stack servers %s", got)
+	}
 	var nilH *Handle
 	if nilH.Down() != nil || nilH.Lease().Addr.IsValid() {
 		t.Error("nil handle")
