@@ -152,6 +152,16 @@ func TestArm64(t *testing.T) {
 		}
 	})
 
+	// A NIC that is not on PCI (like a Xen instance's vif on the xen bus):
+	// virtio-net on the virt machine's virtio-mmio transport, a platform
+	// device from the device tree. spotroot finds its drivers through the
+	// platform and virtio buses' modaliases.
+	t.Run("nic-off-pci", func(t *testing.T) {
+		w := arm64World(t, harness.WorldOpts{})
+		r := arm64Boot(t, w, harness.BootOpts{NIC: "virtio-net-device"})
+		checkPersistent(t, r, 1)
+	})
+
 	// The fault: the volume is still attached to the previous instance,
 	// which EC2 is still terminating; spotroot waits for the detach.
 	t.Run("attached-to-terminated", func(t *testing.T) {

@@ -150,6 +150,8 @@ type WorldOpts struct {
 	// VolumeFiles, if set, makes NewWorld build its own volume (testinit
 	// plus these files) instead of copying the shared template.
 	VolumeFiles []images.File
+	// WrapEC2, if set, wraps the EC2 API handler (e.g. to record requests).
+	WrapEC2 func(http.Handler) http.Handler
 }
 
 // NewWorld loads (or creates) Dir/world.json, adds the persistent volume
@@ -207,7 +209,11 @@ func NewWorld(ctx context.Context, env *Env, dir string, o WorldOpts) (*World, e
 		}
 		w.Server.Logger = slog.New(slog.NewTextHandler(w.logf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	w.ec2, w.EC2Port, err = serve(w.Server.EC2Handler())
+	var ec2h http.Handler = w.Server.EC2Handler()
+	if o.WrapEC2 != nil {
+		ec2h = o.WrapEC2(ec2h)
+	}
+	w.ec2, w.EC2Port, err = serve(ec2h)
 	if err != nil {
 		w.Close()
 		return nil, err
@@ -270,6 +276,12 @@ type BootOpts struct {
 	// "ec2…", and the NIC carries the MAC address IMDS reports.
 	EC2Identity bool
 	ExtraArgs   []string // appended to QEMU's command line
+	// Net, if set, puts the NIC on a tap device in a network namespace,
+	// with IMDS served there (netns.go); the world's EC2 API must then be
+	// served there too (ServeIn) and named in the user-data.
+	Net *TapNet
+	// NIC is QEMU's network device model ("" = virtio-net-pci).
+	NIC string
 }
 
 // Running is a guest that is up, as WhileUp sees it.
@@ -348,7 +360,20 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 		}()
 	}
 
-	imds, imdsPort, err := serve(w.Server.IMDSHandler(id))
+	var imds *http.Server
+	var err error
+	imdsPort, ec2Port := 0, w.EC2Port
+	var tap, ns string
+	if o.Net != nil {
+		var h http.Handler = w.Server.IMDSHandler(id)
+		if o.Net.WrapIMDS != nil {
+			h = o.Net.WrapIMDS(h)
+		}
+		imds, err = ServeIn(o.Net.NetNS, o.Net.IMDS, h)
+		tap, ns, ec2Port = o.Net.Tap, o.Net.NetNS, 0
+	} else {
+		imds, imdsPort, err = serve(w.Server.IMDSHandler(id))
+	}
 	if err != nil {
 		return res, err
 	}
@@ -370,7 +395,7 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 	vm, err := qemu.Start(ctx, qemu.Opts{
 		Kernel: w.Env.Kernel.Vmlinuz, RootImage: ami, RootDirect: o.RootDirect, Initrd: o.Initrd,
 		KernelArgs: o.KernelArgs, SMBIOS: smbios, MAC: mac, Arch: w.Env.Arch,
-		IMDSPort: imdsPort, EC2Port: w.EC2Port, MemoryMiB: o.MemoryMiB,
+		IMDSPort: imdsPort, EC2Port: ec2Port, MemoryMiB: o.MemoryMiB, Tap: tap, NetNS: ns, NIC: o.NIC,
 		ConsoleLog: res.ConsoleLog, Console: o.Log, Timeout: o.Timeout,
 		ExtraArgs: o.ExtraArgs,
 	})

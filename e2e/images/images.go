@@ -28,6 +28,8 @@ import (
 var DefaultModules = []string{
 	"virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
 	"virtio_pci", "failover", "net_failover", "virtio_net",
+	// A NIC on the virtio-mmio transport (a platform device, not PCI).
+	"virtio_mmio",
 	// Filesystems that are modules in the cloud kernel, loaded by spotroot
 	// before mounting a volume that holds them.
 	"xfs", "btrfs",

@@ -37,6 +37,14 @@ type Opts struct {
 	EC2Port  int    // host 127.0.0.1 port behind 169.254.169.250:80 (0 = none)
 	NoNet    bool   // no network card at all
 	MAC      string // the network card's MAC address ("" = QEMU's default)
+	// Tap attaches the NIC to this tap device instead of user networking,
+	// and NetNS runs QEMU in that network namespace (netns.go): IPv6, which
+	// slirp's guestfwd cannot forward.
+	Tap   string
+	NetNS string
+	// NIC is the network device model ("" = virtio-net-pci; e.g.
+	// virtio-net-device, a NIC on the virtio-mmio bus, not on PCI).
+	NIC string
 
 	ConsoleLog string        // file the console is streamed to (optional)
 	Console    io.Writer     // also receives the console output (optional)
@@ -168,7 +176,13 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 		if o.EC2Port != 0 {
 			nd += fmt.Sprintf(",guestfwd=tcp:%s:80-cmd:socat STDIO TCP:127.0.0.1:%d", EC2Addr, o.EC2Port)
 		}
+		if o.Tap != "" {
+			nd = tapNetdev(o.Tap)
+		}
 		nic := "virtio-net-pci,netdev=n0,romfile="
+		if o.NIC != "" {
+			nic = o.NIC + ",netdev=n0"
+		}
 		if o.MAC != "" {
 			nic += ",mac=" + o.MAC
 		}
@@ -211,7 +225,7 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 		runCtx, cancel = context.WithTimeout(ctx, o.Timeout)
 	}
 	vm.cancel = cancel
-	cmd := exec.Command(bin, args...)
+	cmd := command(o.NetNS, bin, args)
 	cmd.Stdout = pw
 	cmd.Stderr = errFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

@@ -145,8 +145,11 @@ func (l *Loader) LoadForClass(ctx context.Context, classPrefix string) (loaded [
 				}
 				ok = true
 			}
-			if ok {
-				waiting[d.path] = true // wait for the bind only if a driver is in
+			if ok && !d.otherBus {
+				// Wait for the bind only if a driver is in. Not on other
+				// buses: their probes run inside finit_module, and a device
+				// still unbound was declined (an empty virtio-mmio slot).
+				waiting[d.path] = true
 			}
 			progress = true
 		}
@@ -218,9 +221,12 @@ func (l *Loader) modulesFor(root string, d device) ([]string, error) {
 // classDirs are the module-tree directories of a PCI class's drivers: what
 // tells a NIC from a disk on buses whose devices carry no class (the xen bus
 // has vif and vbd, the virtio bus net and blk).
+// The virtio transports (virtio_mmio for a platform device: virt machines,
+// Firecracker) count for both: the NIC or disk is their child on the virtio
+// bus, found on the next scan.
 var classDirs = map[string][]string{
-	"0x02": {"kernel/drivers/net/"},
-	"0x01": {"kernel/drivers/block/", "kernel/drivers/nvme/", "kernel/drivers/scsi/", "kernel/drivers/ata/"},
+	"0x02": {"kernel/drivers/net/", "kernel/drivers/virtio/"},
+	"0x01": {"kernel/drivers/block/", "kernel/drivers/nvme/", "kernel/drivers/scsi/", "kernel/drivers/ata/", "kernel/drivers/virtio/"},
 }
 
 // ofClass keeps the modules whose file lies in one of the class's
