@@ -2,6 +2,7 @@ package imds
 
 import (
 	"context"
+	"net"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -57,4 +58,27 @@ func answers(ctx context.Context, endpoint string, d time.Duration) bool {
 		EnableFallback: aws.FalseTernary, Retryer: aws.NopRetryer{}})
 	_, err := c.GetMetadata(ctx, &imds.GetMetadataInput{Path: "instance-id"})
 	return err == nil
+}
+
+// LocalNetwork reports which address families this machine has on a
+// non-loopback interface (for callers without a lease at hand, like the
+// watcher on the persistent root): IPv4 any address, IPv6 a global one.
+func LocalNetwork() Network {
+	var n Network
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return n
+	}
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || ipn.IP.IsLoopback() {
+			continue
+		}
+		if ipn.IP.To4() != nil {
+			n.IPv4 = true
+		} else if ipn.IP.IsGlobalUnicast() {
+			n.IPv6 = true
+		}
+	}
+	return n
 }
