@@ -395,7 +395,7 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 	vm, err := qemu.Start(ctx, qemu.Opts{
 		Kernel: w.Env.Kernel.Vmlinuz, RootImage: ami, RootDirect: o.RootDirect, Initrd: o.Initrd,
 		KernelArgs: o.KernelArgs, SMBIOS: smbios, MAC: mac, Arch: w.Env.Arch,
-		IMDSPort: imdsPort, EC2Port: ec2Port, MemoryMiB: o.MemoryMiB, Tap: tap, NetNS: ns, NIC: o.NIC,
+		IMDSPort: imdsPort, EC2Port: ec2Port, MemoryMiB: o.MemoryMiB, Tap: tap, TapNetNS: ns, NIC: o.NIC,
 		ConsoleLog: res.ConsoleLog, Console: o.Log, Timeout: o.Timeout,
 		ExtraArgs: o.ExtraArgs,
 	})

@@ -37,14 +37,6 @@ type Opts struct {
 	EC2Port  int    // host 127.0.0.1 port behind 169.254.169.250:80 (0 = none)
 	NoNet    bool   // no network card at all
 	MAC      string // the network card's MAC address ("" = QEMU's default)
-	// Tap attaches the NIC to this tap device instead of user networking,
-	// and NetNS runs QEMU in that network namespace (netns.go): IPv6, which
-	// slirp's guestfwd cannot forward.
-	Tap   string
-	NetNS string
-	// NIC is the network device model ("" = virtio-net-pci; e.g.
-	// virtio-net-device, a NIC on the virtio-mmio bus, not on PCI).
-	NIC string
 
 	ConsoleLog string        // file the console is streamed to (optional)
 	Console    io.Writer     // also receives the console output (optional)
@@ -54,8 +46,18 @@ type Opts struct {
 	RootPorts int      // hot-plug slots (pcie-root-port rp1..rpN); 0 = 4
 	BIOS      string   // "" = /usr/share/qemu/qboot.rom if present; "-" = QEMU default
 	QEMU      string   // binary; "" = the architecture's (qemu-system-x86_64)
-	Arch      string   // guest architecture: "" or "amd64" (q35), "arm64" (virt)
 	ExtraArgs []string // appended to the QEMU command line
+
+	// Arch is the guest architecture: "" or "amd64" (q35), "arm64" (virt).
+	Arch string
+	// Tap attaches the NIC to this tap device instead of user networking,
+	// and TapNetNS runs QEMU in the named network namespace holding it
+	// (tap.go): IPv6, which slirp's guestfwd cannot forward.
+	Tap      string
+	TapNetNS string
+	// NIC is the network device model ("" = virtio-net-pci; e.g.
+	// virtio-net-device, a NIC on the virtio-mmio bus, not on PCI).
+	NIC string
 }
 
 // DefaultKernelArgs is the guest kernel command line before Opts.KernelArgs.
@@ -225,10 +227,11 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 		runCtx, cancel = context.WithTimeout(ctx, o.Timeout)
 	}
 	vm.cancel = cancel
-	cmd := command(o.NetNS, bin, args)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout = pw
 	cmd.Stderr = errFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	inTapNetns(cmd, o.TapNetNS)
 	vm.cmd = cmd
 	vm.started = time.Now()
 	if err := cmd.Start(); err != nil {
