@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -96,10 +97,18 @@ func testInstanceStore(t *testing.T, instanceType string, n int) {
 	for i, img := range imgs {
 		before[i] = fileSum(t, img)
 	}
+	// The launch mapped the local disks at /dev/sdf, /dev/sdg…: the names
+	// spotroot would otherwise take first. DescribeInstances does not list
+	// them; IMDS does (block-device-mapping/ephemeralN).
+	var eph []string
+	for i := range n {
+		eph = append(eph, fmt.Sprintf("sd%c", 'f'+i))
+	}
 	var mapped []string
 	r, err := w.Boot(context.Background(), harness.BootOpts{InstanceType: instanceType, ExtraArgs: args,
+		WrapIMDS: ephemeralMappings(eph),
 		WhileUp: func(ctx context.Context, vm *harness.Running) error {
-			mapped = instanceStoreMappings(w, vm.InstanceID)
+			mapped = instanceStoreMappings(ephemeralMappings(eph)(w.Server.IMDSHandler(vm.InstanceID)))
 			return nil
 		}})
 	if err != nil {
@@ -123,6 +132,9 @@ func testInstanceStore(t *testing.T, instanceType string, n int) {
 			}
 		}
 	}
+	if len(mapped) < n {
+		t.Errorf("IMDS maps %v as instance storage, want at least %v", mapped, eph)
+	}
 	t.Logf("AttachVolume devices %v; instance-store mappings in IMDS %v", attached, mapped)
 	if !strings.Contains(r.Console, "instance storage present; never chosen") {
 		t.Errorf("spotroot did not notice the instance storage\n%s", r.Console)
@@ -130,9 +142,8 @@ func testInstanceStore(t *testing.T, instanceType string, n int) {
 }
 
 // instanceStoreMappings reads block-device-mapping/ephemeralN from the
-// simulator's IMDS for the instance (nil when the simulator maps none).
-func instanceStoreMappings(w *harness.World, id string) []string {
-	h := w.Server.IMDSHandler(id)
+// instance's IMDS (h: the handler the guest was served).
+func instanceStoreMappings(h http.Handler) []string {
 	get := func(method, path, token string) (int, string) {
 		req, _ := http.NewRequest(method, "http://169.254.169.254"+path, nil)
 		req.Header.Set("X-aws-ec2-metadata-token-ttl-seconds", "60")
@@ -160,6 +171,50 @@ func instanceStoreMappings(w *harness.World, id string) []string {
 		}
 	}
 	return out
+}
+
+// ephemeralMappings adds block-device-mapping/ephemeralN entries for names
+// to IMDS, behind the same IMDSv2 token check as the rest of the tree
+// (the simulator's own instance-store model may list more).
+func ephemeralMappings(names []string) func(http.Handler) http.Handler {
+	const base = "/latest/meta-data/block-device-mapping/"
+	return func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !strings.HasPrefix(r.URL.Path, base) {
+				h.ServeHTTP(w, r)
+				return
+			}
+			// Ask the simulator for the same path: its answer carries the
+			// token check and whatever mappings it models itself.
+			rec := &recorder{header: http.Header{}, code: http.StatusOK}
+			h.ServeHTTP(rec, r)
+			key := strings.TrimPrefix(r.URL.Path, base)
+			switch {
+			case rec.code == http.StatusUnauthorized || rec.code == http.StatusForbidden:
+			case key == "":
+				list := strings.Fields(rec.body.String())
+				for i := range names {
+					if k := fmt.Sprintf("ephemeral%d", i); !slices.Contains(list, k) {
+						list = append(list, k)
+					}
+				}
+				rec.code, rec.body = http.StatusOK, bytes.Buffer{}
+				rec.body.WriteString(strings.Join(list, "\n"))
+			case strings.HasPrefix(key, "ephemeral"):
+				var i int
+				if _, err := fmt.Sscanf(key, "ephemeral%d", &i); err == nil && i < len(names) {
+					rec.code, rec.body = http.StatusOK, bytes.Buffer{}
+					rec.body.WriteString(names[i])
+				}
+			}
+			for k, v := range rec.header {
+				w.Header()[k] = v
+			}
+			w.Header().Del("Content-Length")
+			w.WriteHeader(rec.code)
+			w.Write(rec.body.Bytes())
+		})
+	}
 }
 
 type recorder struct {

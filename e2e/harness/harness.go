@@ -276,6 +276,8 @@ type BootOpts struct {
 	// "ec2…", and the NIC carries the MAC address IMDS reports.
 	EC2Identity bool
 	ExtraArgs   []string // appended to QEMU's command line
+	// WrapIMDS, if set, wraps the instance's IMDS handler.
+	WrapIMDS func(http.Handler) http.Handler
 	// Net, if set, puts the NIC on a tap device in a network namespace,
 	// with IMDS served there (netns.go); the world's EC2 API must then be
 	// served there too (ServeIn) and named in the user-data.
@@ -364,15 +366,18 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 	var err error
 	imdsPort, ec2Port := 0, w.EC2Port
 	var tap, ns string
+	var imdsH http.Handler = w.Server.IMDSHandler(id)
+	if o.WrapIMDS != nil {
+		imdsH = o.WrapIMDS(imdsH)
+	}
 	if o.Net != nil {
-		var h http.Handler = w.Server.IMDSHandler(id)
 		if o.Net.WrapIMDS != nil {
-			h = o.Net.WrapIMDS(h)
+			imdsH = o.Net.WrapIMDS(imdsH)
 		}
-		imds, err = ServeIn(o.Net.NetNS, o.Net.IMDS, h)
+		imds, err = ServeIn(o.Net.NetNS, o.Net.IMDS, imdsH)
 		tap, ns, ec2Port = o.Net.Tap, o.Net.NetNS, 0
 	} else {
-		imds, imdsPort, err = serve(w.Server.IMDSHandler(id))
+		imds, imdsPort, err = serve(imdsH)
 	}
 	if err != nil {
 		return res, err
