@@ -44,6 +44,7 @@ const pollIPv6 = 50 * time.Millisecond
 // by SLAAC. It returns on the first usable state or when ctx ends.
 func up6(ctx context.Context, link netlink.Link, log *slog.Logger) (lease6, error) {
 	name, idx := link.Attrs().Name, link.Attrs().Index
+	start := time.Now()
 	var l lease6
 	dhcpDone := make(chan dhcp6Result, 1)
 	dhcpStarted := false
@@ -52,6 +53,7 @@ func up6(ctx context.Context, link netlink.Link, log *slog.Logger) (lease6, erro
 	for {
 		ll, global := addrs6(link)
 		if ll.IsValid() && !dhcpStarted {
+			log.Debug("ipv6 link-local address usable; starting DHCPv6", "address", ll, "after", time.Since(start).Round(time.Millisecond))
 			dhcpStarted = true
 			go func() { dhcpDone <- dhcp6(ctx, link, log) }()
 		}
@@ -71,9 +73,11 @@ func up6(ctx context.Context, link netlink.Link, log *slog.Logger) (lease6, erro
 			}
 			l.DNS = r.dns
 			global = r.addr
+			log.Debug("dhcpv6 address", "address", r.addr, "after", time.Since(start).Round(time.Millisecond))
 		default:
 		}
 		if router := defaultRouter6(idx); router.IsValid() && global.IsValid() {
+			log.Debug("ipv6 ready", "router", router, "address", global, "after", time.Since(start).Round(time.Millisecond))
 			l.Router, l.Addr = router, global
 			return l, nil
 		}
