@@ -79,21 +79,32 @@ bench: setup
 ARCH             ?= $(shell $(GO) env GOARCH)
 INITRAMFS_KERNEL ?=
 INITRAMFS_ARGS   ?=
-INITRAMFS_OUT    ?= $(if $(filter $(ARCH),$(shell $(GO) env GOARCH)),$(BUILD)/initramfs.img,$(BUILD)/initramfs-$(ARCH).img)
-initramfs:
-	CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build $(PID1_TAGS) $(GOFLAGS_BIN) -o $(BUILD)/spotroot-$(ARCH) ./cmd/spotroot
-	CGO_ENABLED=0 $(GO) run ./initramfs/cmd/spotroot-initramfs -spotroot $(BUILD)/spotroot-$(ARCH) -arch $(ARCH) \
-		-kernel '$(INITRAMFS_KERNEL)' -o $(INITRAMFS_OUT) $(INITRAMFS_ARGS)
+HOSTARCH         := $(shell $(GO) env GOARCH)
+INITRAMFS_OUT    ?= $(if $(filter $(ARCH),$(HOSTARCH)),$(BUILD)/initramfs.img,$(BUILD)/initramfs-$(ARCH).img)
+initramfs: build
+	@spot=$(BUILD)/spotroot; \
+	if [ "$(ARCH)" != "$(HOSTARCH)" ]; then spot=$(BUILD)/spotroot-$(ARCH); \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build $(PID1_TAGS) $(GOFLAGS_BIN) -o $$spot ./cmd/spotroot || exit 1; fi; \
+	k='$(INITRAMFS_KERNEL)'; \
+	if [ -z "$$k" ] && { [ "$(ARCH)" != "$(HOSTARCH)" ] || [ ! -f "/lib/modules/$$(uname -r)/modules.order" ]; }; then \
+		k=$$($(GO) run ./e2e/cmd/cloudkernel -arch $(ARCH)) || exit 1; fi; \
+	echo "initramfs: $$spot, kernel $${k:-running}"; \
+	CGO_ENABLED=0 $(GO) run ./initramfs/cmd/spotroot-initramfs -spotroot $$spot -arch $(ARCH) \
+		-kernel "$$k" -o $(INITRAMFS_OUT) $(INITRAMFS_ARGS)
 
 # The Debian package (dpkg-deb; reproducible with SOURCE_DATE_EPOCH).
 DEB_ARCH    ?= amd64
 DEB_VERSION ?= $(shell git log -1 --format='0.1.0~git%cd.%h' --date=format:%Y%m%d 2>/dev/null || echo 0.1.0)
 deb:
 	CGO_ENABLED=0 GOOS=linux GOARCH=$(DEB_ARCH) $(GO) build $(PID1_TAGS) $(GOFLAGS_BIN) -o $(BUILD)/deb/spotroot-$(DEB_ARCH) ./cmd/spotroot
-	./packaging/deb/build.sh $(BUILD)/deb/spotroot-$(DEB_ARCH) $(DEB_ARCH) '$(DEB_VERSION)' $(BUILD)
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(DEB_ARCH) $(GO) build $(GOFLAGS_BIN) -o $(BUILD)/deb/spotroot-initramfs-$(DEB_ARCH) ./initramfs/cmd/spotroot-initramfs
+	SPOTROOT_INITRAMFS_BIN=$(BUILD)/deb/spotroot-initramfs-$(DEB_ARCH) \
+		./packaging/deb/build.sh $(BUILD)/deb/spotroot-$(DEB_ARCH) $(DEB_ARCH) '$(DEB_VERSION)' $(BUILD)
 
+# Every tag lintian --pedantic finds is an error or justified in
+# packaging/deb/lintian-overrides.
 lintian: deb
-	lintian --fail-on error,warning $(BUILD)/spotroot_$(DEB_VERSION)_$(DEB_ARCH).deb
+	lintian --pedantic --fail-on error,warning,info,pedantic $(BUILD)/spotroot_$(DEB_VERSION)_$(DEB_ARCH).deb
 
 # Static release binaries with checksums: the PID 1 build (for images) and
 # the operator build (for workstations), for amd64 and arm64.
