@@ -132,10 +132,11 @@ func TestArm64(t *testing.T) {
 		ctx := context.Background()
 		ami := filepath.Join(dir, "ami-own-init.img")
 		if err := images.BuildAMI(ctx, images.AMIOpts{Out: ami, TestinitBin: e.TestinitBin, Kernel: e.Kernel,
-			HostTools: e.HostTools()}); err != nil {
+			HostTools: e.HostTools(), Files: e.CAFiles()}); err != nil {
 			t.Fatal(err)
 		}
-		res, err := initramfs.Build(ctx, initramfs.Options{Spotroot: e.SpotrootBin, ModulesDir: e.Kernel.ModulesDir})
+		res, err := initramfs.Build(ctx, initramfs.Options{Spotroot: e.SpotrootBin, ModulesDir: e.Kernel.ModulesDir,
+			CABundle: e.CABundle})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -47,9 +47,14 @@ func (b *booter) claimAndSwitch() error {
 	}
 	defer uev.Close()
 	w.uev = uev
+	roots, err := b.caRoots(cfg.EC2Endpoint)
+	if err != nil {
+		return &bootlog.PhaseError{Phase: "claim", Err: err}
+	}
 	w.claimer = &claim.Claimer{
 		EC2: claim.NewClient(claim.ClientOptions{
 			Region: w.id.Region, Endpoint: cfg.EC2Endpoint, IMDS: b.imds.SDK(), Resolver: w.handle.Resolver(),
+			RootCAs: roots,
 			// Without IPv4 only the dual-stack endpoint is reachable.
 			DualStack: !w.handle.Lease().HasIPv4(),
 		}),

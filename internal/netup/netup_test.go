@@ -77,10 +77,10 @@ func TestUp(t *testing.T) {
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("requires root (creates network namespaces and veth pairs)")
+		testenv.Skip(t, "requires root (creates network namespaces and veth pairs)")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("requires root and iproute2's ip:", err)
+		testenv.Skip(t, "requires iproute2's ip: "+err.Error())
 	}
 }
 
