@@ -122,7 +122,7 @@ func testIPv6Only(t *testing.T) {
 	for _, l := range r.Timeline {
 		t.Log("  " + l)
 	}
-	checkPersistent(t, r, 1)
+	checkPersistentRoot(t, r, 1) // no IPv4 lease; the peers below prove IPv6
 	subnet := netip.MustParsePrefix(v6Subnet)
 	for name, p := range map[string]*peerLog{"IMDS": imdsPeers, "EC2 API": ec2Peers} {
 		peers := p.list()
