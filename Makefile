@@ -10,7 +10,7 @@ GOFLAGS_BIN := -trimpath -ldflags='-s -w -X main.version=$(VERSION)'
 PID1_TAGS   := -tags pid1
 TEST_TIMEOUT ?= 40m
 
-.PHONY: all build build-ops initramfs deb lintian release setup demo test unit e2e e2e-distro lint bench soak clean
+.PHONY: all build build-ops initramfs deb lintian release setup demo test unit e2e e2e-distro e2e-arm64 lint bench soak clean
 
 # The hostile simulator's seed (README: "The hostile cloud"): empty = a
 # random one, printed on failure; SEED=N replays it.
@@ -70,6 +70,14 @@ e2e-distro: setup
 	$(GO) vet -tags e2e_distro ./e2e/distro
 	CGO_ENABLED=0 $(GO) test -count=1 -tags e2e_distro -timeout $(TEST_TIMEOUT) -v ./e2e/distro -run 'TestDistro/$(RUN)'
 
+# The arm64 (Graviton) tier: Debian's arm64 cloud kernel in
+# qemu-system-aarch64 (TCG, virt machine, Neoverse-N1) with the arm64 PID 1
+# build; first-boot, replacement, initramfs-root, attached-to-terminated.
+# One by one with e.g. RUN=first-boot.
+e2e-arm64: setup
+	$(GO) vet -tags e2e_arm64 ./e2e
+	CGO_ENABLED=0 $(GO) test -count=1 -tags e2e_arm64 -timeout $(TEST_TIMEOUT) -v ./e2e -run 'TestArm64/$(RUN)'
+
 # Boot cost in QEMU, side by side (5 runs each, min/median/max): spotroot as
 # PID 1 (AttachVolume latency 0 and 2s), the floor (the image's own init) and
 # the two-boot flow; binary size, peak RSS; the pool race (10/100/1000) on the
@@ -81,13 +89,23 @@ bench: setup
 # spotroot's initramfs: spotroot as /init plus the NIC, disk and filesystem
 # modules of a kernel. INITRAMFS_KERNEL: lib/modules/<release>, a root holding
 # it, or a kernel .deb; empty = the running kernel, else the e2e cloud kernel.
+# ARCH=arm64 (Graviton) builds the arm64 spotroot and, without
+# INITRAMFS_KERNEL, takes Debian's arm64 cloud kernel: build/initramfs-arm64.img.
+ARCH             ?= $(shell $(GO) env GOARCH)
 INITRAMFS_KERNEL ?=
 INITRAMFS_ARGS   ?=
+HOSTARCH         := $(shell $(GO) env GOARCH)
+INITRAMFS_OUT    ?= $(if $(filter $(ARCH),$(HOSTARCH)),$(BUILD)/initramfs.img,$(BUILD)/initramfs-$(ARCH).img)
 initramfs: build
+	@spot=$(BUILD)/spotroot; \
+	if [ "$(ARCH)" != "$(HOSTARCH)" ]; then spot=$(BUILD)/spotroot-$(ARCH); \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build $(PID1_TAGS) $(GOFLAGS_BIN) -o $$spot ./cmd/spotroot || exit 1; fi; \
 	k='$(INITRAMFS_KERNEL)'; \
-	if [ -z "$$k" ] && [ ! -f "/lib/modules/$$(uname -r)/modules.order" ]; then k=$$($(GO) run ./e2e/cmd/cloudkernel) || exit 1; fi; \
-	CGO_ENABLED=0 $(GO) run ./initramfs/cmd/spotroot-initramfs -spotroot $(BUILD)/spotroot \
-		-kernel "$$k" -o $(BUILD)/initramfs.img $(INITRAMFS_ARGS)
+	if [ -z "$$k" ] && { [ "$(ARCH)" != "$(HOSTARCH)" ] || [ ! -f "/lib/modules/$$(uname -r)/modules.order" ]; }; then \
+		k=$$($(GO) run ./e2e/cmd/cloudkernel -arch $(ARCH)) || exit 1; fi; \
+	echo "initramfs: $$spot, kernel $${k:-running}"; \
+	CGO_ENABLED=0 $(GO) run ./initramfs/cmd/spotroot-initramfs -spotroot $$spot -arch $(ARCH) \
+		-kernel "$$k" -o $(INITRAMFS_OUT) $(INITRAMFS_ARGS)
 
 # The Debian package (dpkg-deb; reproducible with SOURCE_DATE_EPOCH).
 DEB_ARCH    ?= amd64

@@ -8,9 +8,11 @@ set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have qemu-system-x86_64 || need+=(qemu-system-x86)
+have qemu-system-aarch64 || need+=(qemu-system-arm) # make e2e-arm64 (Graviton)
 have qemu-img || need+=(qemu-utils)   # per-VM qcow2 overlays; only a Recommends of qemu
 have ip || need+=(iproute2)           # network-namespace tests of the DHCP client
 have socat || need+=(socat)
+have dnsmasq || need+=(dnsmasq-base) # router advertisements + DHCPv6 of the IPv6-only tests
 have depmod || need+=(kmod)
 have mkfs.ext4 || need+=(e2fsprogs)
 have mkfs.xfs || need+=(xfsprogs)
@@ -34,8 +36,18 @@ if [ "$(id -u)" -ne 0 ]; then
 	sudo="sudo"
 fi
 
-# apt-get download needs package lists that know the cloud kernel.
-if [ ${#need[@]} -gt 0 ] || ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
+# The arm64 cloud kernel (make e2e-arm64) is a foreign-architecture package:
+# apt-get download linux-image-cloud-arm64:arm64 needs arm64 package lists.
+# Only lists are added; nothing of arm64 is installed on the host.
+update=""
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+	echo "setup: dpkg --add-architecture arm64"
+	$sudo dpkg --add-architecture arm64
+	update=1
+fi
+# apt-get download needs package lists that know the cloud kernels.
+if [ -n "$update" ] || [ ${#need[@]} -gt 0 ] || ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1 ||
+	! apt-cache show linux-image-cloud-arm64:arm64 >/dev/null 2>&1; then
 	echo "setup: apt-get update"
 	$sudo apt-get update -qq
 fi

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spotroot/spotroot/internal/imds"
 	"github.com/spotroot/spotroot/internal/watch"
 )
 
@@ -56,7 +57,7 @@ elsewhere: the unit's ExecCondition, so the service is skipped, not failed.
 func watchCmd(args []string, stdio stdio) int {
 	fs := newFlags("watch", watchUsage, stdio)
 	var o watch.Options
-	fs.StringVar(&o.Endpoint, "imds-endpoint", envOr("SPOTROOT_IMDS_ENDPOINT", "http://169.254.169.254"), "IMDS base URL (env SPOTROOT_IMDS_ENDPOINT)")
+	fs.StringVar(&o.Endpoint, "imds-endpoint", envOr("SPOTROOT_IMDS_ENDPOINT", "auto"), "IMDS base URL (env SPOTROOT_IMDS_ENDPOINT); auto = http://169.254.169.254, or http://[fd00:ec2::254] on a machine without IPv4 or whose IPv4 IMDS is silent")
 	fs.DurationVar(&o.Interval, "interval", 2*time.Second, "poll period, 1s to 30s (IMDS notices come two minutes ahead; the node termination handler polls every 2s)")
 	fs.StringVar(&o.HooksDir, "hooks-dir", watch.DefaultHooksDir, "directory of hook executables (relative to the current directory if not absolute)")
 	fs.DurationVar(&o.HookTimeout, "hook-timeout", 60*time.Second, "time budget of each hook")
@@ -100,6 +101,9 @@ func watchCmd(args []string, stdio stdio) int {
 	o.Ready = watch.NotifyReady
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.Endpoint == "auto" {
+		o.Endpoint = imds.Choose(ctx, "", imds.LocalNetwork(), imds.DefaultProbe)
+	}
 	w := watch.New(o)
 	if *once {
 		w.Poll(ctx)

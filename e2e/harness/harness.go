@@ -31,6 +31,7 @@ import (
 
 // Env is what every scenario shares: binaries, kernel and pristine images.
 type Env struct {
+	Arch           string // guest architecture: "" or "amd64", "arm64"
 	Dir            string
 	Kernel         kernel.Kernel
 	SpotrootBin    string
@@ -52,6 +53,9 @@ type PrepareOpts struct {
 	ImageConfig []byte // optional /etc/spotroot/config.yaml baked into the AMI
 	// SpotrootBin, if set, is used instead of building ./cmd/spotroot.
 	SpotrootBin string
+	// Arch is the guest architecture ("" = amd64; "arm64": Debian's arm64
+	// cloud kernel, arm64 binaries, QEMU's virt machine).
+	Arch string
 }
 
 // Prepare builds the binaries, fetches the kernel and builds the AMI and the
@@ -64,22 +68,26 @@ func Prepare(ctx context.Context, dir string, o PrepareOpts) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Env{Dir: dir}
+	e := &Env{Dir: dir, Arch: o.Arch}
+	arch := o.Arch
+	if arch == "" {
+		arch = "amd64"
+	}
 	type kres struct {
 		k   kernel.Kernel
 		err error
 	}
 	kch := make(chan kres, 1)
 	go func() {
-		k, err := kernel.Ensure(ctx, o.KernelCache)
+		k, err := kernel.EnsureArch(ctx, o.KernelCache, arch)
 		kch <- kres{k, err}
 	}()
 	bin := filepath.Join(dir, "bin")
 	if o.SpotrootBin != "" {
 		e.SpotrootBin, e.TestinitBin = o.SpotrootBin, filepath.Join(bin, "testinit")
-		err = images.GoBuild(ctx, bin, "./e2e/cmd/testinit")
+		err = images.GoBuildArch(ctx, bin, arch, "./e2e/cmd/testinit")
 	} else {
-		e.SpotrootBin, e.TestinitBin, err = images.BuildBinaries(ctx, bin)
+		e.SpotrootBin, e.TestinitBin, err = images.BuildBinariesArch(ctx, bin, arch)
 	}
 	kr := <-kch
 	if err != nil {
@@ -102,7 +110,7 @@ func Prepare(ctx context.Context, dir string, o PrepareOpts) (*Env, error) {
 	e.AMI = filepath.Join(dir, "ami.img")
 	if err := images.BuildAMI(ctx, images.AMIOpts{Out: e.AMI, SpotrootBin: e.SpotrootBin,
 		TestinitBin: e.TestinitBin, Kernel: e.Kernel, ImageConfig: o.ImageConfig,
-		Files: e.CAFiles()}); err != nil {
+		HostTools: e.HostTools(), Files: e.CAFiles()}); err != nil {
 		return nil, fmt.Errorf("build AMI: %w", err)
 	}
 	e.VolumeTemplate = filepath.Join(dir, "volume.img")
@@ -111,6 +119,16 @@ func Prepare(ctx context.Context, dir string, o PrepareOpts) (*Env, error) {
 		return nil, fmt.Errorf("build volume: %w", err)
 	}
 	return e, nil
+}
+
+// HostTools are the host programs copied into the AMI (nil = the default
+// e2fsprogs). The host's are amd64 binaries: an arm64 AMI gets none, and
+// spotroot then mounts without the image's fsck (its warning says so).
+func (e *Env) HostTools() []string {
+	if e.Arch != "" && e.Arch != "amd64" {
+		return []string{}
+	}
+	return nil
 }
 
 // CAFiles are the AMI files that make it trust the test CA: the bundle,
@@ -165,6 +183,7 @@ type World struct {
 	VolumeID string // the Name=home-root volume ("" with NoVolume)
 
 	ec2    *http.Server
+	ec2H   http.Handler // the EC2 API handler (WorldOpts.WrapEC2 applied)
 	logf   *os.File
 	booted int
 }
@@ -177,6 +196,8 @@ type WorldOpts struct {
 	// VolumeFiles, if set, makes NewWorld build its own volume (testinit
 	// plus these files) instead of copying the shared template.
 	VolumeFiles []images.File
+	// WrapEC2, if set, wraps the EC2 API handler (e.g. to record requests).
+	WrapEC2 func(http.Handler) http.Handler
 }
 
 // NewWorld loads (or creates) Dir/world.json, adds the persistent volume
@@ -234,7 +255,11 @@ func NewWorld(ctx context.Context, env *Env, dir string, o WorldOpts) (*World, e
 		}
 		w.Server.Logger = slog.New(slog.NewTextHandler(w.logf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	w.ec2, w.EC2Port, err = serve(w.Server.EC2Handler())
+	w.ec2H = w.Server.EC2Handler()
+	if o.WrapEC2 != nil {
+		w.ec2H = o.WrapEC2(w.ec2H)
+	}
+	w.ec2, w.EC2Port, err = serve(w.ec2H)
 	if err != nil {
 		w.Close()
 		return nil, err
@@ -304,6 +329,14 @@ type BootOpts struct {
 	// "ec2…", and the NIC carries the MAC address IMDS reports.
 	EC2Identity bool
 	ExtraArgs   []string // appended to QEMU's command line
+	// WrapIMDS, if set, wraps the instance's IMDS handler.
+	WrapIMDS func(http.Handler) http.Handler
+	// Net, if set, puts the NIC on a tap device in a network namespace,
+	// with IMDS served there (netns.go); the world's EC2 API must then be
+	// served there too (ServeIn) and named in the user-data.
+	Net *TapNet
+	// NIC is QEMU's network device model ("" = virtio-net-pci).
+	NIC string
 }
 
 // Running is a guest that is up, as WhileUp sees it.
@@ -328,6 +361,7 @@ type BootResult struct {
 	Counter        int      // boot counter on the root testinit ran from
 	Root           string   // source of / as testinit saw it
 	Net            string   // IPv4 addresses testinit saw, or none
+	Machine        string   // the kernel's architecture testinit saw (uname -m)
 	Timeline       []string // console lines starting "spotroot:"
 	Elapsed        time.Duration
 	ShutdownReason string // QMP SHUTDOWN reason (guest-shutdown = power-off)
@@ -390,7 +424,27 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 		}()
 	}
 
-	vn, err := w.vmNet(id, o.UntrustedCert)
+	// The guest's network: a tap device in the test's namespace (Net: IPv6),
+	// else the per-VM namespace with slirp (vmNet).
+	var vn *vmNet
+	var tapIMDS *http.Server
+	var err error
+	if o.Net != nil {
+		var imdsH http.Handler = w.Server.IMDSHandler(id)
+		if o.WrapIMDS != nil {
+			imdsH = o.WrapIMDS(imdsH)
+		}
+		if o.Net.WrapIMDS != nil {
+			imdsH = o.Net.WrapIMDS(imdsH)
+		}
+		tapIMDS, err = ServeIn(o.Net.NetNS, o.Net.IMDS, imdsH)
+		if err == nil {
+			defer tapIMDS.Close()
+		}
+		vn = &vmNet{}
+	} else {
+		vn, err = w.vmNet(id, o.UntrustedCert, o.WrapIMDS)
+	}
 	if err != nil {
 		return res, err
 	}
@@ -399,6 +453,10 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 		vn.report(res)
 	}()
 
+	var tap, tapNS string
+	if o.Net != nil {
+		tap, tapNS = o.Net.Tap, o.Net.NetNS
+	}
 	w.booted++
 	res.ConsoleLog = filepath.Join(w.Dir, fmt.Sprintf("console-%d-%s.log", w.booted, id))
 	ami := o.AMI
@@ -414,9 +472,9 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 	start := time.Now()
 	vm, err := qemu.Start(ctx, qemu.Opts{
 		Kernel: w.Env.Kernel.Vmlinuz, RootImage: ami, RootDirect: o.RootDirect, Initrd: o.Initrd,
-		KernelArgs: o.KernelArgs, SMBIOS: smbios, MAC: mac,
+		KernelArgs: o.KernelArgs, SMBIOS: smbios, MAC: mac, Arch: w.Env.Arch, NIC: o.NIC,
 		IMDSPort: vn.imdsPort, EC2Port: vn.ec2Port, MemoryMiB: o.MemoryMiB,
-		Netns: vn.ns, ResolvConf: vn.resolvConf,
+		Netns: vn.ns, ResolvConf: vn.resolvConf, Tap: tap, TapNetNS: tapNS,
 		ConsoleLog: res.ConsoleLog, Console: o.Log, Timeout: o.Timeout,
 		ExtraArgs: o.ExtraArgs,
 	})
@@ -492,6 +550,8 @@ func (r *BootResult) parseTestinit(line string) error {
 			r.Counter, _ = strconv.Atoi(v)
 		case "net":
 			r.Net = v
+		case "machine":
+			r.Machine = v
 		}
 	}
 	if r.Kind == "" || r.Counter == 0 {

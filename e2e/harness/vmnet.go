@@ -39,7 +39,7 @@ type vmNet struct {
 	http       atomic.Int64
 }
 
-func (w *World) vmNet(id string, untrusted bool) (_ *vmNet, err error) {
+func (w *World) vmNet(id string, untrusted bool, wrapIMDS func(http.Handler) http.Handler) (_ *vmNet, err error) {
 	cert := w.Env.EC2Cert
 	if untrusted {
 		// A CA the image's bundle does not hold, for the same name.
@@ -66,7 +66,14 @@ func (w *World) vmNet(id string, untrusted bool) (_ *vmNet, err error) {
 	if err := qemu.ResolvConf(vn.resolvConf, dnsListen); err != nil {
 		return nil, err
 	}
-	ec2 := w.Server.EC2Handler()
+	ec2 := w.ec2H
+	if ec2 == nil {
+		ec2 = w.Server.EC2Handler()
+	}
+	var imdsH http.Handler = w.Server.IMDSHandler(id)
+	if wrapIMDS != nil {
+		imdsH = wrapIMDS(imdsH)
+	}
 	err = ns.Do(func() error {
 		pc, err := net.ListenPacket("udp4", netip.AddrPortFrom(dnsListen, 53).String())
 		if err != nil {
@@ -109,7 +116,7 @@ func (w *World) vmNet(id string, untrusted bool) (_ *vmNet, err error) {
 			return err
 		}
 		vn.imdsPort = il.Addr().(*net.TCPAddr).Port
-		vn.start(il, w.Server.IMDSHandler(id))
+		vn.start(il, imdsH)
 		return nil
 	})
 	if err != nil {
@@ -132,14 +139,21 @@ func (vn *vmNet) close() {
 	for _, s := range vn.servers {
 		s.Close()
 	}
-	vn.dns.Close()
-	vn.ns.Close()
+	if vn.dns != nil {
+		vn.dns.Close()
+	}
+	if vn.ns != nil {
+		vn.ns.Close()
+	}
 	if vn.resolvConf != "" {
 		os.Remove(vn.resolvConf)
 	}
 }
 
 func (vn *vmNet) report(r *BootResult) {
+	if vn.dns == nil {
+		return // a tap network (BootOpts.Net): nothing of vmNet ran
+	}
 	r.DNSQueries = vn.dns.AllQueries()
 	vn.mu.Lock()
 	r.TLSHandshakes = map[string]int{}

@@ -28,6 +28,8 @@ import (
 var DefaultModules = []string{
 	"virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
 	"virtio_pci", "failover", "net_failover", "virtio_net",
+	// A NIC on the virtio-mmio transport (a platform device, not PCI).
+	"virtio_mmio",
 	// Filesystems that are modules in the cloud kernel, loaded by spotroot
 	// before mounting a volume that holds them.
 	"xfs", "btrfs",
@@ -509,7 +511,12 @@ func isSpotroot(gomod string) bool {
 
 // BuildBinaries builds static spotroot and testinit binaries into outDir.
 func BuildBinaries(ctx context.Context, outDir string) (spotroot, testinit string, err error) {
-	if err := GoBuild(ctx, outDir, "./cmd/spotroot", "./e2e/cmd/testinit"); err != nil {
+	return BuildBinariesArch(ctx, outDir, "amd64")
+}
+
+// BuildBinariesArch is BuildBinaries for GOARCH arch (amd64, arm64).
+func BuildBinariesArch(ctx context.Context, outDir, arch string) (spotroot, testinit string, err error) {
+	if err := GoBuildArch(ctx, outDir, arch, "./cmd/spotroot", "./e2e/cmd/testinit"); err != nil {
 		return "", "", err
 	}
 	return filepath.Join(outDir, "spotroot"), filepath.Join(outDir, "testinit"), nil
@@ -518,6 +525,14 @@ func BuildBinaries(ctx context.Context, outDir string) (spotroot, testinit strin
 // GoBuild builds packages of the spotroot module (paths relative to its
 // root, e.g. ./e2e/cmd/testinit) as static, stripped binaries into outDir.
 func GoBuild(ctx context.Context, outDir string, pkgs ...string) error {
+	return GoBuildArch(ctx, outDir, "amd64", pkgs...)
+}
+
+// GoBuildArch is GoBuild for GOARCH arch.
+func GoBuildArch(ctx context.Context, outDir, arch string, pkgs ...string) error {
+	if arch == "" {
+		arch = "amd64"
+	}
 	root, err := ModuleRoot()
 	if err != nil {
 		return err
@@ -538,7 +553,7 @@ func GoBuild(ctx context.Context, outDir string, pkgs ...string) error {
 		}
 	}
 	if len(product) > 0 {
-		if err := goBuild(ctx, root, abs+string(filepath.Separator), "pid1", "-s -w", product...); err != nil {
+		if err := goBuild(ctx, root, abs+string(filepath.Separator), arch, "pid1", "-s -w", product...); err != nil {
 			return err
 		}
 	}
@@ -546,7 +561,7 @@ func GoBuild(ctx context.Context, outDir string, pkgs ...string) error {
 		// testinit reads the signal state it inherited from the runtime's
 		// own record of it (go:linkname, tag e2e_linkname), which the
 		// linker only allows with its check off; product binaries never.
-		return goBuild(ctx, root, abs+string(filepath.Separator), "pid1,e2e_linkname", "-s -w -checklinkname=0", e2e...)
+		return goBuild(ctx, root, abs+string(filepath.Separator), arch, "pid1,e2e_linkname", "-s -w -checklinkname=0", e2e...)
 	}
 	return nil
 }
@@ -563,14 +578,14 @@ func BuildFaultSpotroot(ctx context.Context, outDir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return out, goBuild(ctx, root, out, "pid1,spotroot_faults", "-s -w", "./cmd/spotroot")
+	return out, goBuild(ctx, root, out, "amd64", "pid1,spotroot_faults", "-s -w", "./cmd/spotroot")
 }
 
-func goBuild(ctx context.Context, root, out, tags, ldflags string, pkgs ...string) error {
+func goBuild(ctx context.Context, root, out, arch, tags, ldflags string, pkgs ...string) error {
 	args := append([]string{"build", "-tags", tags, "-trimpath", "-ldflags=" + ldflags, "-o", out}, pkgs...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go %s (in %s): %w\n%s", strings.Join(args, " "), root, err, out)
 	}

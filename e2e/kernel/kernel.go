@@ -24,8 +24,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// MetaPackage is the Debian metapackage whose dependency names the kernel.
+// MetaPackage is the Debian metapackage whose dependency names the amd64
+// kernel; MetaPackageFor names the one of another architecture.
 const MetaPackage = "linux-image-cloud-amd64"
+
+// MetaPackageFor returns the cloud kernel metapackage of a Debian
+// architecture ("amd64", "arm64"): what Debian's AMIs of that architecture run.
+func MetaPackageFor(arch string) string { return "linux-image-cloud-" + arch }
 
 // Kernel is an extracted kernel ready to boot.
 type Kernel struct {
@@ -54,6 +59,13 @@ const doneMarker = ".complete"
 // If apt cannot resolve the package (no package lists, offline) but the cache
 // holds a complete kernel, that kernel is used.
 func Ensure(ctx context.Context, cacheDir string) (Kernel, error) {
+	return EnsureArch(ctx, cacheDir, "amd64")
+}
+
+// EnsureArch is Ensure for the cloud kernel of a Debian architecture. A
+// foreign one (arm64 on an amd64 host) is fetched as pkg:arch, which needs
+// `dpkg --add-architecture arm64 && apt-get update` (e2e/setup.sh does it).
+func EnsureArch(ctx context.Context, cacheDir, arch string) (Kernel, error) {
 	if cacheDir == "" {
 		d, err := DefaultCacheDir()
 		if err != nil {
@@ -70,10 +82,10 @@ func Ensure(ctx context.Context, cacheDir string) (Kernel, error) {
 	}
 	defer unlock()
 
-	pkg, ver, resolveErr := resolve(ctx)
+	pkg, ver, resolveErr := resolve(ctx, arch)
 	if resolveErr != nil {
 		// Offline or no package lists: fall back to the newest cached kernel.
-		if k, err := newestCached(cacheDir); err == nil {
+		if k, err := newestCached(cacheDir, arch); err == nil {
 			return k, nil
 		}
 		return Kernel{}, resolveErr
@@ -90,7 +102,7 @@ func Ensure(ctx context.Context, cacheDir string) (Kernel, error) {
 		return Kernel{}, fmt.Errorf("kernel cache: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	if err := fetch(ctx, tmp, pkg, ver); err != nil {
+	if err := fetch(ctx, tmp, pkg+aptArch(arch), ver); err != nil {
 		return Kernel{}, err
 	}
 	if err := os.Rename(tmp, dir); err != nil {
@@ -102,10 +114,15 @@ func Ensure(ctx context.Context, cacheDir string) (Kernel, error) {
 // resolve finds the kernel package the metapackage depends on, and its
 // version: `apt-cache show` of the metapackage gives both in one call
 // (Depends: linux-image-6.1.0-56-cloud-amd64 (= 6.1.192-2)).
-func resolve(ctx context.Context) (pkg, ver string, err error) {
-	out, err := run(ctx, "", "apt-cache", "show", "--no-all-versions", MetaPackage)
+func resolve(ctx context.Context, arch string) (pkg, ver string, err error) {
+	meta := MetaPackageFor(arch) + aptArch(arch)
+	out, err := run(ctx, "", "apt-cache", "show", "--no-all-versions", meta)
 	if err != nil {
-		return "", "", fmt.Errorf("%w (is %s known to apt? try: apt-get update)", err, MetaPackage)
+		hint := "apt-get update"
+		if aptArch(arch) != "" {
+			hint = "dpkg --add-architecture " + arch + " && apt-get update"
+		}
+		return "", "", fmt.Errorf("%w (is %s known to apt? try: %s)", err, meta, hint)
 	}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
@@ -128,12 +145,12 @@ func resolve(ctx context.Context) (pkg, ver string, err error) {
 		break
 	}
 	if pkg == "" {
-		return "", "", fmt.Errorf("apt-cache show %s: no linux-image-* dependency in:\n%s\n(try: apt-get update)", MetaPackage, out)
+		return "", "", fmt.Errorf("apt-cache show %s: no linux-image-* dependency in:\n%s\n(try: apt-get update)", meta, out)
 	}
 	if ver != "" {
 		return pkg, ver, nil
 	}
-	out, err = run(ctx, "", "apt-cache", "policy", pkg)
+	out, err = run(ctx, "", "apt-cache", "policy", pkg+aptArch(arch))
 	if err != nil {
 		return "", "", fmt.Errorf("%w (try: apt-get update)", err)
 	}
@@ -182,6 +199,22 @@ func fetch(ctx context.Context, dir, pkg, ver string) error {
 	return os.WriteFile(filepath.Join(dir, doneMarker), []byte(pkg+" "+ver+"\n"), 0o644)
 }
 
+// aptArch is the ":arch" qualifier apt needs for a foreign architecture's
+// package ("" for the host's own).
+func aptArch(arch string) string {
+	if arch == "" || arch == hostArch() {
+		return ""
+	}
+	return ":" + arch
+}
+
+func hostArch() string {
+	if out, err := exec.Command("dpkg", "--print-architecture").Output(); err == nil {
+		return strings.TrimSpace(string(out))
+	}
+	return "amd64"
+}
+
 func moduleVersion(root string) (string, error) {
 	ents, err := os.ReadDir(filepath.Join(root, "lib", "modules"))
 	if err != nil {
@@ -222,14 +255,14 @@ func load(dir string) (Kernel, error) {
 	return k, nil
 }
 
-func newestCached(cacheDir string) (Kernel, error) {
+func newestCached(cacheDir, arch string) (Kernel, error) {
 	ents, err := os.ReadDir(cacheDir)
 	if err != nil {
 		return Kernel{}, err
 	}
 	var names []string
 	for _, e := range ents {
-		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), "-"+arch+"_") {
 			names = append(names, e.Name())
 		}
 	}

@@ -56,8 +56,19 @@ type Opts struct {
 	MemoryMiB int      // 0 = 512
 	RootPorts int      // hot-plug slots (pcie-root-port rp1..rpN); 0 = 4
 	BIOS      string   // "" = /usr/share/qemu/qboot.rom if present; "-" = QEMU default
-	QEMU      string   // binary; "" = qemu-system-x86_64
+	QEMU      string   // binary; "" = the architecture's (qemu-system-x86_64)
 	ExtraArgs []string // appended to the QEMU command line
+
+	// Arch is the guest architecture: "" or "amd64" (q35), "arm64" (virt).
+	Arch string
+	// Tap attaches the NIC to this tap device instead of user networking,
+	// and TapNetNS runs QEMU in the named network namespace holding it
+	// (tap.go): IPv6, which slirp's guestfwd cannot forward.
+	Tap      string
+	TapNetNS string
+	// NIC is the network device model ("" = virtio-net-pci; e.g.
+	// virtio-net-device, a NIC on the virtio-mmio bus, not on PCI).
+	NIC string
 }
 
 // DefaultKernelArgs is the guest kernel command line before Opts.KernelArgs.
@@ -129,12 +140,16 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 	if o.RootPorts == 0 {
 		o.RootPorts = 4
 	}
+	mach, err := machineFor(o.Arch)
+	if err != nil {
+		return nil, err
+	}
 	if o.QEMU == "" {
-		o.QEMU = "qemu-system-x86_64"
+		o.QEMU = mach.qemu
 	}
 	bin, err := exec.LookPath(o.QEMU)
 	if err != nil {
-		return nil, fmt.Errorf("qemu not installed (apt-get install qemu-system-x86): %w", err)
+		return nil, fmt.Errorf("qemu not installed (apt-get install %s): %w", mach.pkg, err)
 	}
 	root, err := filepath.Abs(o.RootImage)
 	if err != nil {
@@ -167,20 +182,11 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 	}
 
 	qmpSock := filepath.Join(dir, "qmp.sock")
-	args := []string{
-		"-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1",
+	args := append(append([]string{}, mach.args...),
 		"-m", fmt.Sprint(o.MemoryMiB),
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-	}
-	switch o.BIOS {
-	case "":
-		if _, err := os.Stat("/usr/share/qemu/qboot.rom"); err == nil {
-			args = append(args, "-bios", "/usr/share/qemu/qboot.rom")
-		}
-	case "-":
-	default:
-		args = append(args, "-bios", o.BIOS)
-	}
+	)
+	args = append(args, mach.biosArgs(o.BIOS)...)
 	args = append(args,
 		"-chardev", "stdio,id=con0,signal=off", "-serial", "chardev:con0",
 		// wait=on: QEMU does not start the guest before we are connected,
@@ -192,7 +198,7 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 		args = append(args, "-initrd", o.Initrd)
 	}
 	args = append(args,
-		"-append", strings.Join(kernelArgs(o.KernelArgs), " "),
+		"-append", strings.Join(mach.kernelArgs(kernelArgs(o.KernelArgs)), " "),
 	)
 	for i := 1; i <= o.RootPorts; i++ {
 		id := fmt.Sprintf("rp%d", i)
@@ -213,7 +219,13 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 		if o.EC2Port != 0 {
 			nd += fmt.Sprintf(",guestfwd=tcp:%s:80-cmd:socat STDIO TCP:127.0.0.1:%d", EC2Addr, o.EC2Port)
 		}
+		if o.Tap != "" {
+			nd = tapNetdev(o.Tap)
+		}
 		nic := "virtio-net-pci,netdev=n0,romfile="
+		if o.NIC != "" {
+			nic = o.NIC + ",netdev=n0"
+		}
 		if o.MAC != "" {
 			nic += ",mac=" + o.MAC
 		}
@@ -266,6 +278,7 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 	cmd.Stdout = pw
 	cmd.Stderr = errFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	inTapNetns(cmd, o.TapNetNS)
 	vm.cmd = cmd
 	vm.started = time.Now()
 	startCmd := cmd.Start

@@ -110,7 +110,7 @@ func TestBootTestinit(t *testing.T) {
 	}
 	t.Logf("exit after %v, reason %s", time.Since(start), vm.ShutdownReason())
 	// The kernel-mounted root shows as /dev/root in mountinfo.
-	want := "TESTINIT kind=image pid=1 root=/dev/root counter=1 net=none"
+	want := "TESTINIT kind=image pid=1 root=/dev/root counter=1 net=none machine=x86_64"
 	if line != want {
 		t.Errorf("got  %q\nwant %q", line, want)
 	}

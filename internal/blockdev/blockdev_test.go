@@ -285,3 +285,47 @@ func TestNVMeAdminCmdLayout(t *testing.T) {
 		t.Fatalf("struct nvme_admin_cmd is %d bytes, the kernel's is 72", n)
 	}
 }
+
+// An i3/c5d/m6gd-like instance: one or two instance-store NVMe disks sit
+// beside the root and the attached EBS volume. They are never matched, not
+// even for a volume whose serial is unknown (the vendor-name fallback) or
+// for a Xen name that an instance-store mapping holds.
+func TestInstanceStoreNeverMatched(t *testing.T) {
+	s := fakeSys(t)
+	addDisk(t, s, "nvme0n1", map[string]string{"device/serial": "vol0aaaaaaaaaaaaaaaa\n", "device/model": "Amazon Elastic Block Store\n"})
+	addDisk(t, s, "nvme1n1", map[string]string{"device/serial": "AWS22B28B6A9C4E3C1C3\n", "device/model": InstanceStoreModel + "\n"})
+	addDisk(t, s, "nvme2n1", map[string]string{"device/serial": "AWS5F3E0C0A4C6B2D111\n", "device/model": "QEMU NVMe Ctrl\n"})
+	addDisk(t, s, "nvme3n1", map[string]string{"device/serial": "\n"})
+	addDisk(t, s, "xvdb", nil)
+	addDisk(t, s, "xvdf", nil)
+	if got := s.InstanceStoreDisks(); strings.Join(got, ",") != "nvme1n1,nvme2n1" {
+		t.Fatalf("InstanceStoreDisks = %v, want nvme1n1,nvme2n1 (model or AWS serial)", got)
+	}
+	old := nvmeVendorName
+	t.Cleanup(func() { nvmeVendorName = old })
+	// Both the instance store and the serial-less disk would claim sdg.
+	nvmeVendorName = func(string) (string, error) { return "sdg", nil }
+	cases := []struct {
+		t    Target
+		want string
+	}{
+		{Target{VolumeID: "vol-0bbbbbbbbbbbbbbbb", Device: "/dev/sdg"}, "nvme3n1"},
+		// ephemeral0 is mapped at sdb: xvdb is instance storage.
+		{Target{VolumeID: "vol-0bbbbbbbbbbbbbbbb", Device: "/dev/sdb", Exclude: []string{"sdb"}}, ""},
+		{Target{VolumeID: "vol-0bbbbbbbbbbbbbbbb", Device: "/dev/sdf", Exclude: []string{"/dev/sdb"}}, "xvdf"},
+	}
+	for _, c := range cases {
+		got, err := s.Match(c.t)
+		if err != nil || got != c.want {
+			t.Errorf("Match(%+v) = %q, %v; want %q", c.t, got, err, c.want)
+		}
+	}
+	// The serial-less disk removed: nothing but instance storage answers sdg.
+	must(t, os.RemoveAll(filepath.Join(s.SysBlock, "nvme3n1")))
+	if got, _ := s.Match(Target{VolumeID: "vol-0bbbbbbbbbbbbbbbb", Device: "/dev/sdg"}); got != "" {
+		t.Errorf("matched instance storage %q", got)
+	}
+	if got := s.XenDiskNames(); strings.Join(got, ",") != "xvdb,xvdf" {
+		t.Errorf("XenDiskNames = %v", got)
+	}
+}

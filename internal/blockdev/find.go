@@ -22,6 +22,10 @@ var DefaultSys = Sys{SysBlock: "/sys/block", Dev: "/dev"}
 type Target struct {
 	VolumeID string // vol-0123…
 	Device   string // the API device name, /dev/sdf
+	// Exclude are device names never to match (the instance-store
+	// mappings IMDS lists: sdb, /dev/sdc); instance-store NVMe disks are
+	// excluded whatever this says.
+	Exclude []string
 }
 
 // Serial is what Nitro (and our QEMU) put in the NVMe controller serial:
@@ -57,6 +61,9 @@ func (s Sys) Match(t Target) (string, error) {
 	}
 	sort.Strings(names)
 	for _, name := range names {
+		if s.excluded(t, name) {
+			continue
+		}
 		switch {
 		case strings.HasPrefix(name, "nvme"):
 			if s.readTrim(name, "device", "serial") == want {
@@ -70,7 +77,7 @@ func (s Sys) Match(t Target) (string, error) {
 	}
 	for _, xn := range t.xenNames() {
 		for _, name := range names {
-			if name == xn {
+			if name == xn && !s.excluded(t, name) {
 				return name, nil
 			}
 		}
@@ -78,7 +85,7 @@ func (s Sys) Match(t Target) (string, error) {
 	// An NVMe disk without a serial: EBS also names the API device in
 	// the controller's vendor-specific Identify data.
 	for _, name := range names {
-		if !strings.HasPrefix(name, "nvme") || s.readTrim(name, "device", "serial") != "" {
+		if !strings.HasPrefix(name, "nvme") || s.readTrim(name, "device", "serial") != "" || s.excluded(t, name) {
 			continue
 		}
 		vn, err := nvmeVendorName(filepath.Join(s.Dev, name))

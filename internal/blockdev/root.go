@@ -110,9 +110,10 @@ func (s Sys) FindRoot(r RootSpec) (string, error) {
 		}
 		return "", nil
 	case "UUID", "LABEL":
+		local := s.InstanceStoreDisks()
 		for _, n := range s.BlockDevices() {
-			if s.readSize(n) == 0 {
-				continue
+			if s.readSize(n) == 0 || onDisks(n, local) {
+				continue // instance storage is never the image's root
 			}
 			node, err := s.Node(n)
 			if err != nil {
@@ -132,6 +133,9 @@ func (s Sys) FindRoot(r RootSpec) (string, error) {
 	case "PARTUUID", "PARTLABEL":
 		disks, _ := os.ReadDir(s.SysBlock)
 		for _, d := range disks {
+			if s.IsInstanceStore(d.Name()) {
+				continue
+			}
 			if n := s.findPartition(d.Name(), r); n != "" {
 				return n, nil
 			}
@@ -139,6 +143,16 @@ func (s Sys) FindRoot(r RootSpec) (string, error) {
 		return "", nil
 	}
 	return "", fmt.Errorf("root spec %q not supported", r.Key)
+}
+
+// onDisks reports whether name is one of disks or a partition of one.
+func onDisks(name string, disks []string) bool {
+	for _, d := range disks {
+		if name == d || (strings.HasPrefix(name, d) && strings.HasPrefix(name[len(d):], "p")) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s Sys) readSize(name string) int64 {

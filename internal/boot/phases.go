@@ -26,11 +26,13 @@ import (
 
 // world is what the early phases learned, shared by the per-volume ones.
 type world struct {
-	id      imds.Identity
-	claimer *claim.Claimer
-	uev     *blockdev.Listener
-	sys     blockdev.Sys
-	handle  *netup.Handle
+	id imds.Identity
+	// instanceStore are the instance-store device names IMDS maps (sdb…).
+	instanceStore []string
+	claimer       *claim.Claimer
+	uev           *blockdev.Listener
+	sys           blockdev.Sys
+	handle        *netup.Handle
 }
 
 func (b *booter) claimAndSwitch() error {
@@ -55,6 +57,8 @@ func (b *booter) claimAndSwitch() error {
 		EC2: claim.NewClient(claim.ClientOptions{
 			Region: w.id.Region, Endpoint: cfg.EC2Endpoint, IMDS: b.imds.SDK(), Resolver: w.handle.Resolver(),
 			RootCAs: roots,
+			// Without IPv4 only the dual-stack endpoint is reachable.
+			DualStack: !w.handle.Lease().HasIPv4(),
 		}),
 		Instance:    claim.Instance{ID: w.id.InstanceID, AZ: w.id.AZ},
 		ImageID:     w.id.ImageID,
@@ -63,6 +67,12 @@ func (b *booter) claimAndSwitch() error {
 		DeleteMoved: cfg.DeleteMoved,
 		WaitDetach:  cfg.Timeouts.Detach.D(),
 		Log:         b.slog,
+		// Never offer instance storage's names (nor a Xen instance's own
+		// disks) to AttachVolume: DescribeInstances does not list them.
+		Reserved: append(append([]string{}, w.instanceStore...), w.sys.XenDiskNames()...),
+	}
+	if local := w.sys.InstanceStoreDisks(); len(local) > 0 || len(w.instanceStore) > 0 {
+		b.slog.Info("instance storage present; never chosen", "disks", strings.Join(local, ","), "mappings", strings.Join(w.instanceStore, ","))
 	}
 
 	root, hasRoot := cfg.Root()
@@ -149,11 +159,18 @@ func (b *booter) bringUp(w *world) error {
 	}); err != nil {
 		return err
 	}
-	b.imds = imds.New(imds.DefaultEndpoint, nil)
 	var userData []byte
 	if err := b.log.Phase("imds", func() error {
 		ctx, cancel := withTimeout(early.Timeouts.IMDS.D(), 20*time.Second)
 		defer cancel()
+		// IPv4 169.254.169.254, or [fd00:ec2::254] when configured (imds:
+		// ipv6), on an IPv6-only subnet, or when IPv4 IMDS does not answer.
+		lease := w.handle.Lease()
+		ep := imds.Choose(ctx, early.IMDS, imds.Network{IPv4: lease.HasIPv4(), IPv6: lease.HasIPv6()}, imds.DefaultProbe)
+		if ep != imds.DefaultEndpoint {
+			b.slog.Info("metadata service over IPv6", "endpoint", ep)
+		}
+		b.imds = imds.New(ep, nil)
 		var err error
 		if w.id, err = b.imds.Identity(ctx); err != nil {
 			return err
@@ -163,6 +180,11 @@ func (b *booter) bringUp(w *world) error {
 		}
 		b.userData = userData
 		b.slog.Info("instance", "id", w.id.InstanceID, "region", w.id.Region, "az", w.id.AZ, "user-data-bytes", len(userData))
+		// Instance-store mappings: their names are off limits. Best effort:
+		// the disks themselves are recognised without IMDS.
+		if w.instanceStore, err = b.imds.InstanceStoreDevices(ctx); err != nil {
+			b.slog.Warn("cannot list instance-store mappings; relying on the disks' identity", "err", err)
+		}
 		return nil
 	}); err != nil {
 		return err
@@ -232,7 +254,7 @@ func (b *booter) volume(w *world, v config.Volume, target string, isRoot bool) e
 		}
 		attached <- err
 	})
-	target0 := blockdev.Target{VolumeID: cl.VolumeID, Device: cl.Device}
+	target0 := blockdev.Target{VolumeID: cl.VolumeID, Device: cl.Device, Exclude: w.instanceStore}
 	var disk string
 	if err := b.log.Phase("device"+suffix, func() error {
 		var err error

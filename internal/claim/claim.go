@@ -51,6 +51,12 @@ type Claimer struct {
 	// consistent ("Eventual consistency in the Amazon EC2 API"). 0 = 10s.
 	ConsistencyGrace time.Duration
 
+	// Reserved are device names this instance uses that DescribeInstances
+	// does not list: instance-store mappings (IMDS block-device-mapping/
+	// ephemeralN) and the xvdX/sdX disks a Xen instance already has.
+	// They are never offered to AttachVolume.
+	Reserved []string
+
 	// device is the free device name chosen for this instance, kept across
 	// attempts (a lost pool race does not use it up).
 	device string
@@ -475,6 +481,9 @@ func (c *Claimer) freeDevice(ctx context.Context, skip map[string]bool) (string,
 		return "", apiError("DescribeInstances", "describe "+c.Instance.ID, err)
 	}
 	used := map[string]bool{}
+	for _, d := range c.Reserved {
+		used[letter(d)] = true
+	}
 	for _, r := range out.Reservations {
 		for _, in := range r.Instances {
 			for _, m := range in.BlockDeviceMappings {

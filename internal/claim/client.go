@@ -41,6 +41,11 @@ type ClientOptions struct {
 	// Resolver resolves the endpoint's host name; PID 1 has no resolv.conf it
 	// can trust, so the network phase supplies one built from the DHCP lease.
 	Resolver *net.Resolver
+	// DualStack uses EC2's dual-stack endpoint, ec2.<region>.api.aws, which
+	// resolves to IPv6 as well ("Amazon EC2 service endpoints": the IPv4
+	// endpoint ec2.<region>.amazonaws.com has no AAAA record), for instances
+	// without IPv4. Ignored when Endpoint is set.
+	DualStack bool
 	// CredentialsBudget bounds the wait for instance-profile credentials
 	// (404 for the first seconds of an instance); 0 = 20s.
 	CredentialsBudget time.Duration
@@ -104,6 +109,8 @@ func NewClient(o ClientOptions) *ec2.Client {
 	return ec2.NewFromConfig(cfg, func(eo *ec2.Options) {
 		if o.Endpoint != "" {
 			eo.BaseEndpoint = aws.String(o.Endpoint)
+		} else if o.DualStack {
+			eo.EndpointOptions.UseDualStackEndpoint = aws.DualStackEndpointStateEnabled
 		}
 	})
 }

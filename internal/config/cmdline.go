@@ -58,8 +58,10 @@ func (c *Config) applyCmdline(cmdline string) error {
 			c.LogLevel = val
 		case "on_failure":
 			c.OnFailure = val
+		case "imds":
+			c.IMDS = val
 		default:
-			return fmt.Errorf("%s: unknown parameter (known: spotroot.disable, spotroot.volume, spotroot.init, spotroot.image_init, spotroot.ec2_endpoint, spotroot.log_level, spotroot.on_failure)", where)
+			return fmt.Errorf("%s: unknown parameter (known: spotroot.disable, spotroot.volume, spotroot.init, spotroot.image_init, spotroot.ec2_endpoint, spotroot.log_level, spotroot.on_failure, spotroot.imds)", where)
 		}
 	}
 	if !used {

@@ -38,7 +38,12 @@ type Config struct {
 	// OnFailure: "image-init" (default) boots the image's own init;
 	// "retry-then-image-init" tries the whole claim once more first;
 	// "poweroff" stops the instance (a Spot fleet replaces it).
-	OnFailure string    `yaml:"on_failure"`
+	OnFailure string `yaml:"on_failure"`
+	// IMDS is how the metadata service is reached: "" (auto: IPv4, or
+	// [fd00:ec2::254] when the instance has no IPv4 or 169.254.169.254 does
+	// not answer), "ipv4" or "ipv6". Read before user-data exists, so it
+	// takes effect from the image file or the command line (spotroot.imds=).
+	IMDS      string    `yaml:"imds"`
 	LogLevel  string    `yaml:"log_level"`
 	Disabled  bool      `yaml:"disabled"`
 	Interface string    `yaml:"interface"`
@@ -270,6 +275,11 @@ func (c *Config) normalize(where string, node *yaml.Node) error {
 	case "", "move", "fail":
 	default:
 		add("spotroot.cross_az", "%q is not move or fail", c.CrossAZ)
+	}
+	switch c.IMDS {
+	case "", "auto", "ipv4", "ipv6":
+	default:
+		add("spotroot.imds", "%q is not auto, ipv4 or ipv6", c.IMDS)
 	}
 	switch c.LogLevel {
 	case "", "debug", "info", "warn", "error":

@@ -301,6 +301,7 @@ func (c *Config) merge(o Config) {
 	}{
 		{&c.Init, o.Init}, {&c.ImageInit, o.ImageInit}, {&c.EC2Endpoint, o.EC2Endpoint},
 		{&c.LogLevel, o.LogLevel}, {&c.Interface, o.Interface}, {&c.CrossAZ, o.CrossAZ}, {&c.OnFailure, o.OnFailure},
+		{&c.IMDS, o.IMDS},
 	} {
 		if s.src != "" {
 			*s.dst = s.src

@@ -251,3 +251,24 @@ func matchClass(p string, c byte) (matched bool, n int, valid bool) {
 	}
 	return false, 0, false
 }
+
+// Lookup returns the modules modprobe would load for a device's modalias
+// in the depmod tree modulesDir (lib/modules/<release>), in modules.alias
+// order, and whether each is built in. For checks of a kernel's index
+// (which driver does this instance's NIC get?), not for the boot path.
+func Lookup(modulesDir, modalias string) (mods []string, builtin map[string]bool, err error) {
+	ix, err := loadIndex(modulesDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	mods = ix.lookup(modalias)
+	builtin = map[string]bool{}
+	for _, m := range mods {
+		if ix.builtin[m] {
+			builtin[m] = true
+		} else if _, ok := ix.deps[m]; !ok {
+			return mods, builtin, fmt.Errorf("module %s (alias %s) is neither in modules.dep nor built in", m, modalias)
+		}
+	}
+	return mods, builtin, nil
+}

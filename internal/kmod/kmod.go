@@ -54,14 +54,20 @@ const (
 type device struct {
 	path     string // absolute sysfs path (under Root)
 	modalias string
+	// otherBus: found on a bus other than PCI (xen, vmbus, virtio-mmio…),
+	// whose devices carry no class: its drivers are taken only if they
+	// live in the class's part of the module tree (classDirs).
+	otherBus bool
 }
 
 func (d device) name() string { return filepath.Base(d.path) }
 
 // LoadForClass loads the drivers of PCI devices whose class starts with
 // classPrefix (e.g. "0x02" for network), then of the child devices those
-// drivers create (virtio0 under a virtio_pci device), until nothing new
-// loads. It returns the modules it inserted, in order. A device no alias
+// drivers create (virtio0 under a virtio_pci device), and of the devices on
+// every other bus that exposes a modalias (a Xen instance's NIC is vif-0 on
+// the xen bus, modalias "xen:vif", driver xen-netfront) whose driver is a
+// module of the class (classDirs), until nothing new loads. It returns the modules it inserted, in order. A device no alias
 // matches is not an error: its driver is built in (or absent) and the caller
 // waits for the link. Errors of individual modules are joined; loading
 // continues for the other devices.
@@ -94,7 +100,7 @@ func (l *Loader) LoadForClass(ctx context.Context, classPrefix string) (loaded [
 	defer w.close()
 
 	classPrefix = strings.ToLower(strings.TrimSpace(classPrefix))
-	pciDir := filepath.Join(root, "sys/bus/pci/devices")
+	busDir := filepath.Join(root, "sys/bus")
 	done := map[string]bool{}    // device paths already handled
 	waiting := map[string]bool{} // devices we loaded a driver for that are not yet bound
 	var errs []error
@@ -105,7 +111,7 @@ func (l *Loader) LoadForClass(ctx context.Context, classPrefix string) (loaded [
 			errs = append(errs, fmt.Errorf("kmod: load drivers for class %s: %w", classPrefix, err))
 			break
 		}
-		devs, err := scan(pciDir, classPrefix)
+		devs, err := scan(busDir, classPrefix)
 		if err != nil {
 			errs = append(errs, err)
 			break
@@ -124,6 +130,9 @@ func (l *Loader) LoadForClass(ctx context.Context, classPrefix string) (loaded [
 				errs = append(errs, err)
 				continue
 			}
+			if d.otherBus {
+				mods = l.ofClass(mods, classPrefix)
+			}
 			if len(mods) == 0 {
 				l.log.Debug("no module alias for device; driver built in or absent", "device", d.name(), "modalias", d.modalias)
 				continue
@@ -136,8 +145,11 @@ func (l *Loader) LoadForClass(ctx context.Context, classPrefix string) (loaded [
 				}
 				ok = true
 			}
-			if ok {
-				waiting[d.path] = true // wait for the bind only if a driver is in
+			if ok && !d.otherBus {
+				// Wait for the bind only if a driver is in. Not on other
+				// buses: their probes run inside finit_module, and a device
+				// still unbound was declined (an empty virtio-mmio slot).
+				waiting[d.path] = true
 			}
 			progress = true
 		}
@@ -204,6 +216,37 @@ func (l *Loader) modulesFor(root string, d device) ([]string, error) {
 		l.log.Debug("module index parsed", "modules", len(ix.deps), "aliases", len(ix.aliases), "took", time.Since(t))
 	}
 	return l.ix.lookup(d.modalias), nil
+}
+
+// classDirs are the module-tree directories of a PCI class's drivers: what
+// tells a NIC from a disk on buses whose devices carry no class (the xen bus
+// has vif and vbd, the virtio bus net and blk).
+// The virtio transports (virtio_mmio for a platform device: virt machines,
+// Firecracker) count for both: the NIC or disk is their child on the virtio
+// bus, found on the next scan.
+var classDirs = map[string][]string{
+	"0x02": {"kernel/drivers/net/", "kernel/drivers/virtio/"},
+	"0x01": {"kernel/drivers/block/", "kernel/drivers/nvme/", "kernel/drivers/scsi/", "kernel/drivers/ata/", "kernel/drivers/virtio/"},
+}
+
+// ofClass keeps the modules whose file lies in one of the class's
+// directories. Built-in drivers have no file and need no loading.
+func (l *Loader) ofClass(mods []string, classPrefix string) []string {
+	var out []string
+	for _, m := range mods {
+		e, ok := l.ix.deps[m]
+		if !ok {
+			continue
+		}
+		p := strings.TrimPrefix(e.path, "/lib/modules/"+l.Release+"/")
+		for _, dir := range classDirs[classPrefix] {
+			if strings.HasPrefix(p, dir) {
+				out = append(out, m)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // load inserts a module after its dependencies, each once. Errors name the
@@ -275,12 +318,51 @@ func bound(devPath string) bool {
 }
 
 // scan lists PCI devices of the class and, below them, child devices with
-// a modalias (virtio0 under a virtio_pci device). Parents come first.
-func scan(pciDir, classPrefix string) ([]device, error) {
+// a modalias (virtio0 under a virtio_pci device), parents first; then the
+// devices of every other bus with a modalias, marked otherBus. Like udev's
+// coldplug (and booster's), the bus lists in /sys/bus/*/devices are what is
+// walked; buses that only ever hold CPUs and memory are skipped.
+func scan(busDir, classPrefix string) ([]device, error) {
+	out, err := scanPCI(filepath.Join(busDir, "pci", "devices"), classPrefix)
+	if err != nil {
+		return nil, err
+	}
+	if len(classDirs[classPrefix]) == 0 {
+		return out, nil
+	}
+	buses, err := os.ReadDir(busDir)
+	if err != nil {
+		return out, nil // no sysfs: nothing else to find
+	}
+	for _, b := range buses {
+		switch b.Name() {
+		case "pci", "cpu", "memory", "node", "container", "clockevents", "clocksource", "event_source", "workqueue":
+			continue
+		}
+		dir := filepath.Join(busDir, b.Name(), "devices")
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			p := filepath.Join(dir, e.Name())
+			if r, err := filepath.EvalSymlinks(p); err == nil {
+				p = r
+			}
+			if ma, err := readTrim(filepath.Join(p, "modalias")); err == nil && ma != "" {
+				out = append(out, device{path: p, modalias: ma, otherBus: true})
+			}
+		}
+	}
+	return out, nil
+}
+
+// scanPCI lists PCI devices of the class and their children with a modalias.
+func scanPCI(pciDir, classPrefix string) ([]device, error) {
 	ents, err := os.ReadDir(pciDir)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, nil // no PCI bus (or no sysfs): nothing to load
+			return nil, nil // no PCI bus (a Xen PV guest) or no sysfs
 		}
 		return nil, fmt.Errorf("kmod: list PCI devices: %w", err)
 	}

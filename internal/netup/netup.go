@@ -38,12 +38,22 @@ const rtprotDHCP = 16
 // Lease is what the DHCP server handed out.
 type Lease struct {
 	Interface string
-	Addr      netip.Prefix
-	Router    netip.Addr // may be invalid: no router option (QEMU slirp)
-	DNS       []netip.Addr
+	Addr      netip.Prefix // invalid on an IPv6-only subnet (no DHCPv4)
+	Router    netip.Addr   // may be invalid: no router option (QEMU slirp)
+	DNS       []netip.Addr // IPv4 and IPv6 servers
 	Server    netip.Addr
 	LeaseTime time.Duration
+	// Addr6 and Router6 are set when IPv6 was configured (an IPv6-only
+	// subnet: router advertisement plus DHCPv6 or SLAAC).
+	Addr6   netip.Prefix
+	Router6 netip.Addr
 }
+
+// HasIPv4 reports whether the instance got an IPv4 address.
+func (l Lease) HasIPv4() bool { return l.Addr.IsValid() }
+
+// HasIPv6 reports whether IPv6 was configured.
+func (l Lease) HasIPv6() bool { return l.Addr6.IsValid() }
 
 // Config selects the link and bounds the waits.
 type Config struct {
@@ -59,6 +69,7 @@ type Handle struct {
 	lease  Lease
 	link   netlink.Link
 	addr   *netlink.Addr   // nil if the address was already there
+	addr6  *netlink.Addr   // the DHCPv6 address we added, or nil
 	routes []netlink.Route // in the order added
 	down   bool
 	log    *slog.Logger
@@ -99,7 +110,7 @@ func Up(ctx context.Context, cfg Config) (h *Handle, err error) {
 	name := link.Attrs().Name
 	h = &Handle{link: link, log: log.With("interface", name)}
 
-	l, err := dhcp(ctx, link, cfg.DHCPTimeout, rng, h.log)
+	l, err := h.dual(ctx, link, cfg, rng)
 	if err != nil {
 		h.setDown()
 		return nil, err
@@ -116,8 +127,82 @@ func Up(ctx context.Context, cfg Config) (h *Handle, err error) {
 	if l.Router.IsValid() {
 		router = l.Router.String()
 	}
-	h.log.Info("network up", "address", l.Addr.String(), "router", router, "dns", fmt.Sprint(l.DNS), "lease", l.LeaseTime)
+	if l.HasIPv4() {
+		h.log.Info("network up", "address", l.Addr.String(), "router", router, "dns", fmt.Sprint(l.DNS), "lease", l.LeaseTime)
+	} else {
+		h.log.Info("network up (IPv6 only)", "address", l.Addr6.String(), "router", l.Router6.String(), "dns", fmt.Sprint(l.DNS))
+	}
 	return h, nil
+}
+
+// v4Grace is how long an IPv6 configuration that is ready first waits for
+// DHCPv4: a dual-stack subnet answers DHCPv4 in milliseconds, an IPv6-only
+// one never does.
+const v4Grace = time.Second
+
+// dual runs DHCPv4 and IPv6 configuration side by side and prefers IPv4:
+// an IPv4 lease ends the IPv6 wait; IPv6 alone is taken once DHCPv4 has
+// had v4Grace more, so an IPv6-only subnet (no DHCPv4 server) costs the
+// router advertisement and DHCPv6, not the DHCP timeout.
+func (h *Handle) dual(ctx context.Context, link netlink.Link, cfg Config, rng <-chan struct{}) (Lease, error) {
+	type res4 struct {
+		l   Lease
+		err error
+	}
+	type res6 struct {
+		l   lease6
+		err error
+	}
+	ctx4, cancel4 := context.WithCancel(ctx)
+	defer cancel4()
+	ctx6, cancel6 := context.WithTimeout(ctx, cfg.DHCPTimeout)
+	defer cancel6()
+	c4, c6 := make(chan res4, 1), make(chan res6, 1)
+	go func() {
+		l, err := dhcp(ctx4, link, cfg.DHCPTimeout, rng, h.log)
+		c4 <- res4{l, err}
+	}()
+	go func() {
+		l, err := up6(ctx6, link, h.log)
+		c6 <- res6{l, err}
+	}()
+	var r4 *res4
+	var r6 *res6
+	var grace <-chan time.Time
+	for r4 == nil || r6 == nil {
+		select {
+		case x := <-c4:
+			r4 = &x
+			if x.err == nil {
+				cancel6() // IPv4 is enough; stop waiting for a router advertisement
+			}
+		case x := <-c6:
+			r6 = &x
+			h.addr6 = x.l.added // whatever was added is undone by Down
+			if x.err == nil && r4 == nil {
+				grace = time.After(v4Grace)
+			}
+		case <-grace:
+			cancel4()
+		}
+	}
+	if r4.err == nil {
+		l := r4.l
+		if r6.err == nil {
+			l.Addr6, l.Router6 = r6.l.Addr, r6.l.Router
+			l.DNS = append(l.DNS, r6.l.DNS...)
+		}
+		return l, nil
+	}
+	if r6.err == nil {
+		return Lease{Interface: link.Attrs().Name, Addr6: r6.l.Addr, Router6: r6.l.Router, DNS: r6.l.DNS}, nil
+	}
+	if h.addr6 != nil {
+		_ = netlink.AddrDel(link, h.addr6)
+		h.addr6 = nil
+	}
+	// The DHCPv4 error first: it is what an IPv4 subnet's operator needs.
+	return Lease{}, fmt.Errorf("%w (and %v)", r4.err, r6.err)
 }
 
 // Lease returns the lease Up applied.
@@ -136,6 +221,12 @@ func (h *Handle) Lease() Lease {
 func (h *Handle) apply() error {
 	l := h.lease
 	name, idx := h.link.Attrs().Name, h.link.Attrs().Index
+	if !l.HasIPv4() {
+		// IPv6 only: the kernel applied the router advertisement (default
+		// route, on-link prefix) and dual() the DHCPv6 address; IMDS is
+		// fd00:ec2::254 behind the default route.
+		return nil
+	}
 	addr := &netlink.Addr{IPNet: prefixNet(l.Addr)}
 	switch err := netlink.AddrAdd(h.link, addr); {
 	case err == nil:
@@ -222,6 +313,14 @@ func (h *Handle) Down() (err error) {
 		}
 		h.addr = nil
 	}
+	if h.addr6 != nil {
+		if err := netlink.AddrDel(h.link, h.addr6); err != nil && !errors.Is(err, syscall.EADDRNOTAVAIL) {
+			errs = append(errs, fmt.Errorf("delete address %s from %s: %w", h.addr6.IPNet, name, err))
+		}
+		h.addr6 = nil
+	}
+	// Link down also drops what the kernel made from router
+	// advertisements (SLAAC addresses, the default route).
 	if err := netlink.LinkSetDown(h.link); err != nil {
 		errs = append(errs, fmt.Errorf("set %s down: %w", name, err))
 	}

@@ -55,6 +55,10 @@ type scenario struct {
 	DHCPTimeout time.Duration
 	WantIMDS    bool // expect an on-link 169.254.169.254/32 route
 	WantError   string
+	// IPv6Only: no DHCPv4 server; dnsmasq sends router advertisements
+	// (Managed flag) and hands out addresses by DHCPv6, as EC2 does in an
+	// IPv6-only subnet.
+	IPv6Only bool
 }
 
 func TestUp(t *testing.T) {
@@ -64,6 +68,7 @@ func TestUp(t *testing.T) {
 		{Name: "router", Lease: "10.99.0.51/24", Router: "10.99.0.1", DNS: true},
 		{Name: "slirp-like", Lease: "169.254.2.15/16"}, // the /16 covers IMDS
 		{Name: "no-server", NoServer: true, DHCPTimeout: 1200 * time.Millisecond, WantError: "dhcp on vc0: no offer after"},
+		{Name: "ipv6-only", IPv6Only: true, DHCPTimeout: 15 * time.Second},
 	} {
 		t.Run(sc.Name, func(t *testing.T) { runScenario(t, sc) })
 	}
@@ -104,7 +109,9 @@ func runScenario(t *testing.T, sc scenario) {
 	ip(t, "-n", srv, "link", "set", srvIface, "up")
 
 	var served atomic.Int32
-	if !sc.NoServer {
+	if sc.IPv6Only {
+		startRA(t, srv)
+	} else if !sc.NoServer {
 		inNetns(t, srv, func() {
 			startDHCP(t, sc, &served)
 			if sc.DNS {
@@ -124,7 +131,7 @@ func runScenario(t *testing.T, sc scenario) {
 	if !strings.Contains(string(out), "--- PASS: TestUpChild") {
 		t.Fatal("child did not run TestUpChild")
 	}
-	if !sc.NoServer && served.Load() < 2 {
+	if !sc.NoServer && !sc.IPv6Only && served.Load() < 2 {
 		t.Errorf("DHCP server answered %d messages, want >= 2 (offer, ack)", served.Load())
 	}
 }
@@ -264,6 +271,64 @@ func dnsReply(q []byte) []byte {
 	return resp
 }
 
+// srv6 is the IPv6-only subnet the router advertises.
+var srv6 = netip.MustParsePrefix("fd00:99::/64")
+
+// startRA runs dnsmasq in the server namespace as the subnet's router:
+// router advertisements with the Managed flag and DHCPv6 for addresses,
+// no DHCPv4, no DNS.
+func startRA(t *testing.T, ns string) {
+	t.Helper()
+	if _, err := exec.LookPath("dnsmasq"); err != nil {
+		testenv.Skip(t, "dnsmasq not installed (apt-get install dnsmasq-base)")
+	}
+	ip(t, "-n", ns, "addr", "add", "fd00:99::1/64", "dev", srvIface, "nodad")
+	cmd := exec.Command("ip", "netns", "exec", ns, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+		"--port=0", "--interface="+srvIface, "--bind-interfaces", "--enable-ra", "--leasefile-ro",
+		"--dhcp-range=fd00:99::100,fd00:99::1ff,64,1h", "--ra-param="+srvIface+",1,600", "--user=root", "--log-dhcp", "--log-facility=-")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("dnsmasq: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Logf("dnsmasq:\n%s", out.String())
+	})
+}
+
+// checkIPv6Only: no IPv4, a DHCPv6 /128 from the subnet, a default route
+// through the advertising router; Down removes the address and the link.
+func checkIPv6Only(t *testing.T, h *Handle, link netlink.Link) {
+	l := h.Lease()
+	if l.HasIPv4() || !l.HasIPv6() {
+		t.Fatalf("lease %+v: want IPv6 only", l)
+	}
+	if l.Addr6.Bits() != 128 || !srv6.Contains(l.Addr6.Addr()) {
+		t.Errorf("address %v, want a DHCPv6 /128 in %v", l.Addr6, srv6)
+	}
+	if !l.Router6.IsLinkLocalUnicast() {
+		t.Errorf("router %v, want the router's link-local address", l.Router6)
+	}
+	if rs, err := netlink.RouteGet(IMDS6.AsSlice()); err != nil || len(rs) == 0 || rs[0].LinkIndex != link.Attrs().Index {
+		t.Errorf("fd00:ec2::254 not routed via %s: %v %v", cliIface, rs, err)
+	}
+	if a4, _ := netlink.AddrList(link, netlink.FAMILY_V4); len(a4) != 0 {
+		t.Errorf("IPv4 addresses on an IPv6-only subnet: %v", a4)
+	}
+	if err := h.Down(); err != nil {
+		t.Errorf("Down: %v", err)
+	}
+	assertClean(t, link)
+	a6, _ := netlink.AddrList(link, netlink.FAMILY_V6)
+	for _, a := range a6 {
+		if !a.IP.IsLinkLocalUnicast() {
+			t.Errorf("IPv6 address left after Down: %v", a.IPNet)
+		}
+	}
+}
+
 // TestUpChild is the half of TestUp that runs inside the client namespace.
 func TestUpChild(t *testing.T) {
 	spec := os.Getenv(childEnv)
@@ -294,6 +359,10 @@ func TestUpChild(t *testing.T) {
 	}
 	if err != nil {
 		t.Fatalf("Up: %v", err)
+	}
+	if sc.IPv6Only {
+		checkIPv6Only(t, h, link)
+		return
 	}
 
 	l := h.Lease()
@@ -479,6 +548,15 @@ func TestDNSServers(t *testing.T) {
 	h = &Handle{lease: Lease{DNS: []netip.Addr{AmazonDNS}}}
 	if got := fmt.Sprint(h.dnsServers()); got != "[169.254.169.253:53]" {
 		t.Errorf("servers %s", got)
+	}
+	// IPv6 only: Amazon DNS at fd00:ec2::253, and no IPv4 server at all.
+	h = &Handle{lease: Lease{Addr6: netip.MustParsePrefix("2600:1f18::5/128")}}
+	if got := fmt.Sprint(h.dnsServers()); got != "[[fd00:ec2::253]:53]" {
+		t.Errorf("IPv6-only servers %s", got)
+	}
+	h = &Handle{lease: Lease{Addr: netip.MustParsePrefix("10.0.0.5/24"), Addr6: netip.MustParsePrefix("2600:1f18::5/128")}}
+	if got := fmt.Sprint(h.dnsServers()); got != "[169.254.169.253:53 [fd00:ec2::253]:53]" {
+		t.Errorf("dual-stack servers %s", got)
 	}
 	var nilH *Handle
 	if nilH.Down() != nil || nilH.Lease().Addr.IsValid() {

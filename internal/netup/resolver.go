@@ -21,8 +21,8 @@ func (h *Handle) Resolver() *net.Resolver {
 		PreferGo: true,
 		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			switch network {
-			case "udp", "udp4":
-				c, err := net.ListenUDP("udp4", nil)
+			case "udp", "udp4", "udp6":
+				c, err := net.ListenUDP(udpNet(servers), nil)
 				if err != nil {
 					return nil, err
 				}
@@ -31,7 +31,7 @@ func (h *Handle) Resolver() *net.Resolver {
 			var d net.Dialer
 			var errs []error
 			for _, s := range servers {
-				c, err := d.DialContext(ctx, "tcp4", net.UDPAddrFromAddrPort(s).String())
+				c, err := d.DialContext(ctx, "tcp", net.UDPAddrFromAddrPort(s).String())
 				if err == nil {
 					return c, nil
 				}
@@ -45,18 +45,35 @@ func (h *Handle) Resolver() *net.Resolver {
 	}
 }
 
+// dnsServers are the lease's servers and Amazon DNS of each address family
+// the instance has: 169.254.169.253, and fd00:ec2::253 with IPv6 (an
+// IPv6-only subnet has no IPv4 at all).
 func (h *Handle) dnsServers() []netip.AddrPort {
 	l := h.Lease()
-	out := make([]netip.AddrPort, 0, len(l.DNS)+1)
-	seen := false
+	out := make([]netip.AddrPort, 0, len(l.DNS)+2)
+	seen := map[netip.Addr]bool{}
 	for _, a := range l.DNS {
 		out = append(out, netip.AddrPortFrom(a, 53))
-		seen = seen || a == AmazonDNS
+		seen[a] = true
 	}
-	if !seen {
+	if !seen[AmazonDNS] && (l.HasIPv4() || !l.HasIPv6()) {
 		out = append(out, netip.AddrPortFrom(AmazonDNS, 53))
 	}
+	if !seen[AmazonDNS6] && l.HasIPv6() {
+		out = append(out, netip.AddrPortFrom(AmazonDNS6, 53))
+	}
 	return out
+}
+
+// udpNet is "udp4" when every server is IPv4 (no IPv6 socket needed), else
+// "udp": a dual-stack socket reaches both families.
+func udpNet(servers []netip.AddrPort) string {
+	for _, s := range servers {
+		if s.Addr().Is6() && !s.Addr().Is4In6() {
+			return "udp"
+		}
+	}
+	return "udp4"
 }
 
 // fanoutConn is a "connected" UDP conn to several servers: Write sends to

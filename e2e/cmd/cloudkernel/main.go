@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"time"
@@ -15,9 +16,11 @@ import (
 )
 
 func main() {
+	arch := flag.String("arch", "amd64", "Debian architecture of the cloud kernel (amd64, arm64)")
+	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	k, err := kernel.Ensure(ctx, "")
+	k, err := kernel.EnsureArch(ctx, "", *arch)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cloudkernel:", err)
 		os.Exit(1)

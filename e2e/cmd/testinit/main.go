@@ -3,7 +3,7 @@
 // As PID 1 it mounts the API filesystems it needs, increments a persistent
 // boot counter on its root filesystem and prints one line to the console:
 //
-//	TESTINIT kind=<kind> pid=<pid> root=<source of /> counter=<n> net=<ipv4,...|none>
+//	TESTINIT kind=<kind> pid=<pid> root=<source of /> counter=<n> net=<ipv4,...|none> machine=<uname -m>
 //
 // then syncs, remounts / read-only and powers the machine off. On any error
 // it prints "TESTINIT error: ..." and still powers off. It never exits, since
@@ -113,8 +113,8 @@ func run() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("TESTINIT kind=%s pid=%d root=%s counter=%d net=%s",
-		kind, os.Getpid(), root, n, addrs()), nil
+	return fmt.Sprintf("TESTINIT kind=%s pid=%d root=%s counter=%d net=%s machine=%s",
+		kind, os.Getpid(), root, n, addrs(), machine()), nil
 }
 
 // mountAPI mounts /proc, /sys and /dev unless they already are mounted,
@@ -453,4 +453,13 @@ func netUp() error {
 		return nil
 	}
 	return errors.New("no ethernet link")
+}
+
+// machine is the running kernel's architecture (uname -m: x86_64, aarch64).
+func machine() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "unknown"
+	}
+	return unix.ByteSliceToString(u.Machine[:])
 }

@@ -18,6 +18,7 @@ package main
 
 import (
 	"context"
+	"debug/elf"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,6 +27,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -50,6 +52,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	comp := fl.String("compress", "zstd", "compression: "+strings.Join(initramfs.Compressions, ", "))
 	out := fl.String("o", "build/initramfs.img", "output file")
 	list := fl.String("list", "", "list the contents of this initramfs and exit")
+	arch := fl.String("arch", runtime.GOARCH, "target architecture (amd64, arm64): the spotroot binary must be built for it, and -kernel is then required for a foreign one")
 	if err := fl.Parse(args); err != nil {
 		return 2
 	}
@@ -62,7 +65,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	modulesDir, cleanup, err := findModules(ctx, *kdir, *release)
+	if err := checkArch(*spot, *arch); err != nil {
+		fmt.Fprintln(stderr, "spotroot-initramfs:", err)
+		return 1
+	}
+	modulesDir, cleanup, err := findModules(ctx, *kdir, *release, *arch)
 	if err != nil {
 		fmt.Fprintln(stderr, "spotroot-initramfs:", err)
 		return 1
@@ -119,8 +126,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // findModules resolves -kernel to a lib/modules/<release> directory.
-func findModules(ctx context.Context, spec, release string) (string, func(), error) {
+func findModules(ctx context.Context, spec, release, arch string) (string, func(), error) {
 	nop := func() {}
+	if spec == "" && arch != runtime.GOARCH {
+		// The running kernel's modules are of another architecture.
+		return "", nop, fmt.Errorf("-arch %s: give the %s kernel's modules with -kernel (make initramfs ARCH=%s fetches Debian's cloud kernel)", arch, arch, arch)
+	}
 	if spec == "" {
 		var u unix.Utsname
 		if err := unix.Uname(&u); err == nil {
@@ -150,6 +161,24 @@ func findModules(ctx context.Context, spec, release string) (string, func(), err
 	}
 	d, err := modulesIn(spec, release)
 	return d, nop, err
+}
+
+// checkArch refuses a spotroot binary built for another architecture than
+// the initramfs's: the kernel would fail to exec /init and panic.
+func checkArch(path, arch string) error {
+	want, ok := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}[arch]
+	if !ok {
+		return fmt.Errorf("-arch %s: unsupported (amd64 or arm64)", arch)
+	}
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("spotroot binary %s: %w", path, err)
+	}
+	defer f.Close()
+	if f.Machine != want {
+		return fmt.Errorf("spotroot binary %s is built for %s, not %s (build it with GOARCH=%s)", path, f.Machine, arch, arch)
+	}
+	return nil
 }
 
 // modulesIn accepts lib/modules/<release> itself or a root above it.
