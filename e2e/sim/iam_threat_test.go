@@ -160,7 +160,10 @@ func TestDetachDeadOwnerScope(t *testing.T) {
 	unmanagedOwner := e.addInstance("us-east-1a", func(i *Instance) { i.State = InstanceStopped; i.BlockDevices = map[string]string{"/dev/sdf": held} })
 	_, err := e.ec2.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(held), InstanceId: aws.String(unmanagedOwner), Force: aws.Bool(true)})
 	denied(t, "detach from an unmanaged instance", err, "ec2:DetachVolume", "instance/"+unmanagedOwner, "SpotrootDetachManagedVolumes")
-	e.w.Update(func(w *World) error { w.Instances[unmanagedOwner].Tags = map[string]string{managedKey: managedValue}; return nil })
+	e.w.Update(func(w *World) error {
+		w.Instances[unmanagedOwner].Tags = map[string]string{managedKey: managedValue}
+		return nil
+	})
 	if _, err := e.ec2.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(held), InstanceId: aws.String(unmanagedOwner), Force: aws.Bool(true)}); err != nil {
 		t.Errorf("detach from a managed dead owner: %v", err)
 	}
