@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -208,6 +209,7 @@ func (a *auditResponseWriter) record() {
 		}
 	}
 	sort.Strings(e.Resources)
+	e.Resources = slices.Compact(e.Resources)
 	l := s.audit()
 	l.mu.Lock()
 	defer l.mu.Unlock()
