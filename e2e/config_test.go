@@ -91,7 +91,7 @@ func TestConfigScenarios(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})
 			ud := "Content-Type: multipart/mixed; boundary=\"==BOUNDARY==\"\nMIME-Version: 1.0\n\n" +
 				"--==BOUNDARY==\nContent-Type: text/cloud-config; charset=\"us-ascii\"\n\n#cloud-config\npackages: [htop]\n\n" +
-				"--==BOUNDARY==\nContent-Type: text/x-spotroot; charset=\"us-ascii\"\n\nvolume:\n  tag: {Name: home-root}\nec2_endpoint: http://" + qemu.EC2Addr + "\n" +
+				"--==BOUNDARY==\nContent-Type: text/x-spotroot; charset=\"us-ascii\"\n\nvolume:\n  tag: {Name: home-root}\n" +
 				"--==BOUNDARY==--\n"
 			r := bootOpts(t, w, harness.BootOpts{UserData: []byte(ud)})
 			expect(t, r, "persistent", execPersistent)
@@ -123,7 +123,7 @@ func TestConfigScenarios(t *testing.T) {
 		{"bad-config", func(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})
 			r := bootOpts(t, w, harness.BootOpts{UserData: userData(tagRoot + "  timeouts:\n    attach: 60s\n    atach: 5s\n")})
-			expect(t, r, "image", execImage, `^spotroot: FAILED config: user-data line 8: spotroot.timeouts.atach: unknown field \(known: network, imds, attach, device, detach, create\)`)
+			expect(t, r, "image", execImage, `^spotroot: FAILED config: user-data line 7: spotroot.timeouts.atach: unknown field \(known: network, imds, attach, device, detach, create\)`)
 		}},
 		{"not-configured", func(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})

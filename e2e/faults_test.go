@@ -13,7 +13,6 @@ import (
 
 	"github.com/spotroot/spotroot/e2e/harness"
 	"github.com/spotroot/spotroot/e2e/images"
-	"github.com/spotroot/spotroot/e2e/qemu"
 	"github.com/spotroot/spotroot/e2e/sim"
 	"github.com/spotroot/spotroot/internal/blockdev"
 	"github.com/spotroot/spotroot/internal/iampolicy"
@@ -24,9 +23,11 @@ import (
 // spotroot line on the console, which must say what happened. Every one
 // must end in a running init: persistent or the image's own.
 
-// userData renders a cloud-config for the harness's EC2 endpoint.
+// userData renders a cloud-config (the harness puts the simulator's
+// plain-HTTP endpoint on the kernel command line: user-data may only name
+// https:// ones).
 func userData(body string) []byte {
-	return []byte("#cloud-config\nspotroot:\n  ec2_endpoint: http://" + qemu.EC2Addr + "\n" + body)
+	return []byte("#cloud-config\nspotroot:\n" + body)
 }
 
 const tagRoot = "  volume:\n    tag: {Name: " + harness.VolumeName + "}\n"

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -109,8 +110,12 @@ var DefaultUserData = []byte(`#cloud-config
 spotroot:
   volume:
     tag: {Name: ` + VolumeName + `}
-  ec2_endpoint: http://` + qemu.EC2Addr + `
 `)
+
+// EndpointArg points spotroot at the simulator's plain-HTTP EC2 API. It
+// goes on the kernel command line (Boot adds it unless KernelArgs set
+// spotroot.ec2_endpoint): user-data may only name https:// endpoints.
+var EndpointArg = "spotroot.ec2_endpoint=http://" + qemu.EC2Addr
 
 // World is one scenario's simulated account: a sim World saved as JSON in
 // Dir, and the EC2 API served on a 127.0.0.1 port shared by its VMs.
@@ -137,7 +142,7 @@ func (w *World) RolePolicy(userData []byte, kernelArgs []string) (string, error)
 		return w.rolePolicy, nil
 	}
 	var o iampolicy.Options
-	if c, err := config.Load(w.Env.ImageConfig, userData, strings.Join(kernelArgs, " ")); err == nil {
+	if c, err := config.Load(w.Env.ImageConfig, userData, strings.Join(append([]string{EndpointArg}, kernelArgs...), " ")); err == nil {
 		o = iampolicy.ForConfig(c)
 	}
 	b, err := iampolicy.Render(o)
@@ -378,6 +383,10 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 	if ami == "" {
 		ami = w.Env.AMI
 	}
+	kargs := o.KernelArgs
+	if !slices.ContainsFunc(kargs, func(a string) bool { return strings.HasPrefix(a, "spotroot.ec2_endpoint=") }) {
+		kargs = append([]string{EndpointArg}, kargs...)
+	}
 	smbios, mac := o.SMBIOS, ""
 	if o.EC2Identity {
 		inst, _ := w.Sim.Instance(id)
@@ -387,7 +396,7 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 	start := time.Now()
 	vm, err := qemu.Start(ctx, qemu.Opts{
 		Kernel: w.Env.Kernel.Vmlinuz, RootImage: ami, RootDirect: o.RootDirect, Initrd: o.Initrd,
-		KernelArgs: o.KernelArgs, SMBIOS: smbios, MAC: mac,
+		KernelArgs: kargs, SMBIOS: smbios, MAC: mac,
 		IMDSPort: imdsPort, EC2Port: w.EC2Port, MemoryMiB: o.MemoryMiB,
 		ConsoleLog: res.ConsoleLog, Console: o.Log, Timeout: o.Timeout,
 		ExtraArgs: o.ExtraArgs,
