@@ -8,14 +8,18 @@ import (
 
 // ForConfig returns the capabilities the boot path needs for c: create when
 // a volume has create: (its selector becomes a required request tag),
-// cross-AZ move unless cross_az: fail (move is the default), detach from a
-// dead owner with force_detach, delete moved with delete_moved, claim tags
-// for pools. Partition, tag and KMS keys are left to the caller.
+// cross-AZ move for volumes named by id or tag unless cross_az: fail (move
+// is the default; pools only claim members in their own zone), detach from
+// a dead owner with force_detach, delete moved with delete_moved, claim
+// tags for pools. Partition, tag and KMS keys are left to the caller.
 func ForConfig(c *config.Config) Options {
 	var o Options
+	moves := false // only a volume named by id or tag is moved: pools claim in their zone
 	for _, v := range c.Volumes {
 		if len(v.Pool) > 0 {
 			o.ClaimTags = true
+		} else {
+			moves = true
 		}
 		if v.Create == nil {
 			continue
@@ -52,7 +56,7 @@ func ForConfig(c *config.Config) Options {
 			delete(o.CreateTags, k)
 		}
 	}
-	o.CrossAZMove = c.CrossAZ != "fail"
+	o.CrossAZMove = moves && c.CrossAZ != "fail"
 	o.DetachDeadOwner = c.ForceDetach
 	o.DeleteMoved = c.DeleteMoved && o.CrossAZMove
 	return o

@@ -114,8 +114,8 @@ func TestForConfig(t *testing.T) {
 		t.Errorf("got %+v", o)
 	}
 	o = ForConfig(load("  volume:\n    pool: {spotroot:pool: web}\n"))
-	if !o.ClaimTags {
-		t.Errorf("a pool needs claim tags: %+v", o)
+	if !o.ClaimTags || o.CrossAZMove {
+		t.Errorf("a pool needs claim tags and no move: %+v", o)
 	}
 	p := build(t, ForConfig(load("  volume:\n    tag: {Name: home}\n    create: {from: empty, size: 1}\n  cross_az: fail\n")))
 	for _, s := range p.Statement {
