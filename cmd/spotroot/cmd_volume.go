@@ -50,6 +50,8 @@ func volumeCmd(args []string, stdio stdio) int {
 	fs.StringVar(&o.AZ, "az", "", "availability zone (default: the instance's)")
 	fs.StringVar(&o.Type, "type", "gp3", "EBS volume type")
 	fs.BoolVar(&o.DryRun, "dry-run", false, "print the plan, create nothing")
+	fs.StringVar(&o.TagKey, "tag-key", "", "also tag the volume K=V (the --tag-key of spotroot iam-policy and launch; spotroot:managed=true is always set)")
+	fs.StringVar(&o.TagValue, "tag-value", "", "its value")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up waiting for the snapshot and volume after this long")
 	fs.Usage = func() { fmt.Fprint(stdio.err, volumeUsage); fs.PrintDefaults() }
 	if code, done := parse(fs, args[1:]); done {

@@ -113,3 +113,32 @@ func TestLaunchRunInstances(t *testing.T) {
 		t.Errorf("volume without the tag: %d %s", code, errOut)
 	}
 }
+
+// --tag-key agrees across volume create, launch and iam-policy.
+func TestTagKeyAgrees(t *testing.T) {
+	w := simAccount(t)
+	if code, _, errOut := runCmd("", "volume", "create", "--size", "1", "--empty", "--az", "us-east-1b", "--name", "home", "--tag-key", "team", "--tag-value", "blue"); code != 0 {
+		t.Fatal(errOut)
+	}
+	if code, _, errOut := runCmd("", "launch", "--volume", "home", "--instance-type", "m7i.large", "--tag-key", "team", "--tag-value", "blue"); code != 0 {
+		t.Fatal(errOut)
+	}
+	_, pol, _ := runCmd("", "iam-policy", "--tag-key", "team", "--tag-value", "blue")
+	var inst sim.Instance
+	var vol sim.Volume
+	w.View(func(sw *sim.World) {
+		for _, i := range sw.Instances {
+			if i.Tags["spotroot:volume"] == "home" {
+				inst = *i
+			}
+		}
+		for _, v := range sw.Volumes {
+			if v.Tags["Name"] == "home" {
+				vol = *v
+			}
+		}
+	})
+	if inst.Tags["team"] != "blue" || vol.Tags["team"] != "blue" || !strings.Contains(pol, `"aws:ResourceTag/team": "blue"`) {
+		t.Errorf("instance tags %v, volume tags %v, policy\n%s", inst.Tags, vol.Tags, pol)
+	}
+}

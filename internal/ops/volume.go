@@ -25,6 +25,9 @@ type VolumeCreateOpts struct {
 	AZ           string
 	Type         string // "" = gp3
 	DryRun       bool
+	// TagKey/TagValue is an extra managed tag (iam-policy --tag-key);
+	// spotroot:managed=true is always set.
+	TagKey, TagValue string
 }
 
 // CreateVolume creates the tagged persistent volume, waits until it is
@@ -112,6 +115,9 @@ func CreateVolume(ctx context.Context, c EC2, region string, o VolumeCreateOpts,
 		}
 	}
 	tags := VolumeTags(o.Name, o.Pool)
+	if o.TagKey != "" && o.TagValue != "" {
+		tags[o.TagKey] = o.TagValue // the key `spotroot iam-policy --tag-key` scopes AttachVolume to
+	}
 
 	if o.DryRun {
 		fmt.Fprintf(out, "plan for volume %s in %s (dry run; nothing is created):\n", o.Name, o.AZ)
