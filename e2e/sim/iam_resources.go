@@ -322,6 +322,21 @@ func (s *Server) authzRequestsLocked(c *call) []authzRequest {
 		req.Resources = []authzResource{{ARN: "*", Keys: map[string][]string{}}}
 	}
 	reqs := []authzRequest{req}
+	// Attaching a volume encrypted with a customer-managed key: EC2 creates
+	// a grant on the key with the caller's credentials, so the caller needs
+	// kms:CreateGrant on it, through EC2
+	// (https://docs.aws.amazon.com/ebs/latest/userguide/ebs-encryption-requirements.html).
+	if c.action == "AttachVolume" {
+		if v, ok := w.Volumes[c.str("VolumeId")]; ok && v.Encrypted && v.KmsKeyID != "" {
+			reqs = append(reqs, authzRequest{Action: "kms:CreateGrant",
+				Context: withCtx(map[string][]string{
+					"kms:ViaService":            {"ec2." + w.Region + ".amazonaws.com"},
+					"kms:GrantIsForAWSResource": {"true"},
+					"kms:CallerAccount":         {w.AccountID},
+				}),
+				Resources: []authzResource{{ARN: v.KmsKeyID, Keys: map[string][]string{}}}})
+		}
+	}
 	if len(createdTags) > 0 {
 		tctx := withCtx(map[string][]string{"ec2:CreateAction": {c.action}})
 		requestTagKeys(createdTags, tctx)

@@ -198,3 +198,22 @@ func TestDryRunAuthorizes(t *testing.T) {
 		t.Errorf("last audit event %+v", last)
 	}
 }
+
+// A volume encrypted with a customer-managed key attaches only when the
+// role may create grants on that key (--kms-key).
+func TestKMSKeyForEncryptedVolumes(t *testing.T) {
+	ctx := context.Background()
+	const key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+	e := newEnv(t)
+	vol := NewVolumeID()
+	if err := e.w.AddVolume(Volume{ID: vol, AZ: "us-east-1a", Encrypted: true, KmsKeyID: key, Tags: map[string]string{managedKey: managedValue}}); err != nil {
+		t.Fatal(err)
+	}
+	withPolicy(t, e, iampolicy.Options{})
+	_, err := e.ec2.AttachVolume(ctx, &ec2.AttachVolumeInput{VolumeId: aws.String(vol), InstanceId: aws.String(e.inst.ID), Device: aws.String("/dev/sdf")})
+	denied(t, "attach without the key", err, "kms:CreateGrant", key, "")
+	withPolicy(t, e, iampolicy.Options{KMSKeys: []string{key}})
+	if _, err := e.ec2.AttachVolume(ctx, &ec2.AttachVolumeInput{VolumeId: aws.String(vol), InstanceId: aws.String(e.inst.ID), Device: aws.String("/dev/sdf")}); err != nil {
+		t.Errorf("attach with --kms-key: %v", err)
+	}
+}

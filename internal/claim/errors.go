@@ -95,7 +95,11 @@ func deniedMessage(op, what, code string, err error) string {
 		}
 	}
 	grant := "grant it: spotroot iam-policy --config <your user-data>"
-	if f := iampolicy.FlagFor(op); f != "" {
+	f := iampolicy.FlagFor(op)
+	if strings.HasPrefix(action, "kms:") {
+		f = iampolicy.FlagFor(action) // the volume's key, not the EC2 action
+	}
+	if f != "" {
 		grant = "grant it: spotroot iam-policy " + f + " (or --config <your user-data>)"
 	}
 	return fmt.Sprintf("%s: %s: the instance role may not call %s%s; %s", what, code, action, detail, grant)

@@ -325,6 +325,9 @@ func (p Policy) Actions() []string {
 // FlagFor names the iam-policy flag that grants action (as the boot path
 // calls it), or "" when the default policy has it.
 func FlagFor(action string) string {
+	if strings.HasPrefix(action, "kms:") {
+		return FlagKMSKey + " <key ARN>"
+	}
 	switch strings.TrimPrefix(action, "ec2:") {
 	case "CreateVolume", "DescribeImages":
 		return FlagCreate
