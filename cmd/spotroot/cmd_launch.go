@@ -68,11 +68,7 @@ func launchCmd(args []string, stdio stdio) int {
 	o.SecurityGroups = sgs
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	c, _, err := a.Client(ctx)
-	if err == nil {
-		err = ops.Launch(ctx, c, o, stdio.out)
-	}
-	if err != nil {
+	if err := launch(ctx, &a, o, stdio.out); err != nil {
 		fmt.Fprintf(stdio.err, "spotroot launch: %v\n", err)
 		return 1
 	}

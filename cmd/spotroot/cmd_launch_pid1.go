@@ -1,0 +1,16 @@
+//go:build pid1
+
+package main
+
+import (
+	"context"
+	"io"
+
+	"github.com/spotroot/spotroot/internal/ops"
+)
+
+// launch is not in the boot-agent build: linking RunInstances and the
+// launch template calls would add their serializers to PID 1.
+func launch(context.Context, *ops.AWSFlags, ops.LaunchOpts, io.Writer) error {
+	return ops.ErrPID1Build
+}
