@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/spotroot/spotroot/e2e/sim"
+	"github.com/spotroot/spotroot/internal/config"
 	"github.com/spotroot/spotroot/internal/iampolicy"
 	"github.com/spotroot/spotroot/internal/ops"
 )
@@ -140,5 +141,31 @@ func TestTagKeyAgrees(t *testing.T) {
 	})
 	if inst.Tags["team"] != "blue" || vol.Tags["team"] != "blue" || !strings.Contains(pol, `"aws:ResourceTag/team": "blue"`) {
 		t.Errorf("instance tags %v, volume tags %v, policy\n%s", inst.Tags, vol.Tags, pol)
+	}
+}
+
+// The e2e harness gives each scenario's role iampolicy.Render(ForConfig(…)):
+// it must be byte for byte what `spotroot iam-policy --config` prints.
+func TestIAMPolicyCLIMatchesLibrary(t *testing.T) {
+	for _, body := range []string{
+		"  volume:\n    tag: {Name: home-root}\n",
+		"  volume:\n    pool: {spotroot:pool: web}\n    create: {from: ami}\n  force_detach: true\n",
+		"  volumes:\n    - tag: {Name: scratch}\n      mount: /home\n      create: {from: snap-0123456789abcdef0}\n  cross_az: fail\n",
+	} {
+		ud := []byte("#cloud-config\nspotroot:\n" + body)
+		f := filepath.Join(t.TempDir(), "ud.yaml")
+		os.WriteFile(f, ud, 0o644)
+		code, out, errOut := runCmd("", "iam-policy", "--config", f)
+		if code != 0 {
+			t.Fatal(errOut)
+		}
+		c, err := config.Load(nil, ud, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := iampolicy.Render(iampolicy.ForConfig(c))
+		if out != string(want) {
+			t.Errorf("CLI and library differ for\n%s--- CLI ---\n%s--- library ---\n%s", body, out, want)
+		}
 	}
 }
