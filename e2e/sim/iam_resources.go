@@ -12,7 +12,10 @@ import (
 // (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html):
 //
 //	AttachVolume, DetachVolume   instance*, volume*
-//	CreateVolume                 volume* (new), snapshot (the source, if any)
+//	CreateVolume                 volume* (new), snapshot (the source, if any:
+//	                             "Enhancing resource-level permission for
+//	                             creating an Amazon EBS volume from a snapshot",
+//	                             https://aws.amazon.com/blogs/storage/enhancing-resource-level-permission-for-creating-an-amazon-ebs-volume-from-a-snapshot)
 //	CreateSnapshot               snapshot* (new), volume* (the source)
 //	CreateTags, DeleteTags       each resource named (ec2:CreateAction for
 //	                             tags given in a create's TagSpecifications)
