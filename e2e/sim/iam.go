@@ -417,7 +417,7 @@ func unauthorizedFor(action, principal string, d authzDecision) *APIError {
 	switch {
 	case d.ExplicitDeny:
 		doc["matchedStatements"] = map[string]any{"items": []stmt{{StatementID: d.Statement, Effect: "DENY"}}}
-		why = fmt.Sprintf("with an explicit deny in an identity-based policy")
+		why = "with an explicit deny in an identity-based policy"
 	case d.Statement != "":
 		doc["failures"] = map[string]any{"items": []stmt{{StatementID: d.Statement, Effect: "ALLOW", Reason: d.Reason}}}
 	}
