@@ -111,6 +111,13 @@ func (o *Options) fill() error {
 	if strings.HasPrefix(o.TagKey, "aws:") {
 		return fmt.Errorf("tag key %q: keys starting aws: are reserved by AWS", o.TagKey)
 	}
+	if o.Create && (o.TagKey != DefaultTagKey || o.TagValue != DefaultTagValue) && o.CreateTags[o.TagKey] != o.TagValue {
+		// Volumes the boot path creates carry spotroot:managed=true and
+		// their selector's tags: a policy requiring another tag would deny
+		// every create.
+		return fmt.Errorf("%s with --tag-key %s: the volumes spotroot creates carry %s=%s and their tag or pool selector; put %s: %s in the volume's selector and pass --config",
+			FlagCreate, o.TagKey, DefaultTagKey, DefaultTagValue, o.TagKey, o.TagValue)
+	}
 	if o.DeleteMoved && !o.CrossAZMove {
 		return fmt.Errorf("%s needs %s (it deletes what a move leaves behind)", FlagDeleteMoved, FlagCrossAZMove)
 	}

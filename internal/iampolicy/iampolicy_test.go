@@ -90,7 +90,11 @@ func TestPartitionAndTag(t *testing.T) {
 	if !strings.Contains(s, "arn:aws-cn:ec2:*:*:volume/*") || strings.Contains(s, "arn:aws:") || !strings.Contains(s, `"aws:ResourceTag/team": "blue"`) {
 		t.Errorf("partition/tag not applied:\n%s", s)
 	}
-	for _, bad := range []Options{{Partition: "aws-iso"}, {TagKey: "aws:x"}, {DeleteMoved: true}, {KMSKeys: []string{"alias/x"}}} {
+	if _, err := Build(Options{Create: true, TagKey: "team", TagValue: "blue", CreateTags: map[string]string{"Name": "home", "team": "blue"}}); err != nil {
+		t.Errorf("create with the custom key in the selector: %v", err)
+	}
+	for _, bad := range []Options{{Partition: "aws-iso"}, {TagKey: "aws:x"}, {DeleteMoved: true}, {KMSKeys: []string{"alias/x"}},
+		{Create: true, TagKey: "team", TagValue: "blue"}} {
 		if _, err := Build(bad); err == nil {
 			t.Errorf("%+v accepted", bad)
 		}
