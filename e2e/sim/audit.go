@@ -122,6 +122,7 @@ type auditResponseWriter struct {
 }
 
 func (s *Server) auditWriter(rw http.ResponseWriter, r *http.Request, c *call) *auditResponseWriter {
+	c.secure = r.TLS != nil
 	return &auditResponseWriter{ResponseWriter: rw, s: s, r: r, c: c, start: time.Now().UTC()}
 }
 

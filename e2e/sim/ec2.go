@@ -45,6 +45,7 @@ type call struct {
 	requestID string
 	// authorized lists the resource ARNs the call was authorised for.
 	authorized []string
+	secure     bool // came over TLS (aws:SecureTransport)
 }
 
 // maxBody bounds a Query API request body; real ones are a few KiB.

@@ -177,7 +177,7 @@ func (s *Server) authzRequestsLocked(c *call) []authzRequest {
 		"aws:PrincipalArn":     {c.caller.principal},
 		"aws:RequestedRegion":  {w.Region},
 		"ec2:Region":           {w.Region},
-		"aws:SecureTransport":  {"false"},
+		"aws:SecureTransport":  {strconv.FormatBool(c.secure)},
 		"aws:PrincipalAccount": {w.AccountID},
 	}
 	if c.caller.instanceID != "" {
