@@ -57,13 +57,13 @@ func iamPolicyCmd(args []string, stdio stdio) int {
 	fs.BoolVar(&o.ClaimTags, "claim-tags", false, "let it tag a claimed pool member spotroot:instance=<id>")
 	fs.Var(&kms, "kms-key", "ARN of a customer-managed KMS key the volumes are encrypted with (repeatable)")
 	explain := fs.Bool("explain", false, "explain each statement instead of printing the policy")
-	fs.Usage = func() { fmt.Fprint(stdio.err, iamPolicyUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), iamPolicyUsage); fs.PrintDefaults() }
 	if code, done := parse(fs, args); done {
 		return code
 	}
 	fail := func(err error) int {
 		fmt.Fprintf(stdio.err, "spotroot iam-policy: %v\n", err)
-		return 2
+		return exitUsage
 	}
 	if o.TagKey == "" || o.TagValue == "" {
 		return fail(errors.New("--tag-key and --tag-value must not be empty"))
@@ -71,7 +71,8 @@ func iamPolicyCmd(args []string, stdio stdio) int {
 	if *cfgPath != "" {
 		b, err := os.ReadFile(*cfgPath)
 		if err != nil {
-			return fail(err)
+			fmt.Fprintf(stdio.err, "spotroot iam-policy: %v\n", err)
+			return exitFail
 		}
 		c, err := config.Load(nil, b, "")
 		if errors.Is(err, config.ErrNotConfigured) {
@@ -79,7 +80,8 @@ func iamPolicyCmd(args []string, stdio stdio) int {
 			c, err = config.Load(b, nil, "")
 		}
 		if err != nil {
-			return fail(fmt.Errorf("%s: %w", *cfgPath, err))
+			fmt.Fprintf(stdio.err, "spotroot iam-policy: %s: %v\n", *cfgPath, err)
+			return exitFail
 		}
 		d := iampolicy.ForConfig(c)
 		d.Partition, d.TagKey, d.TagValue = o.Partition, o.TagKey, o.TagValue

@@ -61,14 +61,15 @@ func launchCmd(args []string, stdio stdio) int {
 	fs.BoolVar(&o.DryRun, "dry-run", false, "send the request with EC2's DryRun flag: checks permissions, changes nothing")
 	fs.StringVar(&o.TagKey, "tag-key", ops.ManagedKey, "tag key that marks managed volumes and instances (as in spotroot iam-policy)")
 	fs.StringVar(&o.TagValue, "tag-value", ops.ManagedValue, "its value")
-	fs.Usage = func() { fmt.Fprint(stdio.err, launchUsage); fs.PrintDefaults() }
+	output := outputFlag(fs)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), launchUsage); fs.PrintDefaults() }
 	if code, done := parse(fs, args); done {
 		return code
 	}
 	o.SecurityGroups = sgs
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if err := launch(ctx, &a, o, stdio.out); err != nil {
+	if err := launch(ctx, &a, o, stdio, *output == "json"); err != nil {
 		fmt.Fprintf(stdio.err, "spotroot launch: %v\n", err)
 		return 1
 	}

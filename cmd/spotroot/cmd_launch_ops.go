@@ -4,15 +4,17 @@ package main
 
 import (
 	"context"
-	"io"
 
 	"github.com/spotroot/spotroot/internal/ops"
 )
 
-func launch(ctx context.Context, a *ops.AWSFlags, o ops.LaunchOpts, out io.Writer) error {
+func launch(ctx context.Context, a *ops.AWSFlags, o ops.LaunchOpts, stdio stdio, asJSON bool) error {
 	c, _, err := a.Client(ctx)
 	if err != nil {
 		return err
 	}
-	return ops.Launch(ctx, c, o, out)
+	if asJSON {
+		return launchJSON(ctx, c, o, stdio)
+	}
+	return ops.Launch(ctx, c, o, stdio.out)
 }

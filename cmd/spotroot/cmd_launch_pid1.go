@@ -4,13 +4,12 @@ package main
 
 import (
 	"context"
-	"io"
 
 	"github.com/spotroot/spotroot/internal/ops"
 )
 
 // launch is not in the boot-agent build: linking RunInstances and the
 // launch template calls would add their serializers to PID 1.
-func launch(context.Context, *ops.AWSFlags, ops.LaunchOpts, io.Writer) error {
+func launch(context.Context, *ops.AWSFlags, ops.LaunchOpts, stdio, bool) error {
 	return ops.ErrPID1Build
 }

@@ -43,10 +43,13 @@ func TestIAMPolicyFromConfig(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "[--create]") {
 		t.Errorf("--create --explain:\n%s", out)
 	}
-	for _, bad := range [][]string{{"--partition", "aws-iso"}, {"--delete-moved"}, {"--kms-key", "alias/x"}, {"--config", "/nonexistent"}} {
+	for _, bad := range [][]string{{"--partition", "aws-iso"}, {"--delete-moved"}, {"--kms-key", "alias/x"}} {
 		if code, _, errOut := runCmd("", append([]string{"iam-policy"}, bad...)...); code != 2 || errOut == "" {
 			t.Errorf("%v: exit %d %q", bad, code, errOut)
 		}
+	}
+	if code, _, errOut := runCmd("", "iam-policy", "--config", "/nonexistent"); code != 1 || !strings.Contains(errOut, "/nonexistent") {
+		t.Errorf("missing --config file: exit %d %q", code, errOut)
 	}
 }
 
