@@ -14,7 +14,6 @@ import (
 
 	"github.com/spotroot/spotroot/e2e/harness"
 	"github.com/spotroot/spotroot/e2e/images"
-	"github.com/spotroot/spotroot/e2e/qemu"
 	"github.com/spotroot/spotroot/e2e/sim"
 	"github.com/spotroot/spotroot/internal/iampolicy"
 )
@@ -26,6 +25,7 @@ func customAMI(t *testing.T, w *harness.World, o images.AMIOpts) string {
 	t.Helper()
 	o.Out = filepath.Join(w.Dir, "ami-custom.img")
 	o.SpotrootBin, o.TestinitBin, o.Kernel = w.Env.SpotrootBin, w.Env.TestinitBin, w.Env.Kernel
+	o.Files = append(w.Env.CAFiles(), o.Files...)
 	if err := images.BuildAMI(context.Background(), o); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,6 @@ umount "$MNT"`
 }
 
 func TestConfigScenarios(t *testing.T) {
-	ep := "  ec2_endpoint: http://" + qemu.EC2Addr + "\n"
 	scenarios := []struct {
 		name string
 		run  func(t *testing.T)
@@ -116,7 +115,7 @@ func TestConfigScenarios(t *testing.T) {
 		}},
 		{"image-config-only", func(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})
-			ami := customAMI(t, w, images.AMIOpts{ImageConfig: []byte("spotroot:\n" + tagRoot + ep)})
+			ami := customAMI(t, w, images.AMIOpts{ImageConfig: []byte("spotroot:\n" + tagRoot)})
 			r := bootOpts(t, w, harness.BootOpts{UserData: []byte{}, AMI: ami})
 			expect(t, r, "persistent", execPersistent, `user-data-bytes=0`)
 		}},

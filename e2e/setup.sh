@@ -18,6 +18,8 @@ have mkfs.btrfs || need+=(btrfs-progs)
 have losetup || need+=(mount)
 have unshare || need+=(util-linux)
 have dpkg-deb || need+=(dpkg)
+# the CA bundle an initramfs built here carries (make initramfs)
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 # initramfs integrations (initramfs/*_test.go build real images with them)
 # and the package check; none of them touches the host's own boot files.
 have mkinitramfs || need+=(initramfs-tools-core)

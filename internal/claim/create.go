@@ -203,14 +203,29 @@ func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (Claim, e
 	return cl, nil
 }
 
+// waitSnapshot polls until the snapshot completed. It asks with a
+// snapshot-id filter: a snapshot just created is NotFound for a while
+// (eventual consistency), and an empty answer is waited for within the
+// consistency grace instead of failing.
 func (c *Claimer) waitSnapshot(ctx context.Context, id string) error {
+	var missingSince time.Time
 	return c.poll(ctx, func() (bool, error) {
 		cctx, cancel := c.call(ctx)
 		defer cancel()
-		out, err := c.EC2.DescribeSnapshots(cctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
+		out, err := c.EC2.DescribeSnapshots(cctx, &ec2.DescribeSnapshotsInput{Filters: []types.Filter{
+			{Name: aws.String("snapshot-id"), Values: []string{id}}}})
 		if err != nil {
 			return false, apiError("DescribeSnapshots", "wait for snapshot "+id, err)
 		}
+		if len(out.Snapshots) == 0 {
+			if missingSince.IsZero() {
+				missingSince = time.Now()
+			} else if time.Since(missingSince) > c.grace() {
+				return false, fmt.Errorf("snapshot %s disappeared (not visible for %v)", id, c.grace())
+			}
+			return false, nil
+		}
+		missingSince = time.Time{}
 		for _, s := range out.Snapshots {
 			switch s.State {
 			case types.SnapshotStateCompleted:
