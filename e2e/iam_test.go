@@ -25,7 +25,9 @@ func audit(t *testing.T, w *harness.World) []sim.AuditEvent {
 	return evs
 }
 
-// calls lists the instance's calls by name, and fails on any denial.
+// calls counts the instance's calls by name (the hostile simulator loses
+// answers, so the SDK retries: counts are at least, not exactly), and fails
+// on any denial.
 func calls(t *testing.T, w *harness.World, instance string) map[string]int {
 	t.Helper()
 	n := map[string]int{}
@@ -89,8 +91,8 @@ func TestIAMScenarios(t *testing.T) {
 					}
 				}
 			})
-			if denied != 1 {
-				t.Errorf("audit log: %d denied CreateVolume calls by %s, want 1", denied, r.InstanceID)
+			if denied < 1 { // the SDK may retry a call whose answer the simulator lost
+				t.Errorf("audit log: %d denied CreateVolume calls by %s, want at least 1", denied, r.InstanceID)
 			}
 		}},
 		{"iam-claim", func(t *testing.T) {
@@ -103,7 +105,7 @@ func TestIAMScenarios(t *testing.T) {
 					t.Errorf("claim-only configuration got %s", a)
 				}
 			}
-			if n["AttachVolume"] != 1 || n["CreateTags"] != 0 || n["CreateVolume"] != 0 {
+			if n["AttachVolume"] < 1 || n["CreateTags"] != 0 || n["CreateVolume"] != 0 {
 				t.Errorf("calls %v", n)
 			}
 		}},
@@ -112,7 +114,7 @@ func TestIAMScenarios(t *testing.T) {
 			withDataDir(t, w)
 			r := bootOpts(t, w, harness.BootOpts{UserData: userData("  volumes:\n    - tag: {Name: scratch}\n      mount: /home\n      create: {from: empty, size: 1}\n  cross_az: fail\n")})
 			expect(t, r, "image", execImage, `formatting new empty volume`)
-			if n := calls(t, w, r.InstanceID); n["CreateVolume"] != 1 || n["AttachVolume"] != 1 {
+			if n := calls(t, w, r.InstanceID); n["CreateVolume"] < 1 || n["AttachVolume"] < 1 {
 				t.Errorf("calls %v", n)
 			}
 		}},
@@ -124,7 +126,7 @@ func TestIAMScenarios(t *testing.T) {
 			r := bootOpts(t, w, harness.BootOpts{UserData: userData(tagRoot + "  delete_moved: true\n")})
 			expect(t, r, "persistent", execPersistent, `volume copied from another AZ from=`+old)
 			n := calls(t, w, r.InstanceID)
-			if n["CreateSnapshot"] != 1 || n["CreateVolume"] != 1 || n["DeleteVolume"] != 1 || n["DeleteSnapshot"] != 1 {
+			if n["CreateSnapshot"] < 1 || n["CreateVolume"] < 1 || n["DeleteVolume"] < 1 || n["DeleteSnapshot"] < 1 {
 				t.Errorf("calls %v", n)
 			}
 			w.Server.Wait()
@@ -137,7 +139,7 @@ func TestIAMScenarios(t *testing.T) {
 			prev := otherInstance(t, w, "stopped", w.VolumeID)
 			r := bootOpts(t, w, harness.BootOpts{UserData: userData(tagRoot + "  force_detach: true\n  cross_az: fail\n  timeouts: {detach: 1s}\n")})
 			expect(t, r, "persistent", execPersistent, `force-detaching volume from dead instance volume=`+w.VolumeID+` instance=`+prev)
-			if n := calls(t, w, r.InstanceID); n["DetachVolume"] != 1 {
+			if n := calls(t, w, r.InstanceID); n["DetachVolume"] < 1 {
 				t.Errorf("calls %v", n)
 			}
 		}},
@@ -145,7 +147,7 @@ func TestIAMScenarios(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{VolumeTags: map[string]string{"spotroot:pool": "web"}})
 			r := bootOpts(t, w, harness.BootOpts{UserData: userData("  volume:\n    pool: {spotroot:pool: web}\n  cross_az: fail\n")})
 			expect(t, r, "persistent", execPersistent)
-			if n := calls(t, w, r.InstanceID); n["CreateTags"] != 1 {
+			if n := calls(t, w, r.InstanceID); n["CreateTags"] < 1 {
 				t.Errorf("calls %v", n)
 			}
 			if v, _ := w.Sim.Volume(w.VolumeID); v.Tags[iampolicy.TagInstance] != r.InstanceID {
