@@ -44,6 +44,8 @@ lint:
 # private namespaces, and the QEMU end-to-end scenarios. -count=1: the e2e
 # tests build spotroot at run time, which Go's test cache cannot see.
 test: setup lint
+	@mkdir -p $(BUILD); CGO_ENABLED=0 $(GO) test -count=1 -run '^TestChaos$$' -v ./internal/boot >$(BUILD)/chaos.log 2>&1 \
+		|| { cat $(BUILD)/chaos.log; exit 1; }; grep '^chaos:' $(BUILD)/chaos.log
 	CGO_ENABLED=0 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 unit: lint

@@ -85,6 +85,7 @@ func expect(t *testing.T, r *harness.BootResult, kind string, last string, lines
 		t.Errorf("%d FAILED lines, want at most one", n)
 	}
 	checkEC2ByName(t, r)
+	checkHandoff(t, r)
 	if t.Failed() {
 		t.Logf("console:\n%s", r.Console)
 	}

@@ -133,6 +133,7 @@ func testInitramfsFallback(t *testing.T) {
 	if r.ShutdownReason != "guest-shutdown" {
 		fail("shutdown reason %q, want guest-shutdown", r.ShutdownReason)
 	}
+	checkHandoff(t, r)
 }
 
 // testInitramfsNoCARoots: an initramfs built without CA roots cannot

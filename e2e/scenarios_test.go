@@ -136,6 +136,7 @@ func checkPersistent(t *testing.T, r *harness.BootResult, counter int) {
 		fail("no line matching %q", leaseRE)
 	}
 	checkEC2ByName(t, r)
+	checkHandoff(t, r)
 }
 
 var leaseRE = regexp.MustCompile(`network up .*address=169\.254\.2\.15/16 router=` + regexp.QuoteMeta(qemu.DHCPRouter) + ` dns="?\[` + regexp.QuoteMeta(qemu.DefaultDNSAddr) + `\]`)
@@ -174,6 +175,7 @@ func TestScenarios(t *testing.T) {
 		if r.Kind != "image" {
 			t.Errorf("kind = %q, want image (fallback to the image's own init)\n%s", r.Kind, r.Console)
 		}
+		checkHandoff(t, r)
 		failed := regexp.MustCompile(`^spotroot: FAILED claim: .*` + regexp.QuoteMeta(harness.VolumeName))
 		found := false
 		for _, l := range r.Timeline {
@@ -229,6 +231,7 @@ func testInterruption(t *testing.T) {
 	if r.Kind != "persistent" || r.Counter != 1 {
 		fail("first boot: kind %q counter %d, want persistent 1", r.Kind, r.Counter)
 	}
+	checkHandoff(t, r)
 	for _, want := range []string{
 		"TESTINIT-REPORT " + hookFile + " missing",
 		"spotroot watch: spot notice: action=terminate",

@@ -49,6 +49,10 @@ type AMIOpts struct {
 	UUID string
 	// Files are extra files, added after the defaults.
 	Files []File
+	// NoDevNodes leaves /dev empty (no console, no null), as a root made
+	// by a tool that does not create device nodes; booted without an
+	// initramfs on a kernel without DEVTMPFS_MOUNT, PID 1 finds no /dev.
+	NoDevNodes bool
 }
 
 // DefaultHostTools are the filesystem tools spotroot runs from the image.
@@ -71,6 +75,13 @@ func BuildAMI(ctx context.Context, o AMIOpts) error {
 	defer os.RemoveAll(stage)
 	if err := baseTree(stage, "proc", "sys", "dev", "run", "tmp", "mnt", "etc", "var"); err != nil {
 		return err
+	}
+	if o.NoDevNodes {
+		for _, n := range []string{"dev/console", "dev/null"} {
+			if err := os.Remove(filepath.Join(stage, n)); err != nil {
+				return err
+			}
+		}
 	}
 	if o.SpotrootBin == "" {
 		// An image booted through spotroot's initramfs: its own init is
@@ -518,7 +529,45 @@ func GoBuild(ctx context.Context, outDir string, pkgs ...string) error {
 	if err != nil {
 		return err
 	}
-	args := append([]string{"build", "-tags", "pid1", "-trimpath", "-ldflags=-s -w", "-o", abs + string(filepath.Separator)}, pkgs...)
+	var product, e2e []string
+	for _, p := range pkgs {
+		if strings.HasPrefix(p, "./e2e/") {
+			e2e = append(e2e, p)
+		} else {
+			product = append(product, p)
+		}
+	}
+	if len(product) > 0 {
+		if err := goBuild(ctx, root, abs+string(filepath.Separator), "pid1", "-s -w", product...); err != nil {
+			return err
+		}
+	}
+	if len(e2e) > 0 {
+		// testinit reads the signal state it inherited from the runtime's
+		// own record of it (go:linkname, tag e2e_linkname), which the
+		// linker only allows with its check off; product binaries never.
+		return goBuild(ctx, root, abs+string(filepath.Separator), "pid1,e2e_linkname", "-s -w -checklinkname=0", e2e...)
+	}
+	return nil
+}
+
+// BuildFaultSpotroot builds the fault-injection test build of spotroot
+// (-tags spotroot_faults: it honours spotroot_test.fault= on the kernel
+// command line) as outDir/spotroot-faults.
+func BuildFaultSpotroot(ctx context.Context, outDir string) (string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	out, err := filepath.Abs(filepath.Join(outDir, "spotroot-faults"))
+	if err != nil {
+		return "", err
+	}
+	return out, goBuild(ctx, root, out, "pid1,spotroot_faults", "-s -w", "./cmd/spotroot")
+}
+
+func goBuild(ctx context.Context, root, out, tags, ldflags string, pkgs ...string) error {
+	args := append([]string{"build", "-tags", tags, "-trimpath", "-ldflags=" + ldflags, "-o", out}, pkgs...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")

@@ -30,7 +30,7 @@ type Opts struct {
 	RootDirect bool
 
 	Initrd     string   // optional initramfs, passed as -initrd
-	KernelArgs []string // appended to DefaultKernelArgs
+	KernelArgs []string // appended to DefaultKernelArgs; a console= here replaces its console=ttyS0
 	SMBIOS     []string // each passed as -smbios VALUE, e.g. "type=1,serial=ec2…"
 
 	// IMDSPort and EC2Port are 127.0.0.1 ports (inside Netns when set)
@@ -63,6 +63,23 @@ type Opts struct {
 // DefaultKernelArgs is the guest kernel command line before Opts.KernelArgs.
 var DefaultKernelArgs = []string{"console=ttyS0", "panic=-1", "quiet",
 	"root=/dev/nvme0n1", "rootfstype=ext4", "rootwait"}
+
+// kernelArgs is DefaultKernelArgs then extra; a console= in extra replaces
+// the default console (e.g. one that does not exist, for a guest whose PID 1
+// starts with no console at all).
+func kernelArgs(extra []string) []string {
+	ownConsole := false
+	for _, a := range extra {
+		ownConsole = ownConsole || strings.HasPrefix(a, "console=")
+	}
+	var out []string
+	for _, a := range DefaultKernelArgs {
+		if !(ownConsole && strings.HasPrefix(a, "console=")) {
+			out = append(out, a)
+		}
+	}
+	return append(out, extra...)
+}
 
 // Guest addresses of the simulated cloud.
 const (
@@ -175,7 +192,7 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 		args = append(args, "-initrd", o.Initrd)
 	}
 	args = append(args,
-		"-append", strings.Join(append(append([]string{}, DefaultKernelArgs...), o.KernelArgs...), " "),
+		"-append", strings.Join(kernelArgs(o.KernelArgs), " "),
 	)
 	for i := 1; i <= o.RootPorts; i++ {
 		id := fmt.Sprintf("rp%d", i)

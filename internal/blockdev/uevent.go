@@ -10,6 +10,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spotroot/spotroot/internal/safego"
 )
 
 // Uevent is one kernel object event.
@@ -39,7 +41,7 @@ func Listen() (*Listener, error) {
 		return nil, fmt.Errorf("uevent bind: %w", err)
 	}
 	l := &Listener{f: os.NewFile(uintptr(fd), "uevent"), events: make(chan Uevent, 64), done: make(chan struct{})}
-	go l.read()
+	safego.Go("uevent listener", l.read)
 	return l, nil
 }
 
@@ -67,7 +69,6 @@ func (l *Listener) Close() error {
 }
 
 func (l *Listener) read() {
-	defer func() { _ = recover() }() // PID 1 must not die of a malformed event
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := l.f.Read(buf)

@@ -9,9 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -22,7 +21,6 @@ import (
 	"github.com/spotroot/spotroot/internal/fsutil"
 	"github.com/spotroot/spotroot/internal/imds"
 	"github.com/spotroot/spotroot/internal/kmod"
-	"github.com/spotroot/spotroot/internal/sysroot"
 )
 
 // Paths the boot uses; fixed in production, overridable in tests.
@@ -33,6 +31,11 @@ type Paths struct {
 	Console     string
 	NewRoot     string // where the volume is mounted before the switch
 	Timeline    string // the boot timeline, kept for the real init's logs
+	PanicLog    string // a recovered panic's stack, for the operator
+	// Attempt is the crash-loop guard's marker on the image root: present
+	// at boot, the last boot never handed over (see guard.go).
+	Attempt string
+	ProcSys string
 }
 
 // DefaultPaths are the production paths.
@@ -43,6 +46,9 @@ var DefaultPaths = Paths{
 	Console:     "/dev/console",
 	NewRoot:     "/run/spotroot/root",
 	Timeline:    "/run/spotroot/timeline.log",
+	PanicLog:    "/run/spotroot/panic.log",
+	Attempt:     "/var/lib/spotroot/boot-attempt",
+	ProcSys:     "/proc/sys",
 }
 
 // Run is PID 1's main. It does not return: it execs the persistent root's
@@ -50,18 +56,14 @@ var DefaultPaths = Paths{
 // forever rather than let the kernel panic.
 func Run() {
 	log := bootlog.New(os.Stderr)
-	defer func() {
-		if r := recover(); r != nil {
-			log.Printf("FAILED internal: panic: %v — booting the image's own init", r)
-			fallback(log, DefaultPaths, nil, nil, nil)
-		}
-	}()
-	// PID 1 gets no default signal actions; ignore the ones a console or
-	// the kernel may send until the real init installs its own handlers.
-	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGPIPE, syscall.SIGUSR1, syscall.SIGUSR2)
+	// First, before anything can go wrong: a crash Go cannot recover
+	// reboots the instance instead of hanging it.
+	mountProc()
+	armPanicReboot(log, DefaultPaths.ProcSys)
 	b := &booter{log: log, paths: DefaultPaths, started: time.Now(), initramfs: inInitramfs(),
 		tools: fsutil.DefaultTools, mountedDevs: map[string]bool{}}
-	b.run()
+	installFaults(b)
+	b.guard(b.run)
 }
 
 type booter struct {
@@ -83,7 +85,11 @@ type booter struct {
 	// mountedDevs guards against mounting one device twice.
 	mounted     []string
 	mountedDevs map[string]bool
-	record      []string // volume lines for the timeline file
+	record      []string    // volume lines for the timeline file
+	ended       atomic.Bool // the hand-over has begun (see ending)
+	mainOwns    atomic.Bool // ... by the main sequence (endingMain)
+	switching   atomic.Bool // the root switch has begun: no way back
+	armed       bool        // this boot wrote the attempt marker
 	// failTag marks a failed boot on the instance (failtag.go); nil until
 	// the instance's identity and the network are there.
 	failTag func(phase string)
@@ -106,6 +112,7 @@ func (b *booter) run() {
 		b.log.Printf("disabled on the kernel command line — booting the image's own init")
 		b.bootImage()
 	}
+	b.checkAttempt()
 	err := b.claimAndSwitch()
 	if err != nil && b.policy() == "retry-then-image-init" {
 		b.log.Printf("attempt 1 failed: %v — undoing it and retrying once", err)
@@ -146,17 +153,47 @@ func (b *booter) mountAPI() error {
 	if err := apifs.MountAll("/", apifs.Standard); err != nil {
 		return err
 	}
-	// The kernel opens /dev/console for PID 1 only if the image has the node;
-	// now devtmpfs has it, so make sure the timeline reaches the console.
-	if _, err := os.Stderr.Stat(); err != nil {
-		if f, err := os.OpenFile(b.paths.Console, os.O_WRONLY|unix.O_CLOEXEC, 0); err == nil {
-			b.log.AddOutput(f)
-			_ = unix.Dup3(int(f.Fd()), 1, 0)
-			_ = unix.Dup3(int(f.Fd()), 2, 0)
-		}
-	}
 	b.log.AttachKmsg(b.paths.Kmsg)
+	// Without a console PID 1 has no fds 0–2 (or the image's /dev/null, put
+	// there by Go's runtime): now devtmpfs has the nodes.
+	if err := ensureStdio(b.paths.Console); err != nil {
+		b.log.Printf("warning: standard fds: %v", err)
+	}
 	return nil
+}
+
+// checkAttempt is the crash-loop guard (guard.go): a marker left by the
+// last boot means it crashed before handing over, so this boot goes to the
+// image's init (and removes the marker: the next boot tries again);
+// otherwise the marker is written for this boot. From an initramfs the
+// image root is not mounted yet and there is nowhere to keep it.
+func (b *booter) checkAttempt() {
+	if b.initramfs || b.paths.Attempt == "" {
+		return
+	}
+	if rec, ok := readAttempt(b.paths.Attempt); ok {
+		if err := clearAttempt(b.paths.Attempt); err != nil {
+			b.log.Printf("warning: crash-loop marker %s: %v", b.paths.Attempt, err)
+		}
+		b.fail(&bootlog.PhaseError{Phase: "previous-boot", Err: fmt.Errorf(
+			"the last boot (%s) crashed before handing over (its marker %s is still there); this boot skips spotroot once, the next one tries again", rec, b.paths.Attempt)})
+	}
+	if err := armAttempt(b.paths.Attempt, attemptRecord()); err != nil {
+		b.log.Printf("warning: crash-loop marker %s: %v (a crash-reboot would try spotroot again)", b.paths.Attempt, err)
+		return
+	}
+	b.armed = true
+}
+
+// disarm removes this boot's marker: the hand-over is about to happen.
+func (b *booter) disarm() {
+	if !b.armed {
+		return
+	}
+	if err := clearAttempt(b.paths.Attempt); err != nil {
+		b.log.Printf("warning: crash-loop marker %s: %v (the next boot will start the image's init)", b.paths.Attempt, err)
+	}
+	b.armed = false
 }
 
 func (b *booter) readEarlyConfig() {
@@ -175,6 +212,12 @@ func (b *booter) readEarlyConfig() {
 
 // fail logs the one FAILED line and boots the image's own init.
 func (b *booter) fail(err error) {
+	b.ending()
+	b.failNow(err)
+}
+
+// failNow is fail for the caller that already owns the hand-over.
+func (b *booter) failNow(err error) {
 	phase := "boot"
 	var pe *bootlog.PhaseError
 	if errors.As(err, &pe) {
@@ -183,9 +226,10 @@ func (b *booter) fail(err error) {
 	if b.policy() == "poweroff" {
 		b.log.Printf("FAILED %s: %v — powering off (on_failure: poweroff)", phase, err)
 		b.markFailed(phase)
+		b.disarm()
 		b.undo()
 		unix.Sync()
-		_ = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+		_ = reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 		waitForever(b.log)
 	}
 	b.log.Printf("FAILED %s: %v — booting the image's own init", phase, err)
@@ -196,6 +240,8 @@ func (b *booter) fail(err error) {
 // bootImage tears down what spotroot set up and execs the image's init. From
 // an initramfs the image's root must first be mounted and switched to.
 func (b *booter) bootImage() {
+	b.ended.Store(true) // not ending(): fail already holds it, or no one does
+	b.disarm()
 	if b.initramfs {
 		if err := b.switchToImageRoot(); err != nil {
 			b.log.Printf("FAILED image root: %v", err)
@@ -250,14 +296,13 @@ func fallback(log *bootlog.Log, paths Paths, cfg *config.Config, net netDown, mo
 	}
 	candidates = append(candidates, config.ImageInitCandidates...)
 	self, _ := os.Stat("/proc/self/exe")
-	signal.Reset()
 	for _, init := range candidates {
 		st, err := os.Stat(init)
 		if err != nil || (self != nil && os.SameFile(st, self)) {
 			continue
 		}
 		log.Printf("exec image init %s", init)
-		err = sysroot.Exec(init, os.Args, os.Environ())
+		err = handOver(init, os.Args, os.Environ())
 		log.Printf("warning: %v", err)
 	}
 	log.Printf("FAILED fallback: no image init found (tried %s); set spotroot.image_init", strings.Join(candidates, ", "))
@@ -290,5 +335,3 @@ func withTimeout(d, def time.Duration) (context.Context, context.CancelFunc) {
 	}
 	return context.WithTimeout(context.Background(), d)
 }
-
-func signalReset() { signal.Reset() }

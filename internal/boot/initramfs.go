@@ -48,8 +48,7 @@ func (b *booter) switchToImageRoot() error {
 			_ = unix.Unmount(m, unix.MNT_DETACH)
 		}
 		b.log.Printf("exec the initramfs's own init %s", DistroInit)
-		signalReset()
-		err := sysroot.Exec(DistroInit, os.Args, os.Environ())
+		err := handOver(DistroInit, os.Args, os.Environ())
 		b.log.Printf("warning: %v; mounting root= myself", err)
 		_ = apifs.MountAll("/", apifs.Standard)
 	}
@@ -84,8 +83,7 @@ func (b *booter) switchToImageRoot() error {
 		return err
 	}
 	b.log.Printf("exec image init %s (pid 1 start→exec %s, peak rss %s)", init, bootlog.MS(time.Since(b.started)), peakRSS())
-	signalReset()
-	err := sysroot.Exec(init, os.Args, os.Environ())
+	err := handOver(init, os.Args, os.Environ())
 	b.log.Printf("warning: %v", err)
 	return nil
 }

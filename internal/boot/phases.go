@@ -20,6 +20,8 @@ import (
 	"github.com/spotroot/spotroot/internal/kmod"
 	"github.com/spotroot/spotroot/internal/netup"
 	"github.com/spotroot/spotroot/internal/sysroot"
+
+	"github.com/spotroot/spotroot/internal/safego"
 )
 
 // world is what the early phases learned, shared by the per-volume ones.
@@ -90,23 +92,25 @@ func (b *booter) claimAndSwitch() error {
 	}
 	b.net = nil
 	b.writeTimeline()
+	b.endingMain() // from here on, a panic elsewhere waits for this exec
 	if !hasRoot {
 		b.log.Printf("data volumes mounted (pid 1 start→exec %s) — booting the image's own init", bootlog.MS(time.Since(b.started)))
 		b.mounted = nil // they stay: that is the point
+		b.disarm()
 		fallback(b.log, b.paths, b.cfg, nil, nil)
 	}
+	b.disarm() // the last moment the image root is reachable
+	b.switching.Store(true)
 	if err := b.log.Phase("switch", func() error { return sysroot.Switch(b.paths.NewRoot) }); err != nil {
-		// The old root may be half gone; there is no safe way back.
-		b.log.Printf("FAILED switch: %v — the image root is no longer reachable", err)
-		waitForever(b.log)
+		// A reboot with the marker back in place boots the image's init.
+		b.switchFailed(err)
 	}
 	b.log.Printf("exec %s (pid 1 start→exec %s, peak rss %s)", init, bootlog.MS(time.Since(b.started)), peakRSS())
-	signalReset()
-	err = sysroot.Exec(init, os.Args, os.Environ())
+	err = handOver(init, os.Args, os.Environ())
 	// exec failed after the switch: try the usual inits of the new root.
 	for _, alt := range []string{"/sbin/init", "/lib/systemd/systemd", "/usr/lib/systemd/systemd"} {
 		b.log.Printf("warning: %v; trying %s", err, alt)
-		err = sysroot.Exec(alt, os.Args, os.Environ())
+		err = handOver(alt, os.Args, os.Environ())
 	}
 	b.log.Printf("FAILED exec: %v", err)
 	waitForever(b.log)
@@ -215,12 +219,7 @@ func (b *booter) volume(w *world, v config.Volume, target string, isRoot bool) e
 	nudge := make(chan struct{}, 1)
 	devCtx, devCancel := withTimeout(cfg.Timeouts.Device.D(), 30*time.Second)
 	defer devCancel()
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				attached <- fmt.Errorf("panic: %v", r)
-			}
-		}()
+	safego.Go("attachment wait", func() {
 		if cl.AlreadyAttached {
 			attached <- nil
 			return
@@ -232,7 +231,7 @@ func (b *booter) volume(w *world, v config.Volume, target string, isRoot bool) e
 			devCancel()
 		}
 		attached <- err
-	}()
+	})
 	target0 := blockdev.Target{VolumeID: cl.VolumeID, Device: cl.Device}
 	var disk string
 	if err := b.log.Phase("device"+suffix, func() error {

@@ -24,7 +24,12 @@ type Log struct {
 	kmsg    string    // path of /dev/kmsg, "" until /dev is mounted
 	start   time.Time // monotonic start of spotroot
 	lines   []string  // everything said, for the record written to the new root
+	current string    // the phase running now, for a panic's FAILED line
 	Verbose bool
+	// Fault, if set (fault-injection test builds only), is asked at the
+	// start ("start") and the successful end ("end") of every phase; an
+	// error it returns is the phase's error. Set before the first Phase.
+	Fault func(phase, point string) error
 }
 
 // New returns a Log writing to w (typically stderr, already the console for PID 1).
@@ -83,11 +88,37 @@ func (l *Log) Printf(format string, args ...any) {
 // Phase runs fn and records `<name> ok in Nms` or returns its error unchanged.
 func (l *Log) Phase(name string, fn func() error) error {
 	t := time.Now()
-	if err := fn(); err != nil {
+	l.setCurrent(name)
+	var err error
+	if l.Fault != nil {
+		err = l.Fault(name, "start")
+	}
+	if err == nil {
+		err = fn()
+	}
+	if err == nil && l.Fault != nil {
+		err = l.Fault(name, "end")
+	}
+	l.setCurrent("")
+	if err != nil {
 		return &PhaseError{Phase: name, Err: err}
 	}
 	l.Printf("%s ok in %s", name, ms(time.Since(t)))
 	return nil
+}
+
+func (l *Log) setCurrent(name string) {
+	l.mu.Lock()
+	l.current = name
+	l.mu.Unlock()
+}
+
+// Current is the phase running now ("" between phases): a panic, wherever
+// it happens, is reported against it.
+func (l *Log) Current() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.current
 }
 
 // Lines returns everything logged so far.

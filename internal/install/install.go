@@ -344,6 +344,7 @@ func Install(o Opts) error {
 	if err := apply(changes); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
+	ensureDevNodes(o.Root, o.Out) // devnodes.go; additive, nothing to undo
 	for _, m := range msgs {
 		fmt.Fprintln(o.Out, m)
 	}

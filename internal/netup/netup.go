@@ -15,6 +15,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/spotroot/spotroot/internal/safego"
 )
 
 // Defaults for zero Config fields.
@@ -271,10 +273,10 @@ func waitLink(ctx context.Context, cfg Config, log *slog.Logger) (netlink.Link, 
 		close(done)
 		// The library's reader blocks sending on updates: drain until it
 		// closes the channel so its goroutine ends.
-		go func() {
+		safego.Go("link event drain", func() {
 			for range updates {
 			}
-		}()
+		})
 	}()
 
 	start := time.Now()
@@ -360,7 +362,7 @@ func seedRNG() <-chan struct{} {
 		close(ch)
 		return ch
 	}
-	go func() {
+	safego.Go("rng seed wait", func() {
 		defer close(ch)
 		for {
 			_, err := unix.Getrandom(b[:], 0)
@@ -368,7 +370,7 @@ func seedRNG() <-chan struct{} {
 				return
 			}
 		}
-	}()
+	})
 	return ch
 }
 

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/spotroot/spotroot/internal/safego"
 )
 
 var stderr io.Writer = os.Stderr
@@ -101,14 +103,14 @@ func runHook(ctx context.Context, path string, n Notice, deadline time.Time, lg 
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	done := make(chan struct{})
-	go func() {
+	safego.Go("hook output", func() {
 		defer close(done)
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
 			lg.Printf("hook %s: %s", filepath.Base(path), sc.Text())
 		}
 		io.Copy(io.Discard, pr)
-	}()
+	})
 	err := cmd.Run()
 	pw.Close()
 	<-done

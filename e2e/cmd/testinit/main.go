@@ -59,6 +59,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "TESTINIT error: not PID 1; refusing to remount / and power off")
 		os.Exit(1)
 	}
+	inherit = readInherited() // before anything here opens or mounts
 	line, err := run()
 	if err != nil {
 		line = "TESTINIT error: " + err.Error()
@@ -78,10 +79,15 @@ func main() {
 	}
 }
 
+// inherit is what this init was handed (hygiene.go).
+var inherit inherited
+
 func run() (string, error) {
-	if err := mountAPI(); err != nil {
+	self, err := mountAPI()
+	if err != nil {
 		return "", err
 	}
+	say(recordHygiene(inherit, self))
 	kindB, err := os.ReadFile(kindFile)
 	if err != nil {
 		return "", fmt.Errorf("read kind: %w", err)
@@ -111,16 +117,19 @@ func run() (string, error) {
 		kind, os.Getpid(), root, n, addrs()), nil
 }
 
-// mountAPI mounts /proc, /sys and /dev unless they already are mounted.
-func mountAPI() error {
+// mountAPI mounts /proc, /sys and /dev unless they already are mounted,
+// and returns what it mounted.
+func mountAPI() (map[string]bool, error) {
+	self := map[string]bool{}
 	if _, err := os.Stat("/proc/self/mountinfo"); err != nil {
 		if err := mount("proc", "/proc", "proc"); err != nil {
-			return err
+			return nil, err
 		}
+		self["/proc"] = true
 	}
 	mounted, err := mountPoints()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, m := range []struct{ src, dir, fstype string }{
 		{"sysfs", "/sys", "sysfs"},
@@ -130,10 +139,11 @@ func mountAPI() error {
 			continue
 		}
 		if err := mount(m.src, m.dir, m.fstype); err != nil {
-			return err
+			return nil, err
 		}
+		self[m.dir] = true
 	}
-	return nil
+	return self, nil
 }
 
 func mount(src, dir, fstype string) error {
@@ -307,6 +317,18 @@ func say(line string) {
 	line += "\n"
 	var cst, ost unix.Stat_t
 	c, err := os.OpenFile("/dev/console", os.O_WRONLY|unix.O_NOCTTY, 0)
+	if err != nil {
+		// No console device registered (console= names none): the
+		// first serial port is still where the harness listens, and
+		// spotroot's timeline is only in the kernel log: copy it over.
+		c, err = os.OpenFile("/dev/ttyS0", os.O_WRONLY|unix.O_NOCTTY, 0)
+		if err == nil && !kmsgCopied {
+			kmsgCopied = true
+			for _, l := range kmsgSpotroot() {
+				_, _ = c.WriteString("KMSG " + l + "\n")
+			}
+		}
+	}
 	if err == nil {
 		defer c.Close()
 		_, _ = c.WriteString(line)
@@ -316,6 +338,35 @@ func say(line string) {
 		return
 	}
 	_, _ = os.Stdout.WriteString(line)
+}
+
+var kmsgCopied bool
+
+// kmsgSpotroot returns the kernel log's spotroot records.
+func kmsgSpotroot() []string {
+	// Raw syscalls: through os.File a non-blocking read would park in the
+	// poller at the end of the log instead of returning EAGAIN.
+	fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	defer unix.Close(fd)
+	var out []string
+	buf := make([]byte, 8192)
+	for {
+		n, err := unix.Read(fd, buf)
+		if err != nil || n <= 0 {
+			if errors.Is(err, unix.EPIPE) {
+				continue // overwritten records
+			}
+			return out
+		}
+		_, msg, _ := strings.Cut(string(buf[:n]), ";")
+		msg, _, _ = strings.Cut(msg, "\n")
+		if strings.HasPrefix(msg, "spotroot: ") || strings.Contains(msg, "initial console") {
+			out = append(out, msg)
+		}
+	}
 }
 
 // hook records a spotroot watch notice (testinit installed as a hook).
