@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/spotroot/spotroot/e2e/harness"
 	"github.com/spotroot/spotroot/e2e/images"
 	"github.com/spotroot/spotroot/e2e/sim"
+	"github.com/spotroot/spotroot/internal/iampolicy"
 )
 
 // Configuration sources, data-volume mode and filesystems, end to end.
@@ -34,6 +36,8 @@ func customAMI(t *testing.T, w *harness.World, o images.AMIOpts) string {
 func addVolume(t *testing.T, w *harness.World, tags map[string]string, o images.VolumeOpts) string {
 	t.Helper()
 	id := sim.NewVolumeID()
+	tags = maps.Clone(tags)
+	tags[iampolicy.DefaultTagKey] = iampolicy.DefaultTagValue // as spotroot volume create tags it
 	o.Out, o.TestinitBin = filepath.Join(w.Dir, id+".img"), w.Env.TestinitBin
 	if err := images.BuildVolume(context.Background(), o); err != nil {
 		t.Fatal(err)

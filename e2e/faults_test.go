@@ -18,6 +18,7 @@ import (
 	"github.com/spotroot/spotroot/e2e/qemu"
 	"github.com/spotroot/spotroot/e2e/sim"
 	"github.com/spotroot/spotroot/internal/blockdev"
+	"github.com/spotroot/spotroot/internal/iampolicy"
 )
 
 // The fault matrix: each scenario sets up one real-world situation and
@@ -154,7 +155,9 @@ func otherInstance(t *testing.T, w *harness.World, state string, vols ...string)
 	for i, v := range vols {
 		bd[fmt.Sprintf("/dev/sd%c", 'f'+i)] = v
 	}
-	if err := w.Sim.AddInstance(sim.Instance{ID: id, AZ: harness.AZ, State: state, Role: harness.Role, BlockDevices: bd}); err != nil {
+	// Launched by `spotroot launch`: tagged like the volumes it claims.
+	if err := w.Sim.AddInstance(sim.Instance{ID: id, AZ: harness.AZ, State: state, Role: harness.Role, BlockDevices: bd,
+		Tags: map[string]string{iampolicy.DefaultTagKey: iampolicy.DefaultTagValue}}); err != nil {
 		t.Fatal(err)
 	}
 	return id
@@ -219,7 +222,7 @@ func TestFaultMatrix(t *testing.T) {
 			if err := images.BuildVolume(context.Background(), images.VolumeOpts{Out: img, TestinitBin: w.Env.TestinitBin}); err != nil {
 				t.Fatal(err)
 			}
-			w.Sim.AddVolume(sim.Volume{ID: second, AZ: harness.AZ, Type: "gp3", SizeGiB: 1, Tags: map[string]string{"spotroot:pool": "web"}, ImagePath: img, State: sim.VolumeAvailable})
+			w.Sim.AddVolume(sim.Volume{ID: second, AZ: harness.AZ, Type: "gp3", SizeGiB: 1, Tags: map[string]string{"spotroot:pool": "web", iampolicy.DefaultTagKey: iampolicy.DefaultTagValue}, ImagePath: img, State: sim.VolumeAvailable})
 			ud := userData("  volume:\n    pool: {spotroot:pool: web}\n")
 			var wg sync.WaitGroup
 			res := make([]*harness.BootResult, 2)
@@ -272,7 +275,10 @@ func TestFaultMatrix(t *testing.T) {
 			if err := copyFileT(w.Env.AMI, snapImg); err != nil {
 				t.Fatal(err)
 			}
-			w.Sim.AddSnapshot(sim.Snapshot{ID: snap, VolumeSize: 1, State: "completed", ImagePath: snapImg})
+			// Tagged managed, as the Packer example's snapshot_tags do: the
+			// role may create volumes only from managed snapshots.
+			w.Sim.AddSnapshot(sim.Snapshot{ID: snap, VolumeSize: 1, State: "completed", ImagePath: snapImg,
+				Tags: map[string]string{iampolicy.DefaultTagKey: iampolicy.DefaultTagValue}})
 			w.Sim.AddImage(sim.Image{ID: ami, Name: "spotroot-e2e", State: "available", RootDeviceName: "/dev/xvda", RootSnapshotID: snap})
 			r := bootOpts(t, w, harness.BootOpts{
 				UserData: userData(tagRoot + "    create: {from: ami, size: 1}\n"),

@@ -112,8 +112,11 @@ func testIPv6Only(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ec2.Close() })
-	ud := []byte("#cloud-config\nspotroot:\n  ec2_endpoint: http://[" + v6EC2 + "]\n" + tagRoot)
+	// A plain-HTTP endpoint: user-data may only name https:// ones, so it
+	// goes on the kernel command line (no DNS or TLS on this subnet yet).
+	ud := []byte("#cloud-config\nspotroot:\n" + tagRoot)
 	r, err := w.Boot(context.Background(), harness.BootOpts{UserData: ud, Timeout: 3 * time.Minute,
+		KernelArgs: []string{"spotroot.ec2_endpoint=http://[" + v6EC2 + "]"},
 		Net: &harness.TapNet{NetNS: ns, Tap: "tap0", IMDS: v6IMDSAddr, WrapIMDS: imdsPeers.wrap}})
 	if err != nil {
 		t.Fatal(err)

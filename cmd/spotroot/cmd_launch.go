@@ -11,24 +11,28 @@ import (
 )
 
 func init() {
-	register(command{name: "launch", summary: "request a Spot instance (or write a launch template) for a volume", run: launchCmd})
+	register(command{name: "launch", summary: "launch a Spot instance (or write a launch template) for a volume", run: launchCmd})
 }
 
 const launchUsage = `usage: spotroot launch --volume NAME|vol-… --instance-type T [--image ami-…]
                       [--subnet subnet-…] [--security-group sg-…]… [--key-name K]
                       [--iam-instance-profile NAME|ARN] [--persistent | --launch-template NAME]
-                      [--dry-run]
+                      [--tag-key K --tag-value V] [--dry-run]
 
 Finds the volume and its zone, picks a subnet there (the zone's default
 subnet unless --subnet), renders the user-data that makes spotroot claim
-the volume, and requests a one-time Spot instance (interruption: terminate).
---persistent makes a persistent request whose instances stop on
-interruption. --launch-template NAME writes an EC2 launch template instead,
-for an Auto Scaling group or EC2 Fleet (with a volume pool, every instance
-claims a free volume of the pool). The instance is tagged
-spotroot:managed=true and spotroot:volume=NAME, which the IAM policy of
-'spotroot iam-policy' requires for AttachVolume. --image defaults to your
-newest AMI named spotroot*. --dry-run prints the request without sending it.
+the volume, and launches a Spot instance with RunInstances
+(InstanceMarketOptions: one-time, interruption terminate; --persistent:
+persistent, interruption stop, so the same instance comes back). The
+instance carries its tags from its first second (TagSpecifications):
+Name, spotroot:volume=NAME and the managed tag K=V (default
+spotroot:managed=true, as 'spotroot volume create' and 'spotroot iam-policy'
+use). --launch-template NAME creates that launch template, or adds a version
+if it exists, for an Auto Scaling group or EC2 Fleet (Spot comes from the
+group's MixedInstancesPolicy; with a volume pool every instance claims a free
+member). --image defaults to your newest AMI named spotroot*. --dry-run sends
+the request with EC2's DryRun flag and reports DryRunOperation (it would
+succeed) or UnauthorizedOperation (you may not), changing nothing.
 
 Flags:
 `
@@ -53,8 +57,10 @@ func launchCmd(args []string, stdio stdio) int {
 	fs.StringVar(&o.KeyName, "key-name", "", "EC2 key pair name")
 	fs.StringVar(&o.IamInstanceProfile, "iam-instance-profile", "", "instance profile name or ARN (its role needs 'spotroot iam-policy')")
 	fs.BoolVar(&o.Persistent, "persistent", false, "persistent Spot request; instances stop on interruption")
-	fs.StringVar(&o.LaunchTemplate, "launch-template", "", "write an EC2 launch template of this name instead of requesting an instance")
-	fs.BoolVar(&o.DryRun, "dry-run", false, "print the request, send nothing")
+	fs.StringVar(&o.LaunchTemplate, "launch-template", "", "create this launch template (or add a version to it) instead of launching an instance")
+	fs.BoolVar(&o.DryRun, "dry-run", false, "send the request with EC2's DryRun flag: checks permissions, changes nothing")
+	fs.StringVar(&o.TagKey, "tag-key", ops.ManagedKey, "tag key that marks managed volumes and instances (as in spotroot iam-policy)")
+	fs.StringVar(&o.TagValue, "tag-value", ops.ManagedValue, "its value")
 	output := outputFlag(fs)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), launchUsage); fs.PrintDefaults() }
 	if code, done := parse(fs, args); done {
@@ -63,13 +69,7 @@ func launchCmd(args []string, stdio stdio) int {
 	o.SecurityGroups = sgs
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	c, _, err := a.Client(ctx)
-	if err == nil && *output == "json" {
-		err = launchJSON(ctx, c, o, stdio)
-	} else if err == nil {
-		err = ops.Launch(ctx, c, o, stdio.out)
-	}
-	if err != nil {
+	if err := launch(ctx, &a, o, stdio, *output == "json"); err != nil {
 		fmt.Fprintf(stdio.err, "spotroot launch: %v\n", err)
 		return 1
 	}

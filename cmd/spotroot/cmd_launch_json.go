@@ -23,7 +23,7 @@ var launchIDs = map[string]*regexp.Regexp{
 // it names (instance, Spot request, launch template, volume, subnet, AMI)
 // and its full text report. ops.Launch reports in text; the ids are read
 // back from it so this stays a thin layer over whatever launch does.
-func launchJSON(ctx context.Context, c ops.EC2, o ops.LaunchOpts, stdio stdio) error {
+func launchJSON(ctx context.Context, c ops.LaunchEC2, o ops.LaunchOpts, stdio stdio) error {
 	var buf bytes.Buffer
 	err := ops.Launch(ctx, c, o, &buf)
 	res := map[string]any{"dry_run": o.DryRun, "report": buf.String()}

@@ -49,6 +49,8 @@ func volumeCmd(args []string, stdio stdio) int {
 	fs.StringVar(&o.AZ, "az", "", "availability zone (default: the instance's)")
 	fs.StringVar(&o.Type, "type", "gp3", "EBS volume type")
 	fs.BoolVar(&o.DryRun, "dry-run", false, "print the plan, create nothing")
+	fs.StringVar(&o.TagKey, "tag-key", "", "also tag the volume K=V (the --tag-key of spotroot iam-policy and launch; spotroot:managed=true is always set)")
+	fs.StringVar(&o.TagValue, "tag-value", "", "its value")
 	output := outputFlag(fs)
 	timeout := fs.Duration("timeout", 2*time.Hour, "give up waiting for the snapshot and volume after this long (they keep going in EC2)")
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -27,6 +28,8 @@ import (
 	"github.com/spotroot/spotroot/e2e/kernel"
 	"github.com/spotroot/spotroot/e2e/qemu"
 	"github.com/spotroot/spotroot/e2e/sim"
+	"github.com/spotroot/spotroot/internal/config"
+	"github.com/spotroot/spotroot/internal/iampolicy"
 )
 
 // Env is what every scenario shares: binaries, kernel and pristine images.
@@ -37,6 +40,7 @@ type Env struct {
 	SpotrootBin    string
 	TestinitBin    string
 	AMI            string // AMI root disk (booted through a per-VM overlay)
+	ImageConfig    []byte // the AMI's /etc/spotroot/config.yaml, if any
 	VolumeTemplate string // pristine persistent volume; NewWorld copies it
 
 	// CA is this run's test CA: the AMI's CA bundle (CABundle, also at
@@ -68,7 +72,7 @@ func Prepare(ctx context.Context, dir string, o PrepareOpts) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Env{Dir: dir, Arch: o.Arch}
+	e := &Env{Dir: dir, Arch: o.Arch, ImageConfig: o.ImageConfig}
 	arch := o.Arch
 	if arch == "" {
 		arch = "amd64"
@@ -182,17 +186,38 @@ type World struct {
 	EC2Port  int
 	VolumeID string // the Name=home-root volume ("" with NoVolume)
 
-	ec2    *http.Server
-	ec2H   http.Handler // the EC2 API handler (WorldOpts.WrapEC2 applied)
-	logf   *os.File
-	booted int
+	ec2        *http.Server
+	ec2H       http.Handler // the EC2 API handler (WorldOpts.WrapEC2 applied)
+	logf       *os.File
+	booted     int
+	rolePolicy string
+}
+
+// RolePolicy returns the policy document instances of a boot with this
+// user-data and kernel arguments get: WorldOpts.RolePolicy, else the one
+// `spotroot iam-policy --config` derives from the configuration (the
+// claim-only default when there is none or it does not parse).
+func (w *World) RolePolicy(userData []byte, kernelArgs []string) (string, error) {
+	if w.rolePolicy != "" {
+		return w.rolePolicy, nil
+	}
+	var o iampolicy.Options
+	if c, err := config.Load(w.Env.ImageConfig, userData, strings.Join(kernelArgs, " ")); err == nil {
+		o = iampolicy.ForConfig(c)
+	}
+	b, err := iampolicy.Render(o)
+	return string(b), err
 }
 
 // WorldOpts tunes NewWorld.
 type WorldOpts struct {
 	NoVolume   bool              // no volume tagged Name=home-root
-	VolumeTags map[string]string // nil = {Name: home-root}
-	Logger     *slog.Logger      // sim logs; nil = Dir/sim.log
+	VolumeTags map[string]string // nil = {Name: home-root}; spotroot:managed=true is added
+	// RolePolicy is the instance role's IAM policy document. "" = what
+	// `spotroot iam-policy --config` prints for each boot's configuration
+	// (user-data, image config, kernel command line), set before the boot.
+	RolePolicy string
+	Logger     *slog.Logger // sim logs; nil = Dir/sim.log
 	// VolumeFiles, if set, makes NewWorld build its own volume (testinit
 	// plus these files) instead of copying the shared template.
 	VolumeFiles []images.File
@@ -215,11 +240,13 @@ func NewWorld(ctx context.Context, env *Env, dir string, o WorldOpts) (*World, e
 	if err != nil {
 		return nil, err
 	}
-	w := &World{Env: env, Dir: dir, Sim: sw}
-	tags := o.VolumeTags
-	if tags == nil {
-		tags = map[string]string{"Name": VolumeName}
+	w := &World{Env: env, Dir: dir, Sim: sw, rolePolicy: o.RolePolicy}
+	tags := map[string]string{"Name": VolumeName}
+	if o.VolumeTags != nil {
+		tags = maps.Clone(o.VolumeTags)
 	}
+	// As `spotroot volume create` tags it: the role's policy keys on it.
+	tags[iampolicy.DefaultTagKey] = iampolicy.DefaultTagValue
 	if !o.NoVolume {
 		sw.View(func(sw *sim.World) {
 			for id, v := range sw.Volumes {
@@ -404,12 +431,23 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 		inst := sim.Instance{
 			ID: id, AZ: AZ, InstanceType: o.InstanceType, State: sim.InstanceRunning,
 			Role: Role, UserData: ud,
+			// As `spotroot launch` tags it.
+			Tags: map[string]string{iampolicy.DefaultTagKey: iampolicy.DefaultTagValue},
 			// The AMI's root, deleted with the instance like on EC2.
 			BlockDevices:   map[string]string{"/dev/xvda": sim.NewVolumeID()},
 			MaxAttachments: rootPorts + 1,
 		}
 		if o.Instance != nil {
 			o.Instance(&inst)
+		}
+		if inst.Role != "" {
+			doc, err := w.RolePolicy(ud, o.KernelArgs)
+			if err != nil {
+				return nil, err
+			}
+			if err := w.Sim.SetRolePolicy(inst.Role, doc); err != nil {
+				return nil, err
+			}
 		}
 		if err := w.Sim.AddInstance(inst); err != nil {
 			return nil, err

@@ -20,7 +20,11 @@
 //	s.Bind(inst, qemuHotplugger)                      // once the VM runs; Unbind when it exits
 //
 // The EC2 API authenticates callers by SigV4 with the instance's role
-// credentials (what its IMDS hands out) or the world's Operator key.
+// credentials (what its IMDS hands out) or the world's Operator key, and
+// authorises each call of an instance against its role's policy document
+// (World.SetRolePolicy; iam.go evaluates it as IAM does). Every call is
+// appended to a CloudTrail-style audit log beside the world file
+// (AuditPath, ReadAudit, Server.AuditEvents).
 // Failures are injected through World.Faults (per action, plus
 // FaultHotplugAttach/FaultHotplugDetach), World.DenyActions, the
 // Attach/Detach/Create latencies, and the per-instance IMDS knobs

@@ -43,6 +43,9 @@ type call struct {
 	params    url.Values
 	caller    caller
 	requestID string
+	// authorized lists the resource ARNs the call was authorised for.
+	authorized []string
+	secure     bool // came over TLS (aws:SecureTransport)
 }
 
 // maxBody bounds a Query API request body; real ones are a few KiB.
@@ -57,6 +60,9 @@ func (s *Server) EC2Handler() http.Handler {
 func (s *Server) serveEC2(rw http.ResponseWriter, r *http.Request) {
 	c := &call{requestID: newRequestID()}
 	log := s.log().With("request", c.requestID)
+	aw := s.auditWriter(rw, r, c)
+	defer aw.record()
+	rw = aw
 
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
@@ -95,20 +101,19 @@ func (s *Server) serveEC2(rw http.ResponseWriter, r *http.Request) {
 	// Policy, dry run and faults come before the action, as on EC2.
 	w := s.World
 	w.mu.Lock()
-	denied := w.deniedLocked(c.action)
+	denied := s.authorizeLocked(c)
 	var f Fault
 	var faulted bool
-	if !denied && !c.dryRun() {
+	if denied == nil && !c.dryRun() {
 		if f, faulted = w.takeFaultLocked(c.action); faulted {
 			s.saveLocked()
 		}
 	}
 	w.mu.Unlock()
 	switch {
-	case denied:
-		e := unauthorized(c.action, c.caller.principal)
-		log.Info("ec2: denied", "code", e.Code)
-		writeError(rw, c.requestID, e)
+	case denied != nil:
+		log.Info("ec2: denied", "code", denied.Code, "msg", denied.Message)
+		writeError(rw, c.requestID, denied)
 		return
 	case c.dryRun():
 		writeError(rw, c.requestID, newError("DryRunOperation", ""))

@@ -51,6 +51,9 @@ type LaunchTemplate struct {
 	CreateTime time.Time
 	Data       map[string]string
 	Tags       map[string]string `json:",omitempty"`
+	// Versions holds versions 2, 3, … (CreateLaunchTemplateVersion), each
+	// the complete LaunchTemplateData of that version.
+	Versions []map[string]string `json:",omitempty"`
 }
 
 // launchDefaults gives a fresh world the default VPC's subnets.

@@ -44,13 +44,17 @@ var instanceStateCodes = map[string]int{
 // Volume is an EBS volume. ImagePath is the host file QEMU opens when the
 // volume is hot-plugged; it may be empty for API-only tests.
 type Volume struct {
-	ID          string
-	AZ          string
-	Type        string
-	SizeGiB     int
-	Iops        int `json:",omitempty"`
-	Throughput  int `json:",omitempty"`
-	Encrypted   bool
+	ID         string
+	AZ         string
+	Type       string
+	SizeGiB    int
+	Iops       int `json:",omitempty"`
+	Throughput int `json:",omitempty"`
+	Encrypted  bool
+	// KmsKeyID is the ARN of the customer-managed key of an encrypted
+	// volume; attaching it makes EC2 create a grant on the key for the
+	// caller (kms:CreateGrant, evaluated in iam_resources.go).
+	KmsKeyID    string `json:",omitempty"`
 	Tags        map[string]string
 	ImagePath   string
 	State       string

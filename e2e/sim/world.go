@@ -44,6 +44,10 @@ type World struct {
 	// DenyActions answers UnauthorizedOperation for these actions
 	// ("AttachVolume" or "ec2:AttachVolume").
 	DenyActions []string
+	// RolePolicies maps an IAM role name to its policy document (JSON),
+	// evaluated for every EC2 call made with that role's credentials
+	// (iam.go). A role without one is unrestricted.
+	RolePolicies map[string]string `json:",omitempty"`
 	// FaultsFired counts the faults that hit a call (see faults.go).
 	FaultsFired map[string]int `json:",omitempty"`
 

@@ -60,11 +60,12 @@ func (b *booter) armFailTag(w *world) {
 	switch {
 	case b.cfg != nil:
 		endpoint = b.cfg.EC2Endpoint
-	case config.EndpointHint(b.userData) != "":
-		// The configuration failed; its endpoint may still be readable.
-		endpoint = config.EndpointHint(b.userData)
-	case b.early != nil:
+	case b.early != nil && b.early.EC2Endpoint != "":
+		// The command line (or image file) wins, as in the configuration.
 		endpoint = b.early.EC2Endpoint
+	case config.EndpointHint(b.userData) != "":
+		// The configuration failed; its (https://) endpoint may still be readable.
+		endpoint = config.EndpointHint(b.userData)
 	}
 	c := claim.NewClient(claim.ClientOptions{Region: w.id.Region, Endpoint: endpoint, IMDS: b.imds.SDK(), Resolver: w.handle.Resolver()})
 	id := w.id.InstanceID

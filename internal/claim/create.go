@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/spotroot/spotroot/internal/config"
+	"github.com/spotroot/spotroot/internal/iampolicy"
 )
 
 // createAndAttach makes the volume v describes (none exists yet), tagged so
@@ -47,7 +48,11 @@ func (c *Claimer) createAndAttach(ctx context.Context, v config.Volume, tags map
 	case strings.HasPrefix(from, "snap-"):
 		in.SnapshotId = aws.String(from)
 	}
-	all := map[string]string{TagCreatedBy: c.Instance.ID}
+	// The managed tag and the claim go in the request itself: the IAM
+	// policy requires the one (aws:RequestTag) and allows no retagging
+	// after the create.
+	all := map[string]string{TagCreatedBy: c.Instance.ID, TagInstance: c.Instance.ID,
+		iampolicy.DefaultTagKey: iampolicy.DefaultTagValue}
 	for k, val := range tags {
 		all[k] = val
 	}
@@ -74,7 +79,6 @@ func (c *Claimer) createAndAttach(ctx context.Context, v config.Volume, tags map
 			cl.FSType = "ext4"
 		}
 	}
-	c.tagClaimed(ctx, cl.VolumeID)
 	return cl, nil
 }
 
@@ -128,12 +132,22 @@ func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (Claim, e
 	}
 	c.log().Info("volume is in another AZ: copying it through a snapshot", "volume", oldID, "from", aws.ToString(old.AvailabilityZone), "to", c.Instance.AZ)
 	start := time.Now()
+	// The snapshot and the copy carry the volume's own tags (the managed
+	// tag among them, which the IAM policy requires in both requests).
+	tags := map[string]string{}
+	for _, t := range old.Tags {
+		k := aws.ToString(t.Key)
+		if !strings.HasPrefix(k, "aws:") && k != TagInstance && k != TagMovedTo {
+			tags[k] = aws.ToString(t.Value)
+		}
+	}
+	tags[TagMovedFrom] = oldID
 	cctx, cancel := c.call(ctx)
 	snap, err := c.EC2.CreateSnapshot(cctx, &ec2.CreateSnapshotInput{
 		VolumeId:    aws.String(oldID),
 		Description: aws.String("spotroot: " + what),
 		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeSnapshot,
-			Tags: toTags(map[string]string{TagMovedFrom: oldID})}},
+			Tags: toTags(tags)}},
 	})
 	cancel()
 	if err != nil {
@@ -143,14 +157,7 @@ func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (Claim, e
 	if err := c.waitSnapshot(ctx, snapID); err != nil {
 		return Claim{}, fmt.Errorf("%s: %w", what, err)
 	}
-	tags := map[string]string{}
-	for _, t := range old.Tags {
-		k := aws.ToString(t.Key)
-		if !strings.HasPrefix(k, "aws:") && k != TagInstance {
-			tags[k] = aws.ToString(t.Value)
-		}
-	}
-	tags[TagMovedFrom] = oldID
+	tags[TagInstance] = c.Instance.ID
 	in := &ec2.CreateVolumeInput{
 		AvailabilityZone:  aws.String(c.Instance.AZ),
 		SnapshotId:        aws.String(snapID),
@@ -193,7 +200,6 @@ func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (Claim, e
 		return Claim{}, err
 	}
 	cl.Created, cl.MovedFrom = true, oldID
-	c.tagClaimed(ctx, cl.VolumeID)
 	return cl, nil
 }
 

@@ -50,12 +50,9 @@ func (c *Claimer) Claim(ctx context.Context, v config.Volume) (Claim, error) {
 			return Claim{}, err
 		}
 	}
-	cl, err := c.Attach(ctx, vol)
-	if err != nil {
-		return Claim{}, err
-	}
-	c.tagClaimed(ctx, cl.VolumeID)
-	return cl, nil
+	// A volume named by id or tag needs no claim tag: it is found by its
+	// own tags (and the default IAM policy grants no CreateTags on it).
+	return c.Attach(ctx, vol)
 }
 
 // freeFromDeadInstance handles a volume still attached to another

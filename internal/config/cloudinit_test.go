@@ -99,12 +99,16 @@ func TestYAML11ScalarsAsCloudInit(t *testing.T) {
 // A failed boot reaches EC2 through the endpoint of user-data that did not
 // validate (to tag itself).
 func TestEndpointHint(t *testing.T) {
-	bad := "#cloud-config\nspotroot:\n  ec2_endpoint: http://10.0.2.100:8080\n  volume: {tag: {Name: a}}\n  timeouts: {atach: 5s}\n"
+	bad := "#cloud-config\nspotroot:\n  ec2_endpoint: https://10.0.2.100:8080\n  volume: {tag: {Name: a}}\n  timeouts: {atach: 5s}\n"
 	if _, err := Load(nil, []byte(bad), ""); err == nil {
 		t.Fatal("the user-data should not validate")
 	}
-	if got := EndpointHint([]byte(bad)); got != "http://10.0.2.100:8080" {
+	if got := EndpointHint([]byte(bad)); got != "https://10.0.2.100:8080" {
 		t.Fatalf("hint %q", got)
+	}
+	// Plain http:// from user-data is never used, not even to tag a failure.
+	if got := EndpointHint([]byte(strings.Replace(bad, "https://", "http://", 1))); got != "" {
+		t.Fatalf("hint from an http:// user-data endpoint %q", got)
 	}
 	if got := EndpointHint([]byte("#cloud-config\nspotroot: [\n")); got != "" {
 		t.Fatalf("hint from broken YAML %q", got)

@@ -263,8 +263,17 @@ func (c *Config) normalize(where string, node *yaml.Node) error {
 			add("spotroot."+f.name, "must be an absolute path, got %q", f.p)
 		}
 	}
-	if c.EC2Endpoint != "" && !strings.HasPrefix(c.EC2Endpoint, "http://") && !strings.HasPrefix(c.EC2Endpoint, "https://") {
+	switch {
+	case c.EC2Endpoint == "":
+	case !strings.HasPrefix(c.EC2Endpoint, "http://") && !strings.HasPrefix(c.EC2Endpoint, "https://"):
 		add("spotroot.ec2_endpoint", "%q must start with http:// or https://", c.EC2Endpoint)
+	case strings.HasPrefix(where, "user-data") && strings.HasPrefix(c.EC2Endpoint, "http://"):
+		// Whoever can change user-data (ec2:ModifyInstanceAttribute) must
+		// not be able to point the instance's signed calls, and the
+		// answers it trusts about which volume to boot, at a plain-HTTP
+		// server. Tests and local proxies set http:// where only the
+		// image's owner can: the kernel command line or the image config.
+		add("spotroot.ec2_endpoint", "%q: user-data may only name an https:// endpoint; set a plain http:// endpoint on the kernel command line (spotroot.ec2_endpoint=) or in the image's /etc/spotroot/config.yaml", c.EC2Endpoint)
 	}
 	switch c.OnFailure {
 	case "", "image-init", "retry-then-image-init", "poweroff":

@@ -15,7 +15,7 @@ packages: [htop]
 spotroot:
   volume:
     tag: {Name: home-root}
-  ec2_endpoint: http://169.254.169.250
+  ec2_endpoint: https://vpce-0123.ec2.us-east-1.vpce.amazonaws.com
   timeouts: {attach: 45s}
 `
 
@@ -28,7 +28,7 @@ func TestCloudConfigShorthand(t *testing.T) {
 	if !ok || root.Tag["Name"] != "home-root" || root.Mount != "/" {
 		t.Fatalf("root volume = %+v, %v", root, ok)
 	}
-	if c.EC2Endpoint != "http://169.254.169.250" || c.Init != "/sbin/init" {
+	if c.EC2Endpoint != "https://vpce-0123.ec2.us-east-1.vpce.amazonaws.com" || c.Init != "/sbin/init" {
 		t.Fatalf("config = %+v", c)
 	}
 	if c.Timeouts.Attach.D() != 45*time.Second || c.Timeouts.Device.D() != Defaults.Timeouts.Device.D() {

@@ -421,7 +421,8 @@ func sortedKeys(m map[string]string) []string {
 
 // EndpointHint reads spotroot.ec2_endpoint from user-data that may not
 // pass validation (an unknown field elsewhere, a bad value): the failed
-// boot still wants to reach EC2 to mark itself. "" when there is none.
+// boot still wants to reach EC2 to mark itself. "" when there is none, or
+// when it is not https:// (user-data may name only https:// endpoints).
 func EndpointHint(userData []byte) string {
 	doc, err := ExtractUserData(userData)
 	if err != nil {
@@ -440,7 +441,7 @@ func EndpointHint(userData []byte) string {
 	if doc.Bare {
 		e = v.EC2Endpoint
 	}
-	if strings.HasPrefix(e, "http://") || strings.HasPrefix(e, "https://") {
+	if strings.HasPrefix(e, "https://") {
 		return e
 	}
 	return ""

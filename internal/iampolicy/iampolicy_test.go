@@ -3,70 +3,137 @@ package iampolicy
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/spotroot/spotroot/internal/config"
 )
 
-func TestRender(t *testing.T) {
-	b, err := Render("team", "blue")
+func build(t *testing.T, o Options) Policy {
+	t.Helper()
+	p, err := Build(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var p struct {
-		Version   string
-		Statement []struct {
-			Sid, Effect      string
-			Action, Resource []string
-			Condition        map[string]map[string]any
+	return p
+}
+
+func TestDefaultIsClaimOnly(t *testing.T) {
+	p := build(t, Options{})
+	want := []string{"ec2:AttachVolume", "ec2:CreateTags", "ec2:DescribeInstances", "ec2:DescribeVolumes"}
+	if got := p.Actions(); !slices.Equal(got, want) {
+		t.Errorf("default policy allows %v, want %v", got, want)
+	}
+	b, err := p.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("not JSON: %v", err)
+	}
+	for _, s := range p.Statement {
+		if s.Effect != "Allow" {
+			continue
 		}
-	}
-	if err := json.Unmarshal(b, &p); err != nil {
-		t.Fatalf("not valid JSON: %v\n%s", err, b)
-	}
-	if p.Version != "2012-10-17" {
-		t.Fatalf("version %q", p.Version)
-	}
-	by := map[string]int{}
-	for i, s := range p.Statement {
-		by[s.Sid] = i
-		if s.Effect == "Allow" && slices.Contains(s.Resource, "*") && !slices.Equal(s.Action, []string{"ec2:Describe*"}) {
-			t.Errorf("%s allows %v on *: only Describe* may be unscoped", s.Sid, s.Action)
+		if slices.Contains(s.Resource, "*") && !strings.HasPrefix(s.Sid, "SpotrootDescribe") {
+			t.Errorf("%s allows %v on *", s.Sid, s.Action)
 		}
 		for _, a := range s.Action {
-			if a == "ec2:*" || a == "*" {
-				t.Errorf("%s allows %s", s.Sid, a)
+			if strings.Contains(a, "*") {
+				t.Errorf("%s allows the wildcard action %s", s.Sid, a)
 			}
 		}
-	}
-	get := func(sid string) (st struct {
-		Sid, Effect      string
-		Action, Resource []string
-		Condition        map[string]map[string]any
-	}) {
-		i, ok := by[sid]
-		if !ok {
-			t.Fatalf("no statement %s in\n%s", sid, b)
-		}
-		return p.Statement[i]
-	}
-	for _, sid := range []string{"SpotrootAttachTaggedVolumes", "SpotrootAttachToTaggedInstances"} {
-		s := get(sid)
-		if s.Condition["StringEquals"]["aws:ResourceTag/team"] != "blue" || !slices.Contains(s.Action, "ec2:AttachVolume") {
-			t.Errorf("%s: %+v", sid, s)
+		if slices.Contains(s.Action, "ec2:CreateTags") && !slices.Equal(s.Resource, []string{"${ec2:SourceInstanceARN}"}) {
+			t.Errorf("the default policy tags more than the instance itself: %+v", s)
 		}
 	}
-	if s := get("SpotrootCreateTaggedVolumes"); s.Condition["StringEquals"]["aws:RequestTag/team"] != "blue" {
-		t.Errorf("create volume not conditioned on the request tag: %+v", s)
+	if !strings.Contains(p.Explain(), "spotroot:boot") {
+		t.Errorf("--explain does not name the spotroot:boot statement:\n%s", p.Explain())
 	}
-	if s := get("SpotrootCreateTaggedSnapshots"); s.Condition["StringEquals"]["aws:RequestTag/team"] != "blue" {
-		t.Errorf("create snapshot not conditioned on the request tag: %+v", s)
+}
+
+func TestCapabilitiesAdd(t *testing.T) {
+	base := build(t, Options{}).Actions()
+	cases := []struct {
+		o    Options
+		adds []string
+	}{
+		{Options{Create: true, CreateFrom: []string{"empty"}}, []string{"ec2:CreateVolume"}},
+		{Options{Create: true, CreateFrom: []string{"ami"}}, []string{"ec2:CreateVolume", "ec2:DescribeImages"}},
+		{Options{CrossAZMove: true}, []string{"ec2:CreateSnapshot", "ec2:CreateVolume", "ec2:DescribeSnapshots"}},
+		{Options{DetachDeadOwner: true}, []string{"ec2:DetachVolume"}},
+		{Options{CrossAZMove: true, DeleteMoved: true}, []string{"ec2:CreateSnapshot", "ec2:CreateVolume", "ec2:DeleteSnapshot", "ec2:DeleteVolume", "ec2:DescribeSnapshots"}},
+		{Options{ClaimTags: true}, nil},
+		{Options{KMSKeys: []string{"arn:aws:kms:us-east-1:123456789012:key/k"}}, []string{"kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo"}},
 	}
-	if s := get("SpotrootTagOnCreate"); s.Condition["StringEquals"]["ec2:CreateAction"] == nil {
-		t.Errorf("CreateTags not limited to creates: %+v", s)
+	for _, c := range cases {
+		got := build(t, c.o).Actions()
+		var added []string
+		for _, a := range got {
+			if !slices.Contains(base, a) {
+				added = append(added, a)
+			}
+		}
+		if !slices.Equal(added, c.adds) {
+			t.Errorf("%+v adds %v, want %v", c.o, added, c.adds)
+		}
 	}
-	d := get("SpotrootDenyTagChanges")
-	keys, _ := d.Condition["ForAnyValue:StringLike"]["aws:TagKeys"].([]any)
-	if d.Effect != "Deny" || !slices.Contains(keys, any("spotroot:*")) || !slices.Contains(keys, any("team")) ||
-		d.Condition["Null"]["ec2:CreateAction"] != "true" || !slices.Contains(d.Action, "ec2:DeleteTags") {
-		t.Errorf("deny statement: %+v", d)
+}
+
+func TestPartitionAndTag(t *testing.T) {
+	b, err := Render(Options{Partition: "aws-cn", TagKey: "team", TagValue: "blue"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	if !strings.Contains(s, "arn:aws-cn:ec2:*:*:volume/*") || strings.Contains(s, "arn:aws:") || !strings.Contains(s, `"aws:ResourceTag/team": "blue"`) {
+		t.Errorf("partition/tag not applied:\n%s", s)
+	}
+	if _, err := Build(Options{Create: true, TagKey: "team", TagValue: "blue", CreateTags: map[string]string{"Name": "home", "team": "blue"}}); err != nil {
+		t.Errorf("create with the custom key in the selector: %v", err)
+	}
+	for _, bad := range []Options{{Partition: "aws-iso"}, {TagKey: "aws:x"}, {DeleteMoved: true}, {KMSKeys: []string{"alias/x"}},
+		{Create: true, TagKey: "team", TagValue: "blue"}} {
+		if _, err := Build(bad); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+}
+
+func TestForConfig(t *testing.T) {
+	load := func(y string) *config.Config {
+		c, err := config.Load(nil, []byte("#cloud-config\nspotroot:\n"+y), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	o := ForConfig(load("  volume:\n    tag: {Name: home}\n  cross_az: fail\n"))
+	if o.Create || o.CrossAZMove || o.DetachDeadOwner || o.DeleteMoved || o.ClaimTags {
+		t.Errorf("a by-tag claim with cross_az: fail needs nothing more, got %+v", o)
+	}
+	o = ForConfig(load("  volume:\n    tag: {Name: home}\n    create: {from: empty, size: 1}\n  force_detach: true\n  delete_moved: true\n"))
+	if !o.Create || o.CreateTags["Name"] != "home" || !slices.Equal(o.CreateFrom, []string{"empty"}) || !o.CrossAZMove || !o.DetachDeadOwner || !o.DeleteMoved {
+		t.Errorf("got %+v", o)
+	}
+	o = ForConfig(load("  volume:\n    pool: {spotroot:pool: web}\n"))
+	if !o.ClaimTags || o.CrossAZMove {
+		t.Errorf("a pool needs claim tags and no move: %+v", o)
+	}
+	p := build(t, ForConfig(load("  volume:\n    tag: {Name: home}\n    create: {from: empty, size: 1}\n  cross_az: fail\n")))
+	for _, s := range p.Statement {
+		if s.Sid == "SpotrootCreateManagedVolumes" && s.Condition["StringEquals"]["aws:RequestTag/Name"] != "home" {
+			t.Errorf("created volumes are not bound to the configured selector: %+v", s)
+		}
+	}
+}
+
+func TestFlagFor(t *testing.T) {
+	for op, f := range map[string]string{"CreateVolume": FlagCreate, "ec2:CreateSnapshot": FlagCrossAZMove, "DetachVolume": FlagDetachDeadOwner,
+		"DeleteVolume": FlagDeleteMoved, "AttachVolume": ""} {
+		if got := FlagFor(op); got != f {
+			t.Errorf("FlagFor(%s) = %q, want %q", op, got, f)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -12,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
 )
 
 // LaunchOpts is `spotroot launch`.
@@ -23,19 +25,40 @@ type LaunchOpts struct {
 	SecurityGroups     []string
 	KeyName            string
 	IamInstanceProfile string
-	Persistent         bool   // persistent request, interruption behaviour stop
-	LaunchTemplate     string // write a launch template of this name instead
-	DryRun             bool
+	Persistent         bool   // persistent Spot, interruption behaviour stop
+	LaunchTemplate     string // create this launch template (or add a version) instead
+	DryRun             bool   // send EC2's DryRun: is it allowed?
+	// TagKey/TagValue mark the instance as managed (the tag
+	// `spotroot iam-policy --detach-dead-owner` scopes DetachVolume to);
+	// "" = spotroot:managed=true.
+	TagKey, TagValue string
+}
+
+// LaunchEC2 is what Launch calls.
+type LaunchEC2 interface {
+	EC2
+	RunInstances(context.Context, *ec2.RunInstancesInput, ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error)
+	CreateLaunchTemplateVersion(context.Context, *ec2.CreateLaunchTemplateVersionInput, ...func(*ec2.Options)) (*ec2.CreateLaunchTemplateVersionOutput, error)
 }
 
 // Launch resolves the volume, zone, subnet and image, renders the
-// user-data, and requests a Spot instance or writes a launch template.
-func Launch(ctx context.Context, c EC2, o LaunchOpts, out io.Writer) error {
+// user-data, and launches a Spot instance with RunInstances (the instance
+// carries its tags from its first second: TagSpecifications) or writes a
+// launch template for an Auto Scaling group or EC2 Fleet. With DryRun the
+// request is sent with EC2's DryRun flag, which checks permissions and
+// parameters and changes nothing.
+func Launch(ctx context.Context, c LaunchEC2, o LaunchOpts, out io.Writer) error {
 	if o.Volume == "" || o.InstanceType == "" {
 		return fmt.Errorf("launch: --volume NAME|vol-… and --instance-type are required")
 	}
 	if o.Persistent && o.LaunchTemplate != "" {
 		return fmt.Errorf("launch: --persistent and --launch-template exclude each other (an Auto Scaling group or EC2 Fleet replaces instances itself)")
+	}
+	if o.TagKey == "" {
+		o.TagKey = ManagedKey
+	}
+	if o.TagValue == "" {
+		o.TagValue = ManagedValue
 	}
 	vol, err := ResolveVolume(ctx, c, o.Volume)
 	if err != nil {
@@ -43,6 +66,10 @@ func Launch(ctx context.Context, c EC2, o LaunchOpts, out io.Writer) error {
 	}
 	volID, az := aws.ToString(vol.VolumeId), aws.ToString(vol.AvailabilityZone)
 	tags := tagMap(vol.Tags)
+	if tags[o.TagKey] != o.TagValue {
+		return fmt.Errorf("launch onto %s: the volume is not tagged %s=%s, so the instance role (spotroot iam-policy --tag-key %s --tag-value %s) may not attach it; tag it or pass the key the volume carries",
+			volID, o.TagKey, o.TagValue, o.TagKey, o.TagValue)
+	}
 	name := tags["Name"]
 	if name == "" {
 		name = volID
@@ -69,88 +96,146 @@ func Launch(ctx context.Context, c EC2, o LaunchOpts, out io.Writer) error {
 		return fmt.Errorf("launch: %w", err)
 	}
 	ud64 := base64.StdEncoding.EncodeToString(ud)
-	instTags := map[string]string{"Name": name, ManagedKey: ManagedValue, VolumeKey: name}
+	instTags := map[string]string{"Name": name, o.TagKey: o.TagValue, VolumeKey: name}
 	if p := tags[PoolKey]; p != "" {
 		instTags[PoolKey] = p
 	}
-	var profile *types.IamInstanceProfileSpecification
-	if o.IamInstanceProfile != "" {
-		profile = &types.IamInstanceProfileSpecification{Name: aws.String(o.IamInstanceProfile)}
-		if strings.HasPrefix(o.IamInstanceProfile, "arn:") {
-			profile = &types.IamInstanceProfileSpecification{Arn: aws.String(o.IamInstanceProfile)}
-		}
-	}
+	metadata := &types.InstanceMetadataOptionsRequest{HttpTokens: types.HttpTokensStateRequired, HttpEndpoint: types.InstanceMetadataEndpointStateEnabled}
 
 	if o.LaunchTemplate != "" {
-		data := &types.RequestLaunchTemplateData{
-			ImageId: aws.String(image), InstanceType: types.InstanceType(o.InstanceType), UserData: aws.String(ud64),
-			SecurityGroupIds: o.SecurityGroups,
-			InstanceMarketOptions: &types.LaunchTemplateInstanceMarketOptionsRequest{MarketType: types.MarketTypeSpot,
-				SpotOptions: &types.LaunchTemplateSpotMarketOptionsRequest{SpotInstanceType: types.SpotInstanceTypeOneTime,
-					InstanceInterruptionBehavior: types.InstanceInterruptionBehaviorTerminate}},
-			Placement: &types.LaunchTemplatePlacementRequest{AvailabilityZone: aws.String(az)},
-			MetadataOptions: &types.LaunchTemplateInstanceMetadataOptionsRequest{
-				HttpTokens: types.LaunchTemplateHttpTokensStateRequired, HttpEndpoint: types.LaunchTemplateInstanceMetadataEndpointStateEnabled},
-			TagSpecifications: []types.LaunchTemplateTagSpecificationRequest{{ResourceType: types.ResourceTypeInstance, Tags: sdkTags(instTags)}},
-		}
-		if o.KeyName != "" {
-			data.KeyName = aws.String(o.KeyName)
-		}
-		if profile != nil {
-			data.IamInstanceProfile = &types.LaunchTemplateIamInstanceProfileSpecificationRequest{Name: profile.Name, Arn: profile.Arn}
-		}
-		in := &ec2.CreateLaunchTemplateInput{LaunchTemplateName: aws.String(o.LaunchTemplate), LaunchTemplateData: data,
-			VersionDescription: aws.String("spotroot launch --volume " + name),
-			TagSpecifications:  []types.TagSpecification{{ResourceType: types.ResourceTypeLaunchTemplate, Tags: sdkTags(map[string]string{ManagedKey: ManagedValue, VolumeKey: name})}}}
-		if o.DryRun {
-			fmt.Fprintf(out, "dry run: would call CreateLaunchTemplate (volume %s in %s; give the Auto Scaling group or EC2 Fleet subnet %s):\n", volID, az, subnet)
-			printRequest(out, in, ud)
-			return nil
-		}
-		lt, err := c.CreateLaunchTemplate(ctx, in)
-		if err != nil {
-			return fmt.Errorf("create launch template %s for volume %s: %w", o.LaunchTemplate, volID, err)
-		}
-		fmt.Fprintf(out, "launch template %s (%s), version 1: use it in an Auto Scaling group or EC2 Fleet in subnet %s (%s)\n",
-			aws.ToString(lt.LaunchTemplate.LaunchTemplateName), aws.ToString(lt.LaunchTemplate.LaunchTemplateId), subnet, az)
-		return nil
+		return launchTemplate(ctx, c, o, launchTemplateData(o, image, ud64, az, instTags), name, volID, az, subnet, ud, out)
 	}
 
-	spec := &types.RequestSpotLaunchSpecification{ImageId: aws.String(image), InstanceType: types.InstanceType(o.InstanceType),
-		SubnetId: aws.String(subnet), SecurityGroupIds: o.SecurityGroups, UserData: aws.String(ud64), IamInstanceProfile: profile}
-	if o.KeyName != "" {
-		spec.KeyName = aws.String(o.KeyName)
-	}
-	in := &ec2.RequestSpotInstancesInput{InstanceCount: aws.Int32(1), Type: types.SpotInstanceTypeOneTime,
-		InstanceInterruptionBehavior: types.InstanceInterruptionBehaviorTerminate, LaunchSpecification: spec,
-		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeSpotInstancesRequest, Tags: sdkTags(instTags)}}}
+	spot := &types.SpotMarketOptions{SpotInstanceType: types.SpotInstanceTypeOneTime,
+		InstanceInterruptionBehavior: types.InstanceInterruptionBehaviorTerminate}
 	if o.Persistent {
-		in.Type, in.InstanceInterruptionBehavior = types.SpotInstanceTypePersistent, types.InstanceInterruptionBehaviorStop
+		spot.SpotInstanceType, spot.InstanceInterruptionBehavior = types.SpotInstanceTypePersistent, types.InstanceInterruptionBehaviorStop
+	}
+	in := &ec2.RunInstancesInput{ImageId: aws.String(image), InstanceType: types.InstanceType(o.InstanceType),
+		MinCount: aws.Int32(1), MaxCount: aws.Int32(1), SubnetId: aws.String(subnet), SecurityGroupIds: o.SecurityGroups,
+		UserData: aws.String(ud64), MetadataOptions: metadata,
+		InstanceMarketOptions: &types.InstanceMarketOptionsRequest{MarketType: types.MarketTypeSpot, SpotOptions: spot},
+		TagSpecifications: []types.TagSpecification{
+			{ResourceType: types.ResourceTypeInstance, Tags: sdkTags(instTags)},
+			{ResourceType: types.ResourceTypeSpotInstancesRequest, Tags: sdkTags(instTags)},
+		}}
+	if o.KeyName != "" {
+		in.KeyName = aws.String(o.KeyName)
+	}
+	if o.IamInstanceProfile != "" {
+		in.IamInstanceProfile = &types.IamInstanceProfileSpecification{Name: aws.String(o.IamInstanceProfile)}
+		if strings.HasPrefix(o.IamInstanceProfile, "arn:") {
+			in.IamInstanceProfile = &types.IamInstanceProfileSpecification{Arn: aws.String(o.IamInstanceProfile)}
+		}
 	}
 	if o.DryRun {
-		fmt.Fprintf(out, "dry run: would call RequestSpotInstances (volume %s in %s, subnet %s), then tag the instance %s:\n", volID, az, subnet, fmtTags(instTags))
-		printRequest(out, in, ud)
-		return nil
+		in.DryRun = aws.Bool(true)
+		_, err := c.RunInstances(ctx, in)
+		in.DryRun = nil
+		return reportDryRun(out, "RunInstances", fmt.Sprintf("volume %s in %s, subnet %s", volID, az, subnet), err, in, ud)
 	}
-	res, err := c.RequestSpotInstances(ctx, in)
+	res, err := c.RunInstances(ctx, in)
 	if err != nil {
-		return fmt.Errorf("request spot instance for volume %s in %s: %w", volID, az, err)
+		return fmt.Errorf("run a Spot instance for volume %s in %s: %w", volID, az, err)
 	}
-	for _, r := range res.SpotInstanceRequests {
-		iid := aws.ToString(r.InstanceId)
-		fmt.Fprintf(out, "spot request %s: %s", aws.ToString(r.SpotInstanceRequestId), r.State)
-		if iid != "" {
-			// The instance role's policy scopes AttachVolume to tagged instances.
-			if _, err := c.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{iid}, Tags: sdkTags(instTags)}); err != nil {
-				return fmt.Errorf("tag instance %s of spot request %s: %w (tag it %s yourself, or it cannot attach the volume)", iid, aws.ToString(r.SpotInstanceRequestId), err, fmtTags(instTags))
-			}
-			fmt.Fprintf(out, ", instance %s", iid)
-		} else {
-			fmt.Fprintf(out, " (tag the instance %s once it is fulfilled)", fmtTags(instTags))
-		}
-		fmt.Fprintln(out)
+	for _, i := range res.Instances {
+		fmt.Fprintf(out, "instance %s (%s, Spot %s) in %s, tagged %s: it boots onto volume %s\n",
+			aws.ToString(i.InstanceId), i.InstanceType, spot.SpotInstanceType, az, fmtTags(instTags), volID)
 	}
 	return nil
+}
+
+// launchTemplateData is the template for an Auto Scaling group or EC2
+// Fleet. It has no InstanceMarketOptions: a group that mixes instance
+// types chooses Spot through its MixedInstancesPolicy, and Auto Scaling
+// rejects templates that request Spot themselves
+// (https://docs.aws.amazon.com/autoscaling/ec2/userguide/create-launch-template-for-auto-scaling.html).
+func launchTemplateData(o LaunchOpts, image, ud64, az string, instTags map[string]string) *types.RequestLaunchTemplateData {
+	data := &types.RequestLaunchTemplateData{
+		ImageId: aws.String(image), InstanceType: types.InstanceType(o.InstanceType), UserData: aws.String(ud64),
+		SecurityGroupIds: o.SecurityGroups,
+		MetadataOptions: &types.LaunchTemplateInstanceMetadataOptionsRequest{
+			HttpTokens: types.LaunchTemplateHttpTokensStateRequired, HttpEndpoint: types.LaunchTemplateInstanceMetadataEndpointStateEnabled},
+		TagSpecifications: []types.LaunchTemplateTagSpecificationRequest{{ResourceType: types.ResourceTypeInstance, Tags: sdkTags(instTags)}},
+	}
+	if o.KeyName != "" {
+		data.KeyName = aws.String(o.KeyName)
+	}
+	if p := o.IamInstanceProfile; p != "" {
+		data.IamInstanceProfile = &types.LaunchTemplateIamInstanceProfileSpecificationRequest{Name: aws.String(p)}
+		if strings.HasPrefix(p, "arn:") {
+			data.IamInstanceProfile = &types.LaunchTemplateIamInstanceProfileSpecificationRequest{Arn: aws.String(p)}
+		}
+	}
+	return data
+}
+
+// launchTemplate creates the template, or adds a version when one of that
+// name exists.
+func launchTemplate(ctx context.Context, c LaunchEC2, o LaunchOpts, data *types.RequestLaunchTemplateData, name, volID, az, subnet string, ud []byte, out io.Writer) error {
+	desc := aws.String("spotroot launch --volume " + name)
+	in := &ec2.CreateLaunchTemplateInput{LaunchTemplateName: aws.String(o.LaunchTemplate), LaunchTemplateData: data,
+		VersionDescription: desc,
+		TagSpecifications:  []types.TagSpecification{{ResourceType: types.ResourceTypeLaunchTemplate, Tags: sdkTags(map[string]string{o.TagKey: o.TagValue, VolumeKey: name})}}}
+	where := fmt.Sprintf("volume %s in %s; give the Auto Scaling group or EC2 Fleet subnet %s, and Spot through its MixedInstancesPolicy", volID, az, subnet)
+	if o.DryRun {
+		in.DryRun = aws.Bool(true)
+		_, err := c.CreateLaunchTemplate(ctx, in)
+		in.DryRun = nil
+		if ErrorCode(err) == "InvalidLaunchTemplateName.AlreadyExistsException" {
+			vin := &ec2.CreateLaunchTemplateVersionInput{LaunchTemplateName: aws.String(o.LaunchTemplate), LaunchTemplateData: data, VersionDescription: desc, DryRun: aws.Bool(true)}
+			_, err = c.CreateLaunchTemplateVersion(ctx, vin)
+			vin.DryRun = nil
+			return reportDryRun(out, "CreateLaunchTemplateVersion", where, err, vin, ud)
+		}
+		return reportDryRun(out, "CreateLaunchTemplate", where, err, in, ud)
+	}
+	lt, err := c.CreateLaunchTemplate(ctx, in)
+	if ErrorCode(err) == "InvalidLaunchTemplateName.AlreadyExistsException" {
+		v, verr := c.CreateLaunchTemplateVersion(ctx, &ec2.CreateLaunchTemplateVersionInput{
+			LaunchTemplateName: aws.String(o.LaunchTemplate), LaunchTemplateData: data, VersionDescription: desc})
+		if verr != nil {
+			return fmt.Errorf("add a version to launch template %s for volume %s: %w", o.LaunchTemplate, volID, verr)
+		}
+		fmt.Fprintf(out, "launch template %s (%s): added version %d; a group using $Latest launches it (%s)\n", o.LaunchTemplate,
+			aws.ToString(v.LaunchTemplateVersion.LaunchTemplateId), aws.ToInt64(v.LaunchTemplateVersion.VersionNumber), where)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create launch template %s for volume %s: %w", o.LaunchTemplate, volID, err)
+	}
+	fmt.Fprintf(out, "launch template %s (%s), version 1 (%s)\n",
+		aws.ToString(lt.LaunchTemplate.LaunchTemplateName), aws.ToString(lt.LaunchTemplate.LaunchTemplateId), where)
+	return nil
+}
+
+// reportDryRun turns EC2's answer to a DryRun request into a report:
+// DryRunOperation means the call would have succeeded.
+func reportDryRun(out io.Writer, action, what string, err error, in any, ud []byte) error {
+	switch code := ErrorCode(err); code {
+	case "DryRunOperation":
+		fmt.Fprintf(out, "dry run: EC2 answered DryRunOperation: %s would succeed (%s):\n", action, what)
+		printRequest(out, in, ud)
+		return nil
+	case "UnauthorizedOperation":
+		fmt.Fprintf(out, "dry run: EC2 answered UnauthorizedOperation: you may not call %s (%s):\n", action, what)
+		printRequest(out, in, ud)
+		return fmt.Errorf("dry run of %s: %w", action, err)
+	case "":
+		if err == nil {
+			return fmt.Errorf("dry run of %s: EC2 did not answer DryRunOperation: was the request sent for real?", action)
+		}
+	}
+	return fmt.Errorf("dry run of %s: %w", action, err)
+}
+
+// ErrorCode returns the EC2 error code of err, or "".
+func ErrorCode(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
 }
 
 // printRequest prints an SDK input as JSON and the user-data in clear.
@@ -213,8 +298,10 @@ func newestImage(ctx context.Context, c EC2) (string, error) {
 func prune(v any) any {
 	switch x := v.(type) {
 	case map[string]any:
+		// The SDK fills in an idempotency token when the request is sent.
+		delete(x, "ClientToken")
 		for k, e := range x {
-			if p := prune(e); p == nil {
+			if p := prune(e); p == nil || p == "" {
 				delete(x, k)
 			} else {
 				x[k] = p

@@ -26,6 +26,9 @@ type VolumeCreateOpts struct {
 	AZ           string
 	Type         string // "" = gp3
 	DryRun       bool
+	// TagKey/TagValue is an extra managed tag (iam-policy --tag-key);
+	// spotroot:managed=true is always set.
+	TagKey, TagValue string
 }
 
 // VolumeResult is what volume create made (or, in a dry run, would make).
@@ -148,6 +151,9 @@ func CreateVolume(ctx context.Context, c EC2, region string, o VolumeCreateOpts,
 		}
 	}
 	tags := VolumeTags(o.Name, o.Pool)
+	if o.TagKey != "" && o.TagValue != "" {
+		tags[o.TagKey] = o.TagValue // the key `spotroot iam-policy --tag-key` scopes AttachVolume to
+	}
 
 	res = VolumeResult{Name: o.Name, AZ: o.AZ, SizeGiB: size, Type: o.Type, Tags: tags, DryRun: o.DryRun, SnapshotID: snapID,
 		UserData: "spotroot userdata --volume " + o.Name}

@@ -75,7 +75,8 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("user-data: %w", err)
 	}
-	cfg, err := config.Load(nil, ud, "")
+	cmdline, _ := os.ReadFile("/proc/cmdline") // the simulator's endpoint is there
+	cfg, err := config.Load(nil, ud, string(cmdline))
 	if err != nil {
 		return fmt.Errorf("user-data: %w", err)
 	}

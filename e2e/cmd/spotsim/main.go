@@ -36,7 +36,13 @@ func main() {
 	var imds imdsFlags
 	flag.Var(&imds, "imds", "INSTANCE=127.0.0.1:PORT: serve that instance's IMDS (repeatable)")
 	verbose := flag.Bool("v", false, "debug logs (every IMDS and Describe call)")
+	var policies imdsFlags
+	flag.Var(&policies, "role-policy", "ROLE=FILE: the IAM policy document of that role, e.g. from spotroot iam-policy (repeatable)")
 	flag.Parse()
+	if err := setPolicies(*worldPath, policies); err != nil {
+		fmt.Fprintln(os.Stderr, "spotsim:", err)
+		os.Exit(1)
+	}
 	if err := run(*worldPath, *ec2Addr, imds, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "spotsim:", err)
 		os.Exit(1)
@@ -106,6 +112,7 @@ func run(worldPath, ec2Addr string, imds []string, verbose bool) error {
 	}
 	op := w.OperatorCredentials()
 	fmt.Printf("export AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s AWS_REGION=%s\n", op.AccessKeyID, op.SecretAccessKey, w.Region)
+	log.Info("every EC2 call is appended to the audit log", "path", sim.AuditPath(w.Path()))
 
 	select {
 	case <-ctx.Done():
@@ -124,6 +131,31 @@ func loopbackOnly(addr string) error {
 	}
 	if host != "127.0.0.1" {
 		return fmt.Errorf("address %q: only 127.0.0.1 may be bound", addr)
+	}
+	return nil
+}
+
+// setPolicies stores ROLE=FILE policy documents in the world before serving.
+func setPolicies(worldPath string, specs []string) error {
+	if len(specs) == 0 || worldPath == "" {
+		return nil
+	}
+	w, err := sim.Load(worldPath)
+	if err != nil {
+		return err
+	}
+	for _, spec := range specs {
+		role, file, ok := strings.Cut(spec, "=")
+		if !ok {
+			return fmt.Errorf("-role-policy %q: want ROLE=FILE", spec)
+		}
+		doc, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		if err := w.SetRolePolicy(role, string(doc)); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -55,6 +55,12 @@ source "amazon-ebs" "spotroot" {
     Name     = "spotroot-debian-12"
     spotroot = "true"
   }
+  # create: {from: ami} copies this AMI's root snapshot; the instance role
+  # (spotroot iam-policy --create) may only create volumes from snapshots
+  # carrying the managed tag.
+  snapshot_tags = {
+    "spotroot:managed" = "true"
+  }
 }
 
 build {
