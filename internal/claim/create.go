@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -109,124 +108,6 @@ func (c *Claimer) imageRootSnapshot(ctx context.Context) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s: the image has no EBS root snapshot (instance-store AMI?); use create.from: empty or a snap-… id", what)
-}
-
-// moveAndAttach copies a volume from another AZ into this one (snapshot,
-// then a new volume with the same tags, size and type), marks the old one
-// so it is never claimed again, and attaches the copy.
-func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (Claim, error) {
-	oldID := aws.ToString(old.VolumeId)
-	what := fmt.Sprintf("move %s from %s to %s", oldID, aws.ToString(old.AvailabilityZone), c.Instance.AZ)
-	for _, a := range old.Attachments {
-		state, err := c.instanceState(ctx, aws.ToString(a.InstanceId))
-		if err != nil {
-			return Claim{}, err
-		}
-		if state == "running" || state == "pending" {
-			return Claim{}, fmt.Errorf("%s: %w", what, &InUseError{Volume: oldID, Instance: aws.ToString(a.InstanceId) + " (" + state + ")", State: string(a.State)})
-		}
-	}
-	c.log().Info("volume is in another AZ: copying it through a snapshot", "volume", oldID, "from", aws.ToString(old.AvailabilityZone), "to", c.Instance.AZ)
-	start := time.Now()
-	cctx, cancel := c.call(ctx)
-	snap, err := c.EC2.CreateSnapshot(cctx, &ec2.CreateSnapshotInput{
-		VolumeId:    aws.String(oldID),
-		Description: aws.String("spotroot: " + what),
-		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeSnapshot,
-			Tags: toTags(map[string]string{TagMovedFrom: oldID})}},
-	})
-	cancel()
-	if err != nil {
-		return Claim{}, apiError("CreateSnapshot", what, err)
-	}
-	snapID := aws.ToString(snap.SnapshotId)
-	if err := c.waitSnapshot(ctx, snapID); err != nil {
-		return Claim{}, fmt.Errorf("%s: %w", what, err)
-	}
-	tags := map[string]string{}
-	for _, t := range old.Tags {
-		k := aws.ToString(t.Key)
-		if !strings.HasPrefix(k, "aws:") && k != TagInstance {
-			tags[k] = aws.ToString(t.Value)
-		}
-	}
-	tags[TagMovedFrom] = oldID
-	in := &ec2.CreateVolumeInput{
-		AvailabilityZone:  aws.String(c.Instance.AZ),
-		SnapshotId:        aws.String(snapID),
-		Size:              old.Size,
-		VolumeType:        old.VolumeType,
-		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeVolume, Tags: toTags(tags)}},
-	}
-	if in.VolumeType == "" {
-		in.VolumeType = types.VolumeTypeGp3
-	}
-	if in.VolumeType == types.VolumeTypeGp3 || in.VolumeType == types.VolumeTypeIo1 || in.VolumeType == types.VolumeTypeIo2 {
-		in.Iops = old.Iops
-	}
-	if in.VolumeType == types.VolumeTypeGp3 {
-		in.Throughput = old.Throughput
-	}
-	newID, err := c.createVolume(ctx, in, what)
-	if err != nil {
-		return Claim{}, err
-	}
-	var vol types.Volume
-	if err := c.waitAvailable(ctx, newID, &vol); err != nil {
-		return Claim{}, fmt.Errorf("%s: wait for the copy %s: %w", what, newID, err)
-	}
-	tctx, tcancel := c.call(ctx)
-	_, err = c.EC2.CreateTags(tctx, &ec2.CreateTagsInput{Resources: []string{oldID},
-		Tags: []types.Tag{{Key: aws.String(TagMovedTo), Value: aws.String(newID)}}})
-	tcancel()
-	if err != nil {
-		// Without the mark the old volume would still match the tag and
-		// make the next lookup ambiguous: fail rather than half-move.
-		return Claim{}, apiError("CreateTags", fmt.Sprintf("%s: mark %s %s=%s", what, oldID, TagMovedTo, newID), err)
-	}
-	c.log().Info("moved volume", "from", oldID, "to", newID, "snapshot", snapID, "took", time.Since(start).Round(time.Millisecond).String())
-	if c.DeleteMoved {
-		c.deleteMoved(ctx, oldID, snapID)
-	}
-	cl, err := c.Attach(ctx, vol)
-	if err != nil {
-		return Claim{}, err
-	}
-	cl.Created, cl.MovedFrom = true, oldID
-	c.tagClaimed(ctx, cl.VolumeID)
-	return cl, nil
-}
-
-func (c *Claimer) waitSnapshot(ctx context.Context, id string) error {
-	return c.poll(ctx, func() (bool, error) {
-		cctx, cancel := c.call(ctx)
-		defer cancel()
-		out, err := c.EC2.DescribeSnapshots(cctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
-		if err != nil {
-			return false, apiError("DescribeSnapshots", "wait for snapshot "+id, err)
-		}
-		for _, s := range out.Snapshots {
-			switch s.State {
-			case types.SnapshotStateCompleted:
-				return true, nil
-			case types.SnapshotStateError:
-				return false, fmt.Errorf("snapshot %s failed: %s", id, aws.ToString(s.StateMessage))
-			}
-		}
-		return false, nil
-	})
-}
-
-// deleteMoved removes what a move left behind; failures only warn.
-func (c *Claimer) deleteMoved(ctx context.Context, oldID, snapID string) {
-	cctx, cancel := c.call(ctx)
-	defer cancel()
-	if _, err := c.EC2.DeleteVolume(cctx, &ec2.DeleteVolumeInput{VolumeId: aws.String(oldID)}); err != nil {
-		c.log().Warn("could not delete the moved volume", "volume", oldID, "error", apiError("DeleteVolume", "delete "+oldID, err))
-	}
-	if _, err := c.EC2.DeleteSnapshot(cctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(snapID)}); err != nil {
-		c.log().Warn("could not delete the move's snapshot", "snapshot", snapID, "error", apiError("DeleteSnapshot", "delete "+snapID, err))
-	}
 }
 
 func toTags(m map[string]string) []types.Tag {
