@@ -17,6 +17,7 @@ have mkfs.xfs || need+=(xfsprogs)
 have mkfs.btrfs || need+=(btrfs-progs)
 have losetup || need+=(mount)
 have unshare || need+=(util-linux)
+have sfdisk || need+=(fdisk)           # an independent GPT reader for the disk-fix cut tests
 have dpkg-deb || need+=(dpkg)
 # initramfs integrations (initramfs/*_test.go build real images with them)
 # and the package check; none of them touches the host's own boot files.
