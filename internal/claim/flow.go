@@ -39,9 +39,16 @@ func (c *Claimer) Claim(ctx context.Context, v config.Volume) (Claim, error) {
 	case err != nil:
 		return Claim{}, err
 	}
+	if vol.State == types.VolumeStateCreating {
+		// Made by a boot cut right after CreateVolume (create: or a move).
+		if err := c.waitAvailable(ctx, aws.ToString(vol.VolumeId), &vol); err != nil {
+			return Claim{}, fmt.Errorf("wait for %s, still being created: %w", aws.ToString(vol.VolumeId), err)
+		}
+	}
 	if err := c.freeFromDeadInstance(ctx, &vol); err != nil {
 		return Claim{}, err
 	}
+	c.finishMove(ctx, vol)
 	cl, err := c.Attach(ctx, vol)
 	if err != nil {
 		return Claim{}, err

@@ -139,6 +139,8 @@ func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (Claim, e
 	}
 	mctx, cancel := budgetContext(ctx, budget)
 	defer cancel()
+	// A copy whose own move was cut before its clean-up.
+	c.finishMove(mctx, old)
 	// 0. The original's owner must be done with it (the detach rules).
 	if err := c.freeFromDeadInstance(mctx, &old); err != nil {
 		return Claim{}, fmt.Errorf("%s: %w", what, err)
@@ -367,7 +369,7 @@ func (c *Claimer) dropMoveSnapshots(ctx context.Context, oldID, keep string) {
 // dropIfUnused deletes a snapshot a lost racer made, unless the move's copy
 // was made from it (the winner may have picked it up).
 func (c *Claimer) dropIfUnused(ctx context.Context, oldID, snapID string) {
-	copies, err := c.describe(context.WithoutCancel(ctx), &ec2.DescribeVolumesInput{Filters: []types.Filter{{Name: aws.String("tag:" + TagMovedFrom), Values: []string{oldID}}}}, "find the copy of "+oldID)
+	copies, err := c.describe(ctx, &ec2.DescribeVolumesInput{Filters: []types.Filter{{Name: aws.String("tag:" + TagMovedFrom), Values: []string{oldID}}}}, "find the copy of "+oldID)
 	if err != nil || len(copies) == 0 {
 		return // cannot tell yet: the winner's clean-up removes it
 	}
@@ -383,7 +385,7 @@ func (c *Claimer) dropSnapshot(ctx context.Context, id, keep string) {
 	if id == "" || id == keep {
 		return
 	}
-	cctx, cancel := c.call(context.WithoutCancel(ctx))
+	cctx, cancel := c.call(ctx)
 	defer cancel()
 	if _, err := c.EC2.DeleteSnapshot(cctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)}); err != nil && ErrorCode(err) != "InvalidSnapshot.NotFound" {
 		c.log().Warn("could not delete a snapshot the move does not need", "snapshot", id, "error", apiError("DeleteSnapshot", "delete "+id, err))
@@ -435,4 +437,23 @@ func (c *Claimer) deleteMoved(ctx context.Context, oldID, snapID string) {
 		c.log().Warn("could not delete the moved volume", "volume", oldID, "error", apiError("DeleteVolume", "delete "+oldID, err))
 	}
 	c.dropSnapshot(ctx, snapID, "")
+}
+
+// finishMove completes the clean-up of a committed move whose boot was cut
+// before it: with delete_moved, the retired original (if still there) and
+// the move's snapshots are deleted. Best effort.
+func (c *Claimer) finishMove(ctx context.Context, vol types.Volume) {
+	origID := tagValue(vol, TagMovedFrom)
+	if !c.DeleteMoved || origID == "" {
+		return
+	}
+	orig, err := c.describe(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{origID}}, "look up "+origID)
+	if err != nil || len(orig) > 1 || (len(orig) == 1 && tagValue(orig[0], TagMovedTo) != aws.ToString(vol.VolumeId)) {
+		return
+	}
+	if len(orig) == 1 {
+		c.log().Info("finishing the clean-up of an earlier move (delete_moved)", "volume", origID)
+		c.deleteMoved(ctx, origID, "")
+	}
+	c.dropMoveSnapshots(ctx, origID, "")
 }
