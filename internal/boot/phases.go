@@ -335,10 +335,12 @@ func (b *booter) check(ctx context.Context, dev, fstype string) error {
 		if _, err := b.kmod.LoadFilesystem(fstype); err != nil {
 			return err
 		}
+		b.slog.Info("replaying the filesystem log (mount and unmount)", "device", dev, "fs", fstype)
 		if err := sysroot.ReplayLog(dev, fstype, "/run"); err != nil {
 			return fmt.Errorf("refusing to mount: %w", err)
 		}
 	}
+	b.slog.Info("checking the filesystem", "device", dev, "fs", fstype)
 	res, err := b.tools.Check(ctx, dev, fstype)
 	if errors.Is(err, errNoTool) {
 		b.slog.Info("no checker for the filesystem in the image; skipping fsck", "device", dev, "fs", fstype)

@@ -85,7 +85,7 @@ func (c *Claimer) freeFromDeadInstance(ctx context.Context, vol *types.Volume) e
 	}
 	// Wait while the owner is on its way down: its OS may be flushing.
 	for state == "stopping" || state == "shutting-down" {
-		c.log().Info("volume attached to an instance on its way down; waiting", "volume", id, "instance", owner, "state", state)
+		c.log().Info("volume still attached to a dead instance; waiting for the detach (never forced while its OS may be flushing)", "volume", id, "instance", owner, "state", state)
 		if time.Now().After(deadline) {
 			return &InUseError{Volume: id, Instance: owner + " (" + state + ")", State: string(other.State),
 				Err: fmt.Errorf("still %s after %v; spotroot never forces a detach from an instance that may still be writing", state, c.waitDetach())}
