@@ -188,7 +188,7 @@ func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (Claim, e
 	if copyVol == nil {
 		// 2. The snapshot: reuse one of an earlier boot.
 		var made bool
-		snapID, made, err = c.moveSnapshot(mctx, oldID, what)
+		snapID, made, err = c.moveSnapshot(mctx, old, what)
 		if err != nil {
 			return Claim{}, err
 		}
@@ -240,12 +240,16 @@ func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (Claim, e
 	if c.DeleteMoved {
 		c.deleteMoved(mctx, oldID, snapID)
 	}
-	cl, err := c.Attach(ctx, vol)
+	// The move may have outlived the boot's claim deadline (its budget is
+	// its own); the attach gets a fresh one.
+	actx, acancel := budgetContext(ctx, 2*time.Minute)
+	defer acancel()
+	cl, err := c.Attach(actx, vol)
 	if err != nil {
 		return Claim{}, err
 	}
 	cl.Created, cl.MovedFrom = true, oldID
-	c.tagClaimed(ctx, cl.VolumeID)
+	c.tagClaimed(actx, cl.VolumeID)
 	return cl, nil
 }
 
@@ -253,13 +257,7 @@ func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (Claim, e
 // size, type and performance.
 func copyInput(old types.Volume, az, snapID string) *ec2.CreateVolumeInput {
 	oldID := aws.ToString(old.VolumeId)
-	tags := map[string]string{}
-	for _, t := range old.Tags {
-		k := aws.ToString(t.Key)
-		if !strings.HasPrefix(k, "aws:") && k != TagInstance && k != TagMovingTo && k != TagMovedTo && k != TagMovedFrom && k != TagCreatedBy {
-			tags[k] = aws.ToString(t.Value)
-		}
-	}
+	tags := userTags(old)
 	tags[TagMovedFrom] = oldID
 	in := &ec2.CreateVolumeInput{
 		AvailabilityZone:  aws.String(az),
@@ -304,7 +302,8 @@ func (c *Claimer) moveSnapshots(ctx context.Context, oldID string) ([]types.Snap
 
 // moveSnapshot returns the move's snapshot, made now (made) unless an
 // earlier boot made one.
-func (c *Claimer) moveSnapshot(ctx context.Context, oldID, what string) (id string, made bool, err error) {
+func (c *Claimer) moveSnapshot(ctx context.Context, old types.Volume, what string) (id string, made bool, err error) {
+	oldID := aws.ToString(old.VolumeId)
 	snaps, err := c.moveSnapshots(ctx, oldID)
 	if err != nil {
 		return "", false, err
@@ -314,13 +313,16 @@ func (c *Claimer) moveSnapshot(ctx context.Context, oldID, what string) (id stri
 		c.log().Info("resuming with the snapshot of an earlier boot", "snapshot", id, "progress", aws.ToString(snaps[0].Progress))
 		return id, false, nil
 	}
+	// The original's own tags too: an IAM policy scoped by a tag
+	// (aws:RequestTag) must see it on the request.
+	snapTags := userTags(old)
+	snapTags[TagMovedFrom], snapTags[TagMovingTo] = oldID, c.Instance.AZ
 	cctx, cancel := c.call(ctx)
 	defer cancel()
 	snap, err := c.EC2.CreateSnapshot(cctx, &ec2.CreateSnapshotInput{
 		VolumeId:    aws.String(oldID),
 		Description: aws.String("spotroot: " + what),
-		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeSnapshot,
-			Tags: toTags(map[string]string{TagMovedFrom: oldID, TagMovingTo: c.Instance.AZ})}},
+		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeSnapshot, Tags: toTags(snapTags)}},
 	})
 	if err != nil {
 		return "", false, apiError("CreateSnapshot", what, err)
@@ -456,4 +458,16 @@ func (c *Claimer) finishMove(ctx context.Context, vol types.Volume) {
 		c.deleteMoved(ctx, origID, "")
 	}
 	c.dropMoveSnapshots(ctx, origID, "")
+}
+
+// userTags are a volume's tags without AWS's and spotroot's own.
+func userTags(v types.Volume) map[string]string {
+	tags := map[string]string{}
+	for _, t := range v.Tags {
+		k := aws.ToString(t.Key)
+		if !strings.HasPrefix(k, "aws:") && !strings.HasPrefix(k, "spotroot:") {
+			tags[k] = aws.ToString(t.Value)
+		}
+	}
+	return tags
 }

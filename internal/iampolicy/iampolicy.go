@@ -25,10 +25,19 @@ type Statement struct {
 //     carry key=value (EC2 authorizes both resources of the call);
 //   - CreateVolume/CreateSnapshot only when the request tags the new
 //     resource key=value (and snapshots only of tagged volumes);
-//   - CreateTags only as part of those creates (ec2:CreateAction);
-//   - an explicit deny of CreateTags/DeleteTags that touch any spotroot:*
-//     key or key itself outside a create, so an instance cannot tag its way
+//   - CreateTags as part of those creates (ec2:CreateAction), and outside
+//     one only the claim/move protocol keys (ProtocolTagKeys) on volumes
+//     already carrying key=value;
+//   - an explicit deny of CreateTags outside a create that touch key, a
+//     pool key or the keys that make a volume a move's copy, and of any
+//     DeleteTags of spotroot:* or key, so an instance cannot tag its way
 //     to someone else's volume.
+//
+// ProtocolTagKeys are the tags spotroot writes on an existing volume: the
+// claim (spotroot:instance) and the cross-AZ move (spotroot:moving-to,
+// spotroot:moved-to).
+var ProtocolTagKeys = []string{"spotroot:instance", "spotroot:moving-to", "spotroot:moved-to"}
+
 func Render(key, value string) ([]byte, error) {
 	tagged := map[string]map[string]any{"StringEquals": {"aws:ResourceTag/" + key: value}}
 	onCreate := map[string]map[string]any{"StringEquals": {"aws:RequestTag/" + key: value}}
@@ -49,10 +58,22 @@ func Render(key, value string) ([]byte, error) {
 		{Sid: "SpotrootTagOnCreate", Effect: "Allow", Action: []string{"ec2:CreateTags"},
 			Resource:  []string{"arn:aws:ec2:*:*:volume/*", "arn:aws:ec2:*::snapshot/*"},
 			Condition: map[string]map[string]any{"StringEquals": {"ec2:CreateAction": []string{"CreateVolume", "CreateSnapshot"}}}},
-		{Sid: "SpotrootDenyTagChanges", Effect: "Deny", Action: []string{"ec2:CreateTags", "ec2:DeleteTags"}, Resource: []string{"*"},
+		// The claim and the cross-AZ move protocol write these on volumes
+		// already in scope (README: the move protocol); nothing else.
+		{Sid: "SpotrootClaimAndMoveTags", Effect: "Allow", Action: []string{"ec2:CreateTags"},
+			Resource: []string{"arn:aws:ec2:*:*:volume/*"},
+			Condition: map[string]map[string]any{
+				"StringEquals":              {"aws:ResourceTag/" + key: value},
+				"ForAllValues:StringEquals": {"aws:TagKeys": ProtocolTagKeys},
+			}},
+		{Sid: "SpotrootDenyTagChanges", Effect: "Deny", Action: []string{"ec2:CreateTags"}, Resource: []string{"*"},
+			Condition: map[string]map[string]any{
+				"ForAnyValue:StringLike": {"aws:TagKeys": []string{key, "spotroot:pool*", "spotroot:moved-from", "spotroot:created-by"}},
+				"Null":                   {"ec2:CreateAction": "true"},
+			}},
+		{Sid: "SpotrootDenyTagRemoval", Effect: "Deny", Action: []string{"ec2:DeleteTags"}, Resource: []string{"*"},
 			Condition: map[string]map[string]any{
 				"ForAnyValue:StringLike": {"aws:TagKeys": []string{"spotroot:*", key}},
-				"Null":                   {"ec2:CreateAction": "true"},
 			}},
 	}}
 	b, err := json.MarshalIndent(p, "", "  ")

@@ -65,8 +65,23 @@ func TestRender(t *testing.T) {
 	}
 	d := get("SpotrootDenyTagChanges")
 	keys, _ := d.Condition["ForAnyValue:StringLike"]["aws:TagKeys"].([]any)
-	if d.Effect != "Deny" || !slices.Contains(keys, any("spotroot:*")) || !slices.Contains(keys, any("team")) ||
-		d.Condition["Null"]["ec2:CreateAction"] != "true" || !slices.Contains(d.Action, "ec2:DeleteTags") {
+	if d.Effect != "Deny" || !slices.Contains(keys, any("spotroot:moved-from")) || !slices.Contains(keys, any("team")) ||
+		d.Condition["Null"]["ec2:CreateAction"] != "true" || !slices.Contains(d.Action, "ec2:CreateTags") {
 		t.Errorf("deny statement: %+v", d)
+	}
+	for _, k := range ProtocolTagKeys {
+		if slices.Contains(keys, any(k)) {
+			t.Errorf("the deny covers the protocol key %s", k)
+		}
+	}
+	m := get("SpotrootClaimAndMoveTags")
+	allowed, _ := m.Condition["ForAllValues:StringEquals"]["aws:TagKeys"].([]any)
+	if m.Condition["StringEquals"]["aws:ResourceTag/team"] != "blue" || len(allowed) != len(ProtocolTagKeys) || !slices.Equal(m.Resource, []string{"arn:aws:ec2:*:*:volume/*"}) {
+		t.Errorf("protocol tags statement: %+v", m)
+	}
+	r := get("SpotrootDenyTagRemoval")
+	rk, _ := r.Condition["ForAnyValue:StringLike"]["aws:TagKeys"].([]any)
+	if r.Effect != "Deny" || !slices.Equal(r.Action, []string{"ec2:DeleteTags"}) || !slices.Contains(rk, any("spotroot:*")) {
+		t.Errorf("tag removal deny: %+v", r)
 	}
 }
