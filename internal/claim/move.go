@@ -320,8 +320,8 @@ func (c *Claimer) moveSnapshot(ctx context.Context, old types.Volume, what strin
 	cctx, cancel := c.call(ctx)
 	defer cancel()
 	snap, err := c.EC2.CreateSnapshot(cctx, &ec2.CreateSnapshotInput{
-		VolumeId:    aws.String(oldID),
-		Description: aws.String("spotroot: " + what),
+		VolumeId:          aws.String(oldID),
+		Description:       aws.String("spotroot: " + what),
 		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeSnapshot, Tags: toTags(snapTags)}},
 	})
 	if err != nil {
