@@ -282,10 +282,18 @@ func (b *booter) volume(w *world, v config.Volume, target string, isRoot bool) e
 		// are never killed mid-write (fsutil runs tools to completion).
 		fctx, fcancel := withTimeout(cfg.Timeouts.Fsck.D(), 10*time.Minute)
 		defer fcancel()
+		if isRoot && fs.Type == "btrfs" {
+			// btrfs takes a second device with a known fsid for a member
+			// of that filesystem: the fsid changes before the replay mount.
+			if err := b.fixIdentityClash(fctx, dev, &fs); err != nil {
+				return err
+			}
+		}
 		if err := b.check(fctx, dev, fs.Type); err != nil {
 			return err
 		}
-		if isRoot {
+		if isRoot && fs.Type != "btrfs" {
+			// ext4 and XFS need a replayed journal/log for the rewrite.
 			return b.fixIdentityClash(fctx, dev, &fs)
 		}
 		return nil
