@@ -53,6 +53,9 @@ func (c *Claimer) Claim(ctx context.Context, v config.Volume) (Claim, error) {
 	if err != nil {
 		return Claim{}, err
 	}
+	if err := c.checkNotMoving(ctx, cl); err != nil {
+		return Claim{}, err
+	}
 	c.tagClaimed(ctx, cl.VolumeID)
 	return cl, nil
 }

@@ -231,7 +231,15 @@ func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (Claim, e
 	snapID = aws.ToString(vol.SnapshotId)
 	// 5a. Snapshots of the move other than the copy's are not needed.
 	c.dropMoveSnapshots(mctx, oldID, snapID)
-	// 4. The commit.
+	// 4. The commit, unless the original was attached meanwhile (by a
+	// boot in its own AZ that found it before step 1): the copy would
+	// miss its writes. That boot lets go by itself (checkNotMoving).
+	if cur, err := c.describe(mctx, &ec2.DescribeVolumesInput{VolumeIds: []string{oldID}}, what); err != nil {
+		return Claim{}, err
+	} else if len(cur) == 1 && len(cur[0].Attachments) > 0 {
+		return Claim{}, c.abandonMove(ctx, old, newID, aws.ToString(cur[0].Attachments[0].InstanceId))
+	}
+	// The commit.
 	if err := c.tag(mctx, oldID, TagMovedTo, newID, what+": commit"); err != nil {
 		return Claim{}, err
 	}
@@ -470,4 +478,49 @@ func userTags(v types.Volume) map[string]string {
 		}
 	}
 	return tags
+}
+
+// abandonMove undoes a move whose original was attached by another boot
+// before the commit: the copy and the snapshots are stale. The mark goes
+// last, so a failed clean-up leaves the move visibly under way.
+func (c *Claimer) abandonMove(ctx context.Context, old types.Volume, copyID, by string) error {
+	oldID := aws.ToString(old.VolumeId)
+	e := &MoveInProgressError{Volume: oldID, From: aws.ToString(old.AvailabilityZone), To: c.Instance.AZ, Copy: copyID,
+		Reason: "abandoned: " + by + " attached the original meanwhile"}
+	cctx, cancel := c.call(ctx)
+	_, err := c.EC2.DeleteVolume(cctx, &ec2.DeleteVolumeInput{VolumeId: aws.String(copyID)})
+	cancel()
+	if err != nil && ErrorCode(err) != "InvalidVolume.NotFound" {
+		e.Reason += fmt.Sprintf("; the stale copy %s could not be deleted (%v): delete it, then remove the tag %s from %s", copyID, apiError("DeleteVolume", "delete "+copyID, err), TagMovingTo, oldID)
+		return e
+	}
+	c.dropMoveSnapshots(ctx, oldID, "")
+	if err := c.tag(ctx, oldID, TagMovingTo, "", "abandon the move"); err != nil {
+		e.Reason += "; " + err.Error()
+	}
+	return e
+}
+
+// checkNotMoving runs after this boot attached vol: if a mover marked it
+// meanwhile (it found the volume free just before we attached), this boot
+// lets go (the disk is not mounted yet, a plain detach is safe) so that
+// either the move or the next boot wins, never both.
+func (c *Claimer) checkNotMoving(ctx context.Context, cl Claim) error {
+	vols, err := c.describe(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{cl.VolumeID}}, "re-check "+cl.VolumeID)
+	if err != nil || len(vols) != 1 || tagValue(vols[0], TagMovingTo) == "" {
+		return err
+	}
+	to := tagValue(vols[0], TagMovingTo)
+	c.log().Warn("a move of the volume started while it was being attached here; letting go", "volume", cl.VolumeID, "to", to)
+	if err := c.WaitAttached(ctx, cl.VolumeID); err == nil {
+		if err := c.detach(ctx, cl.VolumeID, c.Instance.ID, false); err != nil {
+			return err
+		}
+	}
+	var vol types.Volume
+	if err := c.waitAvailable(ctx, cl.VolumeID, &vol); err != nil {
+		return err
+	}
+	return &MoveInProgressError{Volume: cl.VolumeID, From: aws.ToString(vols[0].AvailabilityZone), To: to,
+		Reason: "it started while this boot attached the volume; this boot let go"}
 }

@@ -275,3 +275,36 @@ func createInput(az, token string) *ec2.CreateVolumeInput {
 }
 
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
+
+// TestMoveVersusLocalClaim: a boot in the original's AZ found the volume
+// free and attaches it just as a boot in another AZ starts moving it. Both
+// may give up, but never both win: the original attached here and the
+// move committed would be two diverging copies.
+func TestMoveVersusLocalClaim(t *testing.T) {
+	for round := range 4 {
+		w := newWorld(t)
+		w.sim.Update(func(sw *sim.World) error { sw.CreateLatency = 100 * time.Millisecond; return nil })
+		old := w.volume("us-east-1b", map[string]string{"Name": "home-root"})
+		local := w.claimer("us-east-1b", nil)
+		mover := w.claimer("us-east-1a", nil)
+		// The local boot's AttachVolume reaches EC2 late, after the mover's
+		// mark and its re-read.
+		w.sim.SetFault("AttachVolume", sim.Fault{Delay: time.Duration(150+50*round) * time.Millisecond})
+		errs := make(chan error, 2)
+		go func() { _, err := claimAndWait(context.Background(), local, home); errs <- err }()
+		time.Sleep(20 * time.Millisecond)
+		go func() { _, err := claimAndWait(context.Background(), mover, home); errs <- err }()
+		e1, e2 := <-errs, <-errs
+		w.srv.Wait()
+		ov := w.vol(old)
+		attachedHere := len(ov.Attachments) > 0
+		committed := ov.Tags[claim.TagMovedTo] != ""
+		t.Logf("round %d: local/mover: %v / %v; attached here %v, committed %v", round, e1, e2, attachedHere, committed)
+		if attachedHere && committed {
+			t.Fatalf("round %d: split: the original is attached in us-east-1b and the move committed", round)
+		}
+		if ev := w.sim.DataLossEvents(); len(ev) != 0 {
+			t.Fatalf("data-loss events: %+v", ev)
+		}
+	}
+}
