@@ -420,6 +420,11 @@ func (c *Claimer) waitSnapshot(ctx context.Context, id string) error {
 		cctx, cancel := c.call(ctx)
 		defer cancel()
 		out, err := c.EC2.DescribeSnapshots(cctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
+		if ErrorCode(err) == "InvalidSnapshot.NotFound" {
+			// A new snapshot may not be visible yet (eventual
+			// consistency); one deleted meanwhile ends with the budget.
+			return false, nil
+		}
 		if err != nil {
 			return false, apiError("DescribeSnapshots", "wait for snapshot "+id, err)
 		}
