@@ -142,6 +142,10 @@ func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (Claim, e
 	// A copy whose own move was cut before its clean-up.
 	c.finishMove(mctx, old)
 	// 0. The original's owner must be done with it (the detach rules).
+	prevOwners := map[string]bool{}
+	for _, a := range old.Attachments {
+		prevOwners[aws.ToString(a.InstanceId)] = true
+	}
 	if err := c.freeFromDeadInstance(mctx, &old); err != nil {
 		return Claim{}, fmt.Errorf("%s: %w", what, err)
 	}
@@ -236,8 +240,14 @@ func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (Claim, e
 	// miss its writes. That boot lets go by itself (checkNotMoving).
 	if cur, err := c.describe(mctx, &ec2.DescribeVolumesInput{VolumeIds: []string{oldID}}, what); err != nil {
 		return Claim{}, err
-	} else if len(cur) == 1 && len(cur[0].Attachments) > 0 {
-		return Claim{}, c.abandonMove(ctx, old, newID, aws.ToString(cur[0].Attachments[0].InstanceId))
+	} else if len(cur) == 1 {
+		for _, a := range cur[0].Attachments {
+			// (A previous owner's attachment is a lagging view of the
+			// release step 0 waited for.)
+			if by := aws.ToString(a.InstanceId); !prevOwners[by] {
+				return Claim{}, c.abandonMove(ctx, old, newID, by)
+			}
+		}
 	}
 	// The commit.
 	if err := c.tag(mctx, oldID, TagMovedTo, newID, what+": commit"); err != nil {
