@@ -43,11 +43,19 @@ func cutAt(t *testing.T, w *harness.World, o harness.BootOpts, at string) (strin
 }
 
 // terminateLater is EC2 ending the killed instance: shutting-down (the
-// volume still attached) for a while, then terminated.
+// volume still attached) until well after the replacement has launched
+// (its boot reaches the claim 3-6 s after QEMU starts under TCG), then
+// terminated.
 func terminateLater(w *harness.World, id string) {
 	_ = w.Sim.SetInstanceState(id, sim.InstanceShuttingDown)
+	count := func() (n int) { w.Sim.View(func(sw *sim.World) { n = len(sw.Instances) }); return n }
+	before := count()
 	go func() {
-		time.Sleep(4 * time.Second)
+		deadline := time.Now().Add(time.Minute)
+		for count() == before && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(12 * time.Second)
 		_ = w.Sim.TerminateInstance(id)
 	}()
 }

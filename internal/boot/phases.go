@@ -340,8 +340,10 @@ func (b *booter) volume(w *world, v config.Volume, target string, isRoot bool) e
 // image's checker runs; a missing checker is noted, not fatal.
 func (b *booter) check(ctx context.Context, dev, fstype string) error {
 	if fstype == "xfs" || fstype == "btrfs" {
-		if _, err := b.kmod.LoadFilesystem(fstype); err != nil {
+		if mods, err := b.kmod.LoadFilesystem(fstype); err != nil {
 			return err
+		} else if len(mods) > 0 {
+			b.slog.Info("loaded filesystem modules", "modules", strings.Join(mods, ","))
 		}
 		b.slog.Info("replaying the filesystem log (mount and unmount)", "device", dev, "fs", fstype)
 		if err := sysroot.ReplayLog(dev, fstype, "/run"); err != nil {
