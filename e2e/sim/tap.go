@@ -23,6 +23,10 @@ type Tap struct {
 	CrashAt    int
 	CrashAfter bool
 	OnCrash    func()
+	// LoseAt serves that mutating call but drops its answer (the
+	// connection resets), without crashing: EC2 committed, the caller
+	// cannot tell.
+	LoseAt int
 
 	mu       sync.Mutex
 	calls    []TapCall
@@ -56,8 +60,10 @@ func (t *Tap) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler)
 	}
 	crashHere := false
+	n := 0
 	if Mutates(action) {
 		t.mutating++
+		n = t.mutating
 		crashHere = t.CrashAt > 0 && t.mutating == t.CrashAt
 	}
 	if crashHere {
@@ -67,6 +73,10 @@ func (t *Tap) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	t.mu.Unlock()
 
 	if !crashHere {
+		if Mutates(action) && t.LoseAt > 0 && n == t.LoseAt {
+			t.Next.ServeHTTP(discard{}, r)
+			panic(http.ErrAbortHandler)
+		}
 		t.Next.ServeHTTP(rw, r)
 		return
 	}

@@ -335,17 +335,64 @@ func (c *Claimer) moveSnapshot(ctx context.Context, old types.Volume, what strin
 	// (aws:RequestTag) must see it on the request.
 	snapTags := userTags(old)
 	snapTags[TagMovedFrom], snapTags[TagMovingTo] = oldID, c.Instance.AZ
-	cctx, cancel := c.call(ctx)
-	defer cancel()
-	snap, err := c.EC2.CreateSnapshot(cctx, &ec2.CreateSnapshotInput{
+	in := &ec2.CreateSnapshotInput{
 		VolumeId:          aws.String(oldID),
 		Description:       aws.String("spotroot: " + what),
 		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeSnapshot, Tags: toTags(snapTags)}},
-	})
-	if err != nil {
-		return "", false, apiError("CreateSnapshot", what, err)
 	}
-	return aws.ToString(snap.SnapshotId), true, nil
+	// CreateSnapshot takes no ClientToken: a retry after an answer lost
+	// once EC2 had committed (a 5xx, a reset, a timeout) makes a second
+	// snapshot. So the SDK does not retry it; an unclear failure is judged
+	// by looking for the snapshot (by its tag, allowing for EC2's lagging
+	// views) before asking again.
+	for attempt := 1; ; attempt++ {
+		cctx, cancel := c.call(ctx)
+		snap, err := c.EC2.CreateSnapshot(cctx, in, func(o *ec2.Options) { o.RetryMaxAttempts = 1 })
+		cancel()
+		if err == nil {
+			return aws.ToString(snap.SnapshotId), true, nil
+		}
+		if !unclear(err) || attempt == 3 {
+			return "", false, apiError("CreateSnapshot", what, err)
+		}
+		c.log().Info("the snapshot request got no clear answer; looking for the snapshot before asking again", "volume", oldID, "error", err)
+		deadline := time.Now().Add(lagWait)
+		for time.Now().Before(deadline) {
+			if snaps, err := c.moveSnapshots(ctx, oldID); err == nil && len(snaps) > 0 {
+				return aws.ToString(snaps[0].SnapshotId), true, nil
+			}
+			if !sleepCtx(ctx, c.maxPoll()) {
+				return "", false, fmt.Errorf("%s: %w", what, ctx.Err())
+			}
+		}
+	}
+}
+
+// lagWait is how long a resource EC2 created may stay invisible to
+// Describe calls (eventual consistency) before spotroot concludes it was
+// not created.
+const lagWait = 10 * time.Second
+
+// unclear reports whether a failed call may have been carried out: a
+// server error, throttling aside, or no answer at all.
+func unclear(err error) bool {
+	var re interface{ HTTPStatusCode() int }
+	if errors.As(err, &re) {
+		code := re.HTTPStatusCode()
+		return code == 0 || code >= 500 // 0: no answer arrived
+	}
+	return ErrorCode(err) == "" // transport: reset, timeout
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // moveProgress describes a move under way (for the one line a boot prints
