@@ -436,9 +436,17 @@ func (c *Claimer) dropMoveSnapshots(ctx context.Context, oldID, keep string) {
 // dropIfUnused deletes a snapshot a lost racer made, unless the move's copy
 // was made from it (the winner may have picked it up).
 func (c *Claimer) dropIfUnused(ctx context.Context, oldID, snapID string) {
-	copies, err := c.describe(ctx, &ec2.DescribeVolumesInput{Filters: []types.Filter{{Name: aws.String("tag:" + TagMovedFrom), Values: []string{oldID}}}}, "find the copy of "+oldID)
-	if err != nil || len(copies) == 0 {
-		return // cannot tell yet: the winner's clean-up removes it
+	// The copy exists (that is why we lost), but may not be visible yet.
+	var copies []types.Volume
+	for deadline := time.Now().Add(lagWait); ; {
+		var err error
+		copies, err = c.describe(ctx, &ec2.DescribeVolumesInput{Filters: []types.Filter{{Name: aws.String("tag:" + TagMovedFrom), Values: []string{oldID}}}}, "find the copy of "+oldID)
+		if err == nil && len(copies) > 0 {
+			break
+		}
+		if time.Now().After(deadline) || !sleepCtx(ctx, c.maxPoll()) {
+			return // cannot tell: a later boot's clean-up (finishMove) removes it
+		}
 	}
 	for _, v := range copies {
 		if aws.ToString(v.SnapshotId) == snapID {
@@ -512,15 +520,20 @@ func (c *Claimer) deleteMoved(ctx context.Context, oldID, snapID string) {
 }
 
 // finishMove completes the clean-up of a committed move whose boot was cut
-// before it: with delete_moved, the retired original (if still there) and
-// the move's snapshots are deleted. Best effort.
+// before it (or that a lagging view hid a racer's snapshot from): the
+// move's snapshots other than the copy's source go; with delete_moved, the
+// retired original (if still there) and all of them. Best effort.
 func (c *Claimer) finishMove(ctx context.Context, vol types.Volume) {
 	origID := tagValue(vol, TagMovedFrom)
-	if !c.DeleteMoved || origID == "" {
+	if origID == "" {
 		return
 	}
 	orig, err := c.describe(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{origID}}, "look up "+origID)
 	if err != nil || len(orig) > 1 || (len(orig) == 1 && tagValue(orig[0], TagMovedTo) != aws.ToString(vol.VolumeId)) {
+		return
+	}
+	if !c.DeleteMoved {
+		c.dropMoveSnapshots(ctx, origID, aws.ToString(vol.SnapshotId))
 		return
 	}
 	if len(orig) == 1 {
@@ -528,18 +541,6 @@ func (c *Claimer) finishMove(ctx context.Context, vol types.Volume) {
 		c.deleteMoved(ctx, origID, "")
 	}
 	c.dropMoveSnapshots(ctx, origID, "")
-}
-
-// userTags are a volume's tags without AWS's and spotroot's own.
-func userTags(v types.Volume) map[string]string {
-	tags := map[string]string{}
-	for _, t := range v.Tags {
-		k := aws.ToString(t.Key)
-		if !strings.HasPrefix(k, "aws:") && !strings.HasPrefix(k, "spotroot:") {
-			tags[k] = aws.ToString(t.Value)
-		}
-	}
-	return tags
 }
 
 // abandonMove undoes a move whose original was attached by another boot
@@ -585,4 +586,16 @@ func (c *Claimer) checkNotMoving(ctx context.Context, cl Claim) error {
 	}
 	return &MoveInProgressError{Volume: cl.VolumeID, From: aws.ToString(vols[0].AvailabilityZone), To: to,
 		Reason: "it started while this boot attached the volume; this boot let go"}
+}
+
+// userTags are a volume's tags without AWS's and spotroot's own.
+func userTags(v types.Volume) map[string]string {
+	tags := map[string]string{}
+	for _, t := range v.Tags {
+		k := aws.ToString(t.Key)
+		if !strings.HasPrefix(k, "aws:") && !strings.HasPrefix(k, "spotroot:") {
+			tags[k] = aws.ToString(t.Value)
+		}
+	}
+	return tags
 }
