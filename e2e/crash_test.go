@@ -1,250 +1,22 @@
 package e2e_test
 
-// The crash matrix at the simulator level: for every mutating EC2 call of
-// the claim, detach-wait, create, move and pool flows, a boot is powered
-// off right before the call reaches EC2 and, separately, right after EC2
-// committed it but before the answer arrived (sim.Tap drops every later
-// request and cancels the boot, as a power cut would). EC2 then terminates
-// the instance (shutting-down, then terminated), and a replacement boots in
-// the same AZ or, for the move, in the other AZ (followed, if the move is
-// still under way there, by one in the move's target AZ). Every scenario
-// asserts: the replacement claims the volume, exactly one volume carries
-// the identity, the data written before the cut is on it, nothing is left
-// untagged or orphaned (no dangling move, no stray copy or snapshot), and
-// the simulator recorded no data-loss event.
-//
-// SPOTROOT_CRASH_SEEDS=N runs the whole matrix for seeds 1..N (latencies
-// vary per seed); make soak sets it high.
+// The simulator-level crash matrix (package e2e/crash): every mutating EC2
+// call of the claim, detach-wait, create, move and pool flows, cut before
+// EC2 sees it and after it committed, each followed by replacement boots;
+// see e2e/crash for what every scenario asserts. SPOTROOT_CRASH_SEEDS=N
+// runs the whole matrix for seeds 1..N (make crash-soak).
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"math/rand/v2"
-	"net/http"
-	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/spotroot/spotroot/e2e/sim"
+	"github.com/spotroot/spotroot/e2e/crash"
 	"github.com/spotroot/spotroot/internal/claim"
-	"github.com/spotroot/spotroot/internal/config"
-	"github.com/spotroot/spotroot/internal/imds"
 )
-
-const crashAMI = "ami-0123456789abcdef0"
-
-// crashWorld is one simulated account for one crash scenario.
-type crashWorld struct {
-	t      *testing.T
-	sim    *sim.World
-	srv    *sim.Server
-	ec2    *httptest.Server
-	marker string
-	ids    []string // instance ids in boot order
-}
-
-func newCrashWorld(t *testing.T, seed uint64) *crashWorld {
-	t.Helper()
-	w, err := sim.Load("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.DataDir = t.TempDir()
-	rng := rand.New(rand.NewPCG(seed, 0x5eed))
-	w.AttachLatency = time.Duration(rng.IntN(30)) * time.Millisecond
-	w.DetachLatency = time.Duration(rng.IntN(30)) * time.Millisecond
-	w.CreateLatency = time.Duration(rng.IntN(60)) * time.Millisecond
-	s := sim.NewServer(w)
-	e := httptest.NewServer(s.EC2Handler())
-	t.Cleanup(func() { e.Close(); s.Close() })
-	return &crashWorld{t: t, sim: w, srv: s, ec2: e, marker: fmt.Sprintf("written-before-the-cut-%d", seed)}
-}
-
-// image writes a small disk image holding the marker.
-func (w *crashWorld) image(name string) string {
-	w.t.Helper()
-	p := filepath.Join(w.sim.DataDir, name)
-	buf := make([]byte, 64<<10)
-	copy(buf[4096:], w.marker)
-	if err := os.WriteFile(p, buf, 0o644); err != nil {
-		w.t.Fatal(err)
-	}
-	return p
-}
-
-func (w *crashWorld) volume(az string, tags map[string]string, mutate func(*sim.Volume)) string {
-	w.t.Helper()
-	id := sim.NewVolumeID()
-	v := sim.Volume{ID: id, AZ: az, Type: "gp3", SizeGiB: 8, Tags: tags, ImagePath: w.image(id + ".src.img")}
-	if mutate != nil {
-		mutate(&v)
-	}
-	if err := w.sim.AddVolume(v); err != nil {
-		w.t.Fatal(err)
-	}
-	return id
-}
-
-func (w *crashWorld) instance(az string) string {
-	w.t.Helper()
-	id := sim.NewInstanceID()
-	if err := w.sim.AddInstance(sim.Instance{ID: id, AZ: az, ImageID: crashAMI, State: "running", Role: "spotroot"}); err != nil {
-		w.t.Fatal(err)
-	}
-	w.ids = append(w.ids, id)
-	return id
-}
-
-// claimer is PID 1's claimer for instance id; its EC2 calls go through h.
-func (w *crashWorld) claimer(id string, h http.Handler, flow crashFlow) *claim.Claimer {
-	w.t.Helper()
-	inst, _ := w.sim.Instance(id)
-	api := w.ec2
-	if h != nil {
-		api = httptest.NewServer(h)
-		w.t.Cleanup(api.Close)
-	}
-	md := httptest.NewServer(w.srv.IMDSHandler(id))
-	w.t.Cleanup(md.Close)
-	c := &claim.Claimer{
-		EC2:      claim.NewClient(claim.ClientOptions{Region: "us-east-1", Endpoint: api.URL, IMDS: imds.New(md.URL, nil).SDK()}),
-		Instance: claim.Instance{ID: id, AZ: inst.AZ}, ImageID: crashAMI,
-		PollInterval: 5 * time.Millisecond, MaxPoll: 40 * time.Millisecond,
-		WaitDetach: 3 * time.Second, MoveBudget: 20 * time.Second,
-		CallTimeout: 5 * time.Second,
-		Log:         slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}
-	if flow.configure != nil {
-		flow.configure(c)
-	}
-	return c
-}
-
-// terminate is what EC2 does with a Spot instance that lost power:
-// shutting-down for a moment (its volumes still attached), then terminated.
-func (w *crashWorld) terminate(id string) {
-	_ = w.sim.SetInstanceState(id, sim.InstanceShuttingDown)
-	go func() {
-		time.Sleep(150 * time.Millisecond)
-		_ = w.sim.TerminateInstance(id)
-	}()
-}
-
-// crashFlow is one flow of the matrix.
-type crashFlow struct {
-	name string
-	// setup makes the world the first boot meets and returns the volume
-	// configuration and the first boot's AZ.
-	setup     func(w *crashWorld) (config.Volume, string)
-	configure func(*claim.Claimer)
-	// then are the AZs replacements boot in (one scenario each).
-	then        []string
-	pool        bool
-	deleteMoved bool
-}
-
-var home = map[string]string{"Name": "home-root"}
-
-var crashFlows = []crashFlow{
-	{name: "claim", then: []string{"us-east-1a"}, setup: func(w *crashWorld) (config.Volume, string) {
-		w.volume("us-east-1a", home, nil)
-		return config.Volume{Tag: home, Mount: "/"}, "us-east-1a"
-	}},
-	{name: "detach-wait-stopped-owner", then: []string{"us-east-1a"}, setup: func(w *crashWorld) (config.Volume, string) {
-		prev := w.instance("us-east-1a")
-		w.volume("us-east-1a", home, func(v *sim.Volume) {
-			v.Attachments = []sim.Attachment{{InstanceID: prev, Device: "/dev/sdf", State: sim.AttachAttached, AttachTime: time.Now().Add(-time.Hour)}}
-		})
-		if err := w.sim.SetInstanceState(prev, sim.InstanceStopped); err != nil {
-			w.t.Fatal(err)
-		}
-		return config.Volume{Tag: home, Mount: "/"}, "us-east-1a"
-	}},
-	{name: "detach-wait-terminated-owner-forced", then: []string{"us-east-1a"},
-		configure: func(c *claim.Claimer) { c.ForceDetach = true },
-		setup: func(w *crashWorld) (config.Volume, string) {
-			prev := w.instance("us-east-1a")
-			w.volume("us-east-1a", home, func(v *sim.Volume) {
-				v.Attachments = []sim.Attachment{{InstanceID: prev, Device: "/dev/sdf", State: sim.AttachAttached, AttachTime: time.Now().Add(-time.Hour)}}
-			})
-			// Terminated, but EC2 never released the volume.
-			w.sim.Update(func(sw *sim.World) error { sw.Instances[prev].State = sim.InstanceTerminated; return nil })
-			return config.Volume{Tag: home, Mount: "/"}, "us-east-1a"
-		}},
-	{name: "create-from-ami", then: []string{"us-east-1a"}, setup: func(w *crashWorld) (config.Volume, string) {
-		snap := sim.NewSnapshotID()
-		if err := w.sim.AddSnapshot(sim.Snapshot{ID: snap, VolumeSize: 8, State: "completed", ImagePath: w.image(snap + ".img")}); err != nil {
-			w.t.Fatal(err)
-		}
-		if err := w.sim.AddImage(sim.Image{ID: crashAMI, Name: "spotroot-test", RootSnapshotID: snap}); err != nil {
-			w.t.Fatal(err)
-		}
-		return config.Volume{Tag: home, Mount: "/", Create: &config.Create{From: "ami"}}, "us-east-1a"
-	}},
-	{name: "move", then: []string{"us-east-1a", "us-east-1b"}, setup: func(w *crashWorld) (config.Volume, string) {
-		w.volume("us-east-1b", home, nil)
-		return config.Volume{Tag: home, Mount: "/"}, "us-east-1a"
-	}},
-	{name: "move-delete-moved", then: []string{"us-east-1a", "us-east-1b"}, deleteMoved: true,
-		configure: func(c *claim.Claimer) { c.DeleteMoved = true },
-		setup: func(w *crashWorld) (config.Volume, string) {
-			w.volume("us-east-1b", home, nil)
-			return config.Volume{Tag: home, Mount: "/"}, "us-east-1a"
-		}},
-	{name: "pool", then: []string{"us-east-1a"}, pool: true, setup: func(w *crashWorld) (config.Volume, string) {
-		for range 3 {
-			w.volume("us-east-1a", map[string]string{"spotroot:pool": "web"}, nil)
-		}
-		return config.Volume{Pool: map[string]string{"spotroot:pool": "web"}, Mount: "/"}, "us-east-1a"
-	}},
-}
-
-func claimAndWait(ctx context.Context, c *claim.Claimer, v config.Volume) (claim.Claim, error) {
-	cl, err := c.Claim(ctx, v)
-	if err != nil {
-		return cl, err
-	}
-	return cl, c.WaitAttached(ctx, cl.VolumeID)
-}
-
-// steps runs the flow once without a crash and returns its mutating calls.
-func (f crashFlow) steps(t *testing.T, seed uint64) []string {
-	w := newCrashWorld(t, seed)
-	v, az := f.setup(w)
-	tap := &sim.Tap{Next: w.srv.EC2Handler()}
-	c := w.claimer(w.instance(az), tap, f)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := claimAndWait(ctx, c, v); err != nil {
-		t.Fatalf("%s without a crash: %v", f.name, err)
-	}
-	var steps []string
-	for _, call := range tap.Calls() {
-		if sim.Mutates(call.Action) {
-			steps = append(steps, describeCall(call))
-		}
-	}
-	return steps
-}
-
-func describeCall(c sim.TapCall) string {
-	s := c.Action
-	if c.Action == "CreateTags" {
-		s += " " + c.Params.Get("Tag.1.Key")
-	}
-	if c.Action == "DetachVolume" && strings.EqualFold(c.Params.Get("Force"), "true") {
-		s += " (force)"
-	}
-	return s
-}
 
 func crashSeeds() int {
 	n, _ := strconv.Atoi(os.Getenv("SPOTROOT_CRASH_SEEDS"))
@@ -252,195 +24,44 @@ func crashSeeds() int {
 }
 
 func TestCrashMatrix(t *testing.T) {
-	var mu sync.Mutex
-	points := 0
+	var passed atomic.Int64
 	for seed := uint64(1); seed <= uint64(crashSeeds()); seed++ {
-		for _, f := range crashFlows {
-			steps := f.steps(t, seed)
+		for _, f := range crash.Flows {
+			steps := f.Steps(t, seed)
 			for i, step := range steps {
 				for _, after := range []bool{false, true} {
-					for _, az := range f.then {
+					for _, az := range f.Then {
 						when := "before"
 						if after {
 							when = "after"
 						}
-						name := fmt.Sprintf("seed%d/%s/%s-%d-%s/then-%s", seed, f.name, when, i+1, strings.ReplaceAll(step, " ", "-"), az)
+						name := fmt.Sprintf("seed%d/%s/%s-%d-%s/then-%s", seed, f.Name, when, i+1, strings.ReplaceAll(step, " ", "-"), az)
 						t.Run(name, func(t *testing.T) {
 							t.Parallel()
-							runCrash(t, seed, f, i+1, after, az)
-							mu.Lock()
-							points++
-							mu.Unlock()
+							crash.Run(t, seed, f, i+1, after, az)
+							if !t.Failed() {
+								passed.Add(1)
+							}
 						})
 					}
 				}
 			}
 		}
 	}
-	t.Cleanup(func() { t.Logf("%d crash scenarios passed", points) })
+	t.Cleanup(func() { t.Logf("%d crash scenarios passed", passed.Load()) })
 }
 
-// runCrash powers the first boot off at mutating call n, then boots the
-// replacements and checks the invariants.
-func runCrash(t *testing.T, seed uint64, f crashFlow, n int, after bool, thenAZ string) {
-	w := newCrashWorld(t, seed)
-	v, az := f.setup(w)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	bootCtx, powerOff := context.WithCancel(ctx)
-	tap := &sim.Tap{Next: w.srv.EC2Handler(), CrashAt: n, CrashAfter: after, OnCrash: powerOff}
-	first := w.instance(az)
-	_, err := claimAndWait(bootCtx, w.claimer(first, tap, f), v)
-	if !tap.Crashed() {
-		// Retries and lost answers can change how many calls a flow
-		// makes; the point then falls past the end of this run, which
-		// is still a boot to replace.
-		t.Logf("the boot never reached mutating call %d (err %v)", n, err)
+// TestCrashCheck: the entry point the soak uses outside the testing
+// package reports a broken invariant as an error.
+func TestCrashCheck(t *testing.T) {
+	f := crash.Flows[0]
+	if err := crash.Check(1, crash.Point{Flow: f, N: 1, After: true, ThenAZ: f.Then[0]}); err != nil {
+		t.Fatalf("a passing point: %v", err)
 	}
-	w.terminate(first)
-
-	// The replacements: in thenAZ, and if a move is still under way there
-	// (a boot outside the target AZ does not take part), one in the
-	// target AZ.
-	var cl claim.Claim
-	var last string
-	for _, bootAZ := range []string{thenAZ, az} {
-		last = w.instance(bootAZ)
-		cl, err = claimAndWait(ctx, w.claimer(last, nil, f), v)
-		var mip *claim.MoveInProgressError
-		if errors.As(err, &mip) && bootAZ != az {
-			t.Logf("replacement in %s: %v", bootAZ, err)
-			w.terminate(last)
-			continue
-		}
-		if err != nil {
-			t.Fatalf("replacement in %s: %v", bootAZ, err)
-		}
-		break
+	// A replacement in another AZ that may not move the volume fails.
+	broken := f
+	broken.Configure = func(c *claim.Claimer) { c.CrossAZ = "fail" }
+	if err := crash.Check(1, crash.Point{Flow: broken, N: 1, ThenAZ: "us-east-1b"}); err == nil || !strings.Contains(err.Error(), "replacement in us-east-1b") {
+		t.Fatalf("a broken point reported %v", err)
 	}
-	// Let EC2 finish what is in flight (detaches of the dead, deletions).
-	time.Sleep(300 * time.Millisecond)
-	w.srv.Wait()
-	checkInvariants(t, w, f, cl, last)
-}
-
-func checkInvariants(t *testing.T, w *crashWorld, f crashFlow, cl claim.Claim, owner string) {
-	t.Helper()
-	if ev := w.sim.DataLossEvents(); len(ev) != 0 {
-		t.Errorf("data-loss events: %+v", ev)
-	}
-	var vols map[string]sim.Volume
-	var snaps map[string]sim.Snapshot
-	var amiSnap string
-	w.sim.View(func(sw *sim.World) {
-		vols, snaps = map[string]sim.Volume{}, map[string]sim.Snapshot{}
-		for id, v := range sw.Volumes {
-			vols[id] = *v
-		}
-		for id, s := range sw.Snapshots {
-			snaps[id] = *s
-		}
-		if img, ok := sw.Images[crashAMI]; ok {
-			amiSnap = img.RootSnapshotID
-		}
-	})
-	got, ok := vols[cl.VolumeID]
-	if !ok {
-		t.Fatalf("claimed volume %s does not exist", cl.VolumeID)
-	}
-	if len(got.Attachments) != 1 || got.Attachments[0].InstanceID != owner || got.Attachments[0].State != sim.AttachAttached {
-		t.Errorf("claimed volume %s attachments = %+v, want attached to %s only", cl.VolumeID, got.Attachments, owner)
-	}
-	// The data written before the cut.
-	if b, err := readHead(got.ImagePath, 8192); err != nil || !strings.Contains(string(b), w.marker) {
-		t.Errorf("claimed volume %s (%s) lacks the data written before the cut: %v", cl.VolumeID, got.ImagePath, err)
-	}
-	if f.pool {
-		for id, v := range vols {
-			if v.Tags["spotroot:pool"] != "" && len(v.Attachments) > 1 {
-				t.Errorf("pool member %s attached twice: %+v", id, v.Attachments)
-			}
-			if v.Tags["spotroot:pool"] == "" && !isRootStub(v) {
-				t.Errorf("volume %s is not a pool member: %+v", id, v)
-			}
-		}
-		return
-	}
-	// Exactly one volume carries the identity.
-	var live []string
-	for id, v := range vols {
-		if isRootStub(v) {
-			continue
-		}
-		if v.Tags["Name"] != "home-root" {
-			t.Errorf("untagged or stray volume %s: %+v", id, v.Tags)
-			continue
-		}
-		switch {
-		case v.Tags[claim.TagMovedTo] != "":
-			if _, ok := vols[v.Tags[claim.TagMovedTo]]; !ok {
-				t.Errorf("volume %s retired for %s, which does not exist", id, v.Tags[claim.TagMovedTo])
-			}
-		case v.Tags[claim.TagMovingTo] != "":
-			t.Errorf("volume %s is left mid-move: %v", id, v.Tags)
-		case v.Tags[claim.TagMovedFrom] != "":
-			orig, ok := vols[v.Tags[claim.TagMovedFrom]]
-			if ok && orig.Tags[claim.TagMovedTo] != id {
-				t.Errorf("stray copy %s of %s (the original names %q)", id, v.Tags[claim.TagMovedFrom], orig.Tags[claim.TagMovedTo])
-				continue
-			}
-			live = append(live, id)
-		default:
-			live = append(live, id)
-		}
-	}
-	if len(live) != 1 || live[0] != cl.VolumeID {
-		t.Errorf("volumes carrying the identity: %v, want exactly the claimed %s", live, cl.VolumeID)
-	}
-	if f.deleteMoved {
-		for id, v := range vols {
-			if v.Tags[claim.TagMovedTo] != "" {
-				t.Errorf("delete_moved: retired original %s still exists", id)
-			}
-		}
-		for id := range snaps {
-			if id != amiSnap {
-				t.Errorf("delete_moved: snapshot %s still exists", id)
-			}
-		}
-	}
-	// Every snapshot is the AMI's or the source of an existing volume.
-	for id, s := range snaps {
-		if id == amiSnap {
-			continue
-		}
-		used := false
-		for _, v := range vols {
-			used = used || v.SnapshotID == id
-		}
-		if !used || s.Tags[claim.TagMovedFrom] == "" {
-			t.Errorf("orphaned snapshot %s: %+v", id, s.Tags)
-		}
-	}
-}
-
-// isRootStub reports whether v is an instance's own root volume the
-// simulator made for it.
-func isRootStub(v sim.Volume) bool {
-	return len(v.Attachments) > 0 && v.Attachments[0].DeleteOnTermination
-}
-
-// readHead reads the first n bytes of a (sparse, large) image.
-func readHead(path string, n int) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b := make([]byte, n)
-	k, err := io.ReadFull(f, b)
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		err = nil
-	}
-	return b[:k], err
 }
