@@ -27,9 +27,12 @@ import (
 // AWS documents a forced detach as "a last resort to detach a volume from a
 // failed instance ... can lead to data loss or a corrupted file system"
 // (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DetachVolume.html);
-// the EBS CSI driver never forces a detach and treats DescribeInstances as
-// eventually consistent (kubernetes-sigs/aws-ebs-csi-driver#801,
-// kubernetes/kubernetes#38824, and
+// the EBS CSI driver never forces one (pkg/cloud/cloud.go DetachDisk sends
+// DetachVolume without Force and takes IncorrectState and
+// InvalidAttachment.NotFound as "already detached", as detach below does)
+// and treats DescribeInstances as eventually consistent
+// (kubernetes-sigs/aws-ebs-csi-driver#801; on forcing,
+// kubernetes/kubernetes#38824; and
 // https://docs.aws.amazon.com/AWSEC2/latest/APIReference/query-api-troubleshooting.html#eventual-consistency).
 
 // DefaultNotFoundGrace is how old an attachment must be before an owner EC2
