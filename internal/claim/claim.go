@@ -112,6 +112,18 @@ func (c *Claimer) Find(ctx context.Context, v config.Volume) (types.Volume, erro
 	if len(vols) == 0 {
 		return types.Volume{}, &NotFoundError{What: v.Describe()}
 	}
+	// A volume named by id that was moved lives on as its copy (and the
+	// copy's copy): follow spotroot:moved-to.
+	for hops := 0; v.ID != "" && len(vols) == 1 && tagValue(vols[0], TagMovedTo) != "" && hops < 8; hops++ {
+		next := tagValue(vols[0], TagMovedTo)
+		c.log().Info("the configured volume was moved to another AZ; following it", "volume", aws.ToString(vols[0].VolumeId), "moved-to", next)
+		if vols, err = c.describe(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{next}}, "find "+next+", the copy of "+v.Describe()); err != nil {
+			return types.Volume{}, err
+		}
+		if len(vols) == 0 {
+			return types.Volume{}, &NotFoundError{What: v.Describe() + " (moved to " + next + ", which does not exist)"}
+		}
+	}
 	live, moving, err := c.classify(ctx, vols)
 	if err != nil {
 		return types.Volume{}, err

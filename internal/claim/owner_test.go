@@ -334,3 +334,28 @@ func TestMoveSnapshotAnswerLost(t *testing.T) {
 		t.Fatalf("%d CreateSnapshot calls, %d snapshots; want 1 and 1", calls, snaps)
 	}
 }
+
+// TestMovedVolumeByID: a volume configured by id keeps being found after a
+// move (and a move back), through spotroot:moved-to.
+func TestMovedVolumeByID(t *testing.T) {
+	w := newWorld(t)
+	old := w.volume("us-east-1b", map[string]string{"Name": "home-root"})
+	byID := home
+	byID.Tag, byID.ID = nil, old
+	a := w.claimer("us-east-1a", nil)
+	cl, err := claimAndWait(context.Background(), a, byID)
+	if err != nil || cl.MovedFrom != old {
+		t.Fatalf("first move: %+v, %v", cl, err)
+	}
+	w.sim.TerminateInstance(a.Instance.ID)
+	b := w.claimer("us-east-1b", nil)
+	cl2, err := claimAndWait(context.Background(), b, byID)
+	if err != nil || cl2.MovedFrom != cl.VolumeID {
+		t.Fatalf("move back: %+v, %v; want a copy of %s", cl2, err, cl.VolumeID)
+	}
+	w.sim.TerminateInstance(b.Instance.ID)
+	cl3, err := claimAndWait(context.Background(), w.claimer("us-east-1b", nil), byID)
+	if err != nil || cl3.VolumeID != cl2.VolumeID {
+		t.Fatalf("third boot: %+v, %v; want %s", cl3, err, cl2.VolumeID)
+	}
+}
