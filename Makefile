@@ -69,18 +69,24 @@ bench: setup
 INITRAMFS_KERNEL ?=
 INITRAMFS_ARGS   ?=
 initramfs: build
+	k='$(INITRAMFS_KERNEL)'; \
+	if [ -z "$$k" ] && [ ! -f "/lib/modules/$$(uname -r)/modules.order" ]; then k=$$($(GO) run ./e2e/cmd/cloudkernel) || exit 1; fi; \
 	CGO_ENABLED=0 $(GO) run ./initramfs/cmd/spotroot-initramfs -spotroot $(BUILD)/spotroot \
-		-kernel '$(INITRAMFS_KERNEL)' -o $(BUILD)/initramfs.img $(INITRAMFS_ARGS)
+		-kernel "$$k" -o $(BUILD)/initramfs.img $(INITRAMFS_ARGS)
 
 # The Debian package (dpkg-deb; reproducible with SOURCE_DATE_EPOCH).
 DEB_ARCH    ?= amd64
 DEB_VERSION ?= $(shell git log -1 --format='0.1.0~git%cd.%h' --date=format:%Y%m%d 2>/dev/null || echo 0.1.0)
 deb:
 	CGO_ENABLED=0 GOOS=linux GOARCH=$(DEB_ARCH) $(GO) build $(PID1_TAGS) $(GOFLAGS_BIN) -o $(BUILD)/deb/spotroot-$(DEB_ARCH) ./cmd/spotroot
-	./packaging/deb/build.sh $(BUILD)/deb/spotroot-$(DEB_ARCH) $(DEB_ARCH) '$(DEB_VERSION)' $(BUILD)
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(DEB_ARCH) $(GO) build $(GOFLAGS_BIN) -o $(BUILD)/deb/spotroot-initramfs-$(DEB_ARCH) ./initramfs/cmd/spotroot-initramfs
+	SPOTROOT_INITRAMFS_BIN=$(BUILD)/deb/spotroot-initramfs-$(DEB_ARCH) \
+		./packaging/deb/build.sh $(BUILD)/deb/spotroot-$(DEB_ARCH) $(DEB_ARCH) '$(DEB_VERSION)' $(BUILD)
 
+# Every tag lintian --pedantic finds is an error or justified in
+# packaging/deb/lintian-overrides.
 lintian: deb
-	lintian --fail-on error,warning $(BUILD)/spotroot_$(DEB_VERSION)_$(DEB_ARCH).deb
+	lintian --pedantic --fail-on error,warning,info,pedantic $(BUILD)/spotroot_$(DEB_VERSION)_$(DEB_ARCH).deb
 
 # Static release binaries with checksums: the PID 1 build (for images) and
 # the operator build (for workstations), for amd64 and arm64.

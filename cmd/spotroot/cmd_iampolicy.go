@@ -32,7 +32,7 @@ func iamPolicyCmd(args []string, stdio stdio) int {
 	fs.SetOutput(stdio.err)
 	key := fs.String("tag-key", ops.ManagedKey, "tag key that marks spotroot volumes and instances")
 	value := fs.String("tag-value", ops.ManagedValue, "its value")
-	fs.Usage = func() { fmt.Fprint(stdio.err, iamPolicyUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), iamPolicyUsage); fs.PrintDefaults() }
 	if code, done := parse(fs, args); done {
 		return code
 	}

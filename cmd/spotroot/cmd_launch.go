@@ -55,7 +55,8 @@ func launchCmd(args []string, stdio stdio) int {
 	fs.BoolVar(&o.Persistent, "persistent", false, "persistent Spot request; instances stop on interruption")
 	fs.StringVar(&o.LaunchTemplate, "launch-template", "", "write an EC2 launch template of this name instead of requesting an instance")
 	fs.BoolVar(&o.DryRun, "dry-run", false, "print the request, send nothing")
-	fs.Usage = func() { fmt.Fprint(stdio.err, launchUsage); fs.PrintDefaults() }
+	output := outputFlag(fs)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), launchUsage); fs.PrintDefaults() }
 	if code, done := parse(fs, args); done {
 		return code
 	}
@@ -63,7 +64,9 @@ func launchCmd(args []string, stdio stdio) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	c, _, err := a.Client(ctx)
-	if err == nil {
+	if err == nil && *output == "json" {
+		err = launchJSON(ctx, c, o, stdio)
+	} else if err == nil {
 		err = ops.Launch(ctx, c, o, stdio.out)
 	}
 	if err != nil {

@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"time"
 
+	"github.com/spotroot/spotroot/internal/claim"
 	"github.com/spotroot/spotroot/internal/imds"
 	"github.com/spotroot/spotroot/internal/ops"
 )
@@ -14,60 +14,78 @@ func init() {
 	register(command{name: "status", summary: "show the volume, its instance and the last boot", run: statusCmd})
 }
 
-const statusUsage = `usage: spotroot status [--volume NAME|vol-…] [--timeline FILE]
+const statusUsage = `usage: spotroot status [--output text|json] [--timeline FILE] [--imds-endpoint URL]
+       spotroot status --volume NAME|vol-… [--output text|json] [--region R] [--profile P]
 
-On an instance (no --volume): reads the instance identity from IMDS (IMDSv2),
-lists the spotroot volumes attached to it and prints the last boot's
-timeline from /run/spotroot/timeline.log. From outside (--volume): the
-volume, its attachment state and the instance it is attached to.
+On an instance (no --volume; works in the image build): reads the instance
+identity from IMDS (IMDSv2), lists the spotroot volumes attached to it with
+the instance profile's credentials and prints the last boot's timeline from
+/run/spotroot/timeline.log, and whether the boot fell back to the image's
+own init. Exit status 3 when IMDS cannot be reached (not on EC2).
 
-Flags:
+From outside (--volume; the operator build): the volume, its attachment
+state, the instance it is attached to, and the instance's spotroot:boot
+tag (set when a boot fell back).
 `
 
 func statusCmd(args []string, stdio stdio) int {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stdio.err)
+	fs := newFlags("status", statusUsage, stdio)
 	var a ops.AWSFlags
 	a.Register(fs)
 	volume := fs.String("volume", "", "the volume's Name tag or vol-… id (from outside the instance)")
 	timeline := fs.String("timeline", ops.DefaultTimeline, "the boot timeline file (on the instance)")
-	imdsEndpoint := fs.String("imds-endpoint", envOr("SPOTROOT_IMDS_ENDPOINT", imds.DefaultEndpoint), "IMDS base URL")
-	fs.Usage = func() { fmt.Fprint(stdio.err, statusUsage); fs.PrintDefaults() }
-	if code, done := parse(fs, args); done {
+	imdsEndpoint := fs.String("imds-endpoint", envOr("SPOTROOT_IMDS_ENDPOINT", imds.DefaultEndpoint), "IMDS base URL (env SPOTROOT_IMDS_ENDPOINT)")
+	output := outputFlag(fs)
+	if code, done := parseFlags(fs, args, stdio); done {
 		return code
+	}
+	if !checkOutput("status", *output, stdio) {
+		return exitUsage
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if *volume != "" {
 		c, _, err := a.Client(ctx)
-		if err == nil {
-			err = ops.VolumeStatus(ctx, c, *volume, stdio.out)
-		}
 		if err != nil {
 			fmt.Fprintf(stdio.err, "spotroot status: %v\n", err)
-			return 1
+			return exitFail
 		}
-		return 0
+		r, err := ops.VolumeStatus(ctx, c, *volume)
+		if err != nil {
+			fmt.Fprintf(stdio.err, "spotroot status: %v\n", err)
+			return exitFail
+		}
+		if *output == "json" {
+			writeJSON(stdio.out, r)
+		} else {
+			ops.PrintVolumeReport(stdio.out, r)
+		}
+		return exitOK
 	}
-	ictx, icancel := context.WithTimeout(ctx, 10*time.Second)
-	id, err := imds.New(*imdsEndpoint, nil).Identity(ictx)
+	ic := imds.New(*imdsEndpoint, nil)
+	ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
+	id, err := ic.Identity(ictx)
 	icancel()
 	if err != nil {
 		fmt.Fprintf(stdio.err, "spotroot status: %v\n(not on an EC2 instance? pass --volume NAME|vol-… to ask EC2 instead)\n", err)
-		return 1
+		return exitNoIMDS
 	}
-	if a.Region == "" {
-		a.Region = id.Region
+	region := id.Region
+	if a.Region != "" {
+		region = a.Region
 	}
-	c, _, cerr := a.Client(ctx)
-	var e ops.EC2
-	if cerr == nil {
-		e = c
+	// The instance profile's credentials, as the boot uses them: the same
+	// in the PID 1 build (no default credential chain) and the operator build.
+	c := claim.NewClient(claim.ClientOptions{Region: region, Endpoint: a.Endpoint, IMDS: ic.SDK()})
+	r, err := ops.InstanceStatus(ctx, c, id.InstanceID, region, id.AZ, *timeline)
+	if *output == "json" {
+		writeJSON(stdio.out, r)
+	} else {
+		ops.PrintInstanceReport(stdio.out, r)
 	}
-	err = ops.InstanceStatus(ctx, e, id.InstanceID, id.Region, *timeline, stdio.out)
-	if cerr != nil || err != nil {
-		fmt.Fprintf(stdio.err, "spotroot status: %v %v\n", cerr, err)
-		return 1
+	if err != nil {
+		fmt.Fprintf(stdio.err, "spotroot status: %v\n", err)
+		return exitFail
 	}
-	return 0
+	return exitOK
 }

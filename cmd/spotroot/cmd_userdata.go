@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 
 	"github.com/spotroot/spotroot/internal/ops"
@@ -19,21 +18,17 @@ key, which cloud-init ignores; mime is a multipart/mixed archive with a
 text/x-spotroot part, to combine with other cloud-init parts. --mount makes
 the volume a data volume at that path instead of the root. Check the result
 with 'spotroot config check'.
-
-Flags:
 `
 
 func userdataCmd(args []string, stdio stdio) int {
-	fs := flag.NewFlagSet("userdata", flag.ContinueOnError)
-	fs.SetOutput(stdio.err)
+	fs := newFlags("userdata", userdataUsage, stdio)
 	var o ops.UserDataOpts
 	fs.StringVar(&o.Volume, "volume", "", "the volume's Name tag or vol-… id")
 	fs.StringVar(&o.Pool, "pool", "", "claim any free volume of this pool")
 	fs.StringVar(&o.Mount, "mount", "", "mount point of a data volume (default: the volume is the root)")
 	fs.StringVar(&o.EC2Endpoint, "ec2-endpoint", "", "EC2 endpoint the instance should use (VPC endpoint)")
 	format := fs.String("format", "cloud-config", "cloud-config or mime")
-	fs.Usage = func() { fmt.Fprint(stdio.err, userdataUsage); fs.PrintDefaults() }
-	if code, done := parse(fs, args); done {
+	if code, done := parseFlags(fs, args, stdio); done {
 		return code
 	}
 	var b []byte
@@ -48,8 +43,8 @@ func userdataCmd(args []string, stdio stdio) int {
 	}
 	if err != nil {
 		fmt.Fprintf(stdio.err, "spotroot userdata: %v\n", err)
-		return 2
+		return exitUsage
 	}
 	stdio.out.Write(b)
-	return 0
+	return exitOK
 }

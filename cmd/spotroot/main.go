@@ -42,23 +42,37 @@ func main() {
 }
 
 func run(args []string, io stdio) int {
+	active = io
 	if len(args) == 0 {
 		usage(io.err)
-		return 2
+		return exitUsage
 	}
 	switch args[0] {
-	case "help", "-h", "--help":
+	case "-h", "--help":
 		usage(io.out)
-		return 0
+		return exitOK
+	case "help":
+		if len(args) > 1 {
+			if _, ok := commands[args[1]]; ok {
+				return run([]string{args[1], "--help"}, io)
+			}
+			fmt.Fprintf(io.err, "spotroot help: unknown command %q\n", args[1])
+			return exitUsage
+		}
+		usage(io.out)
+		return exitOK
 	case "version", "--version":
+		if len(args) > 1 && !helpAsked(args[1:]) {
+			fmt.Fprintf(io.err, "spotroot version: unexpected argument %q\n", args[1])
+			return exitUsage
+		}
 		fmt.Fprintln(io.out, "spotroot", version)
-		return 0
+		return exitOK
 	}
 	c, ok := commands[args[0]]
 	if !ok {
-		fmt.Fprintf(io.err, "spotroot: unknown command %q\n\n", args[0])
-		usage(io.err)
-		return 2
+		fmt.Fprintf(io.err, "spotroot: unknown command %q (run spotroot --help for the list)\n", args[0])
+		return exitUsage
 	}
 	return c.run(args[1:], io)
 }
@@ -66,20 +80,27 @@ func run(args []string, io stdio) int {
 func usage(w io.Writer) {
 	fmt.Fprint(w, `spotroot — boot a Spot instance from its persistent EBS volume
 
+usage: spotroot COMMAND [flags] [arguments]
+
 As PID 1 (installed as /sbin/init or via init=) spotroot claims the instance's
 volume, switches root into it and execs its init.
 
 Commands:
 `)
+	for _, n := range commandNames() {
+		fmt.Fprintf(w, "  %-12s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintf(w, "  %-12s %s\n  %-12s %s\n\n", "help", "help [COMMAND]: this text, or a command's", "version", "print the version")
+	fmt.Fprint(w, "Run 'spotroot COMMAND --help' for a command's flags. Results go to standard\noutput, progress and logs to standard error; see spotroot(8).\n\n"+exitStatusHelp)
+}
+
+func commandNames() []string {
 	names := make([]string, 0, len(commands))
 	for n := range commands {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-12s %s\n", n, commands[n].summary)
-	}
-	fmt.Fprintf(w, "  %-12s %s\n\nRun 'spotroot COMMAND --help' for a command's options.\n", "version", "print the version")
+	return names
 }
 
 // wantsHelp reports whether args ask for help, for commands that take no flags.

@@ -6,8 +6,11 @@
 package distro_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"mime/multipart"
+	"net/textproto"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -426,40 +429,54 @@ func testInterruption(t *testing.T, e *distroEnv) {
 	t.Logf("systemd-interruption wall time %v", time.Since(start).Round(time.Millisecond))
 }
 
-// bakeUserData is the build instance's user-data: cloud-init copies
-// spotroot from the tools disk, installs it as /sbin/init with `spotroot
-// install --method sbin-init` (or, while that command does not exist, the
-// same file moves by hand) and powers the build instance off.
-const bakeUserData = `#cloud-config
-runcmd:
-  - |
-    set -e
-    say() { echo "BAKE $*" > /dev/console; }
-    mkdir -p /run/spotroot-bin
-    mount -o ro LABEL=spotroot-bin /run/spotroot-bin
-    install -m 0755 /run/spotroot-bin/spotroot /usr/local/sbin/spotroot
-    umount /run/spotroot-bin
-    if out=$(/usr/local/sbin/spotroot install --method sbin-init 2>&1); then
-      method=install
-    elif echo "$out" | grep -q 'unknown command "install"'; then
-      # spotroot install is not there yet: the equivalent file moves.
-      mv /sbin/init /sbin/init.real
-      cp /usr/local/sbin/spotroot /sbin/init
-      method=manual
-    else
-      say "failed: $out"
-      exit 1
-    fi
-    say "method=$method init=$(readlink -f /sbin/init) init.real=$(readlink -f /sbin/init.real)"
-    say "config=$(paste -sd '|' /etc/spotroot/config.yaml 2>/dev/null)"
-    say "done"
-power_state:
-  mode: poweroff
-  message: build instance done, powering off for the capture
-  condition: true
+// bakeBoothook is the scenario's own part of the build instance's
+// user-data: it only puts the package where the example looks for it
+// (/var/cache/spotroot/spotroot.deb) — the guest has no release host to
+// download it from. Everything else is packaging/examples/cloud-init-bake.yaml,
+// verbatim, as the second part.
+const bakeBoothook = `#cloud-boothook
+#!/bin/sh
+set -e
+mkdir -p /run/spotroot-bin /var/cache/spotroot
+mount -o ro LABEL=spotroot-bin /run/spotroot-bin
+cp /run/spotroot-bin/spotroot.deb /var/cache/spotroot/spotroot.deb
+umount /run/spotroot-bin
 `
 
-var bakeDone = regexp.MustCompile(`BAKE (done|failed)`)
+// bakeUserData is a MIME archive: the boothook, then the example verbatim.
+func bakeUserData(t *testing.T) []byte {
+	t.Helper()
+	root, err := images.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	example, err := os.ReadFile(filepath.Join(root, "packaging/examples/cloud-init-bake.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	for _, p := range []struct {
+		ctype string
+		data  []byte
+	}{{"text/cloud-boothook", []byte(bakeBoothook)}, {"text/cloud-config", example}} {
+		h := textproto.MIMEHeader{}
+		h.Set("Content-Type", p.ctype+`; charset="us-ascii"`)
+		h.Set("MIME-Version", "1.0")
+		h.Set("Content-Transfer-Encoding", "7bit")
+		w, err := mw.CreatePart(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(p.data)
+	}
+	mw.Close()
+	return []byte("Content-Type: multipart/mixed; boundary=\"" + mw.Boundary() + "\"\nMIME-Version: 1.0\n\n" + body.String())
+}
+
+// The build instance is done when it powers off (the example's
+// power_state), or when cloud-init says it finished.
+var bakeDone = regexp.MustCompile(`reboot: Power down|Cloud-init v\. \S+ finished at`)
 
 func testBake(t *testing.T, e *distroEnv) {
 	start := time.Now()
@@ -473,14 +490,15 @@ func testBake(t *testing.T, e *distroEnv) {
 	if err := distro.CopySparse(e.stockAMI, buildDisk); err != nil {
 		t.Fatal(err)
 	}
+	deb := buildDeb(t, e.h.SpotrootBin)
 	tools := filepath.Join(dir, "tools.img")
 	if err := distro.BuildDataDisk(ctx, tools, "spotroot-bin", 64, []distro.File{
-		{Path: "spotroot", Src: e.h.SpotrootBin, Mode: 0o755}}); err != nil {
+		{Path: "spotroot.deb", Src: deb, Mode: 0o644}}); err != nil {
 		t.Fatal(err)
 	}
 	r, err := w.Boot(ctx, harness.BootOpts{
 		AMI: buildDisk, RootDirect: true, EC2Identity: true, MemoryMiB: 1024,
-		UserData: []byte(bakeUserData), Until: bakeDone,
+		UserData: bakeUserData(t), Until: bakeDone,
 		Timeout: 15 * time.Minute, PowerOffTimeout: 5 * time.Minute,
 		ExtraArgs: []string{
 			"-blockdev", "driver=raw,node-name=tools,read-only=on,file.driver=file,file.filename=" + tools,
@@ -490,22 +508,14 @@ func testBake(t *testing.T, e *distroEnv) {
 	if err != nil {
 		t.Fatalf("build instance: %v\n(console log: %s)", err, r.ConsoleLog)
 	}
-	var bakeLines []string
-	for _, l := range strings.Split(r.Console, "\n") {
-		if i := strings.Index(l, "BAKE "); i >= 0 {
-			bakeLines = append(bakeLines, l[i:])
-		}
-	}
-	t.Logf("build instance %s: baked and powered off in %v (%s): %s", r.InstanceID,
-		r.Elapsed.Round(time.Millisecond), r.ShutdownReason, strings.Join(bakeLines, " / "))
-	if !strings.HasSuffix(r.Line, "BAKE done") {
-		t.Fatalf("bake failed: %s\n(console log: %s)", strings.Join(bakeLines, "\n"), r.ConsoleLog)
-	}
+	t.Logf("build instance %s: baked and powered off in %v (%s)", r.InstanceID, r.Elapsed.Round(time.Millisecond), r.ShutdownReason)
 	if r.ShutdownReason != "guest-shutdown" {
 		t.Fatalf("build instance did not power off (cloud-init power_state): %q\n(console log: %s)", r.ShutdownReason, r.ConsoleLog)
 	}
-	if strings.Contains(r.Console, "spotroot: ") {
-		t.Errorf("spotroot ran on the build instance; it must only be installed there")
+	// PID 1's first line; the package's own messages (postinst, config
+	// check) do show on the console through cloud-init's output.
+	if strings.Contains(r.Console, "spotroot: start pid=") {
+		t.Errorf("spotroot ran as PID 1 on the build instance; it must only be installed there")
 	}
 	st, err := distro.CheckFS(ctx, buildDisk, 0)
 	if err != nil {
@@ -514,23 +524,36 @@ func testBake(t *testing.T, e *distroEnv) {
 	if st.State != "clean" || st.NeedsRecovery || !st.FsckOK {
 		t.Errorf("build instance's disk not clean after power-off: state %q needs_recovery=%v fsck ok=%v\n%s", st.State, st.NeedsRecovery, st.FsckOK, st.Fsck)
 	}
-	// /sbin/init on the baked disk resolves to the spotroot binary.
-	m := regexp.MustCompile(`BAKE method=(\S+) init=(\S+) init\.real=(\S+)`).FindStringSubmatch(strings.Join(bakeLines, "\n"))
-	if m == nil {
-		t.Fatalf("no BAKE method= line")
+	// The effects on the baked disk: the package configured (no conffile
+	// prompt stopped dpkg), /sbin/init diverted and linked to spotroot,
+	// image_init recorded next to the example's volume tag.
+	read := func(p string) string {
+		b, err := distro.ReadFile(ctx, buildDisk, 0, p)
+		if err != nil {
+			t.Fatalf("read %s on the baked disk: %v", p, err)
+		}
+		return string(b)
 	}
-	if m[1] != "install" {
-		t.Logf("NOTE: spotroot install is not available in this build; the build instance did its file moves by hand")
+	if s := read("/var/lib/dpkg/status"); !strings.Contains(s, "Package: spotroot\nStatus: install ok installed") {
+		t.Fatalf("spotroot is not configured on the baked disk (dpkg stopped?)\n(console log: %s)", r.ConsoleLog)
 	}
-	if m[3] != "/usr/lib/systemd/systemd" {
-		t.Errorf("/sbin/init.real resolves to %s, want systemd", m[3])
+	if d := read("/var/lib/dpkg/diversions"); !strings.Contains(d, "/sbin/init\n/sbin/init.real\n") {
+		t.Errorf("no diversion of /sbin/init on the baked disk:\n%s", d)
+	}
+	if c := read("/etc/spotroot/config.yaml"); !strings.Contains(c, "tag: {Name: home-root}") || !strings.Contains(c, "image_init: /sbin/init.real") {
+		t.Errorf("config.yaml on the baked disk:\n%s", c)
+	}
+	read("/var/lib/spotroot-bake/done")
+	stat, err := exec.Command("debugfs", "-R", "stat /usr/sbin/init", buildDisk).CombinedOutput()
+	if err != nil || !strings.Contains(string(stat), `Fast link dest: "/usr/sbin/spotroot"`) {
+		t.Fatalf("/sbin/init on the baked disk is not a link to /usr/sbin/spotroot: %v\n%s", err, stat)
 	}
 	got := filepath.Join(dir, "init-from-ami")
-	if out, err := exec.Command("debugfs", "-R", "dump "+m[2]+" "+got, buildDisk).CombinedOutput(); err != nil {
-		t.Fatalf("debugfs dump %s: %v: %s", m[2], err, out)
+	if out, err := exec.Command("debugfs", "-R", "dump /usr/sbin/spotroot "+got, buildDisk).CombinedOutput(); err != nil {
+		t.Fatalf("debugfs dump: %v: %s", err, out)
 	}
 	if !sameFile(t, got, e.h.SpotrootBin) {
-		t.Fatalf("/sbin/init on the baked disk resolves to %s, which is not the spotroot binary", m[2])
+		t.Fatalf("/usr/sbin/spotroot on the baked disk is not the spotroot binary")
 	}
 
 	// Capture: the disk becomes the AMI.

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -28,7 +29,7 @@ func (s *Server) toXMLSnapshotLocked(sn *Snapshot) xmlSnapshot {
 		VolumeID:    sn.VolumeID,
 		Status:      sn.State,
 		StartTime:   awsTime(sn.StartTime),
-		Progress:    sn.Progress,
+		Progress:    s.snapshotProgressLocked(sn),
 		OwnerID:     s.World.AccountID,
 		VolumeSize:  sn.VolumeSize,
 		Description: sn.Description,
@@ -183,4 +184,25 @@ func (s *Server) deleteSnapshot(c *call) (response, *APIError) {
 		}
 	}
 	return &returnResponse{Return: true}, nil
+}
+
+// snapshotProgressLocked is what DescribeSnapshots reports while a snapshot
+// is pending: EBS reports a percentage that grows as the blocks are copied
+// ("progress: The progress of the snapshot, as a percentage",
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_Snapshot.html)
+// and sits below 100% until the state is completed. Here it grows with the
+// time spent of CreateLatency.
+func (s *Server) snapshotProgressLocked(sn *Snapshot) string {
+	lat := s.World.CreateLatency
+	if sn.State != "pending" || lat <= 0 || sn.StartTime.IsZero() {
+		return sn.Progress
+	}
+	pct := int(time.Since(sn.StartTime) * 100 / lat)
+	if pct > 99 {
+		pct = 99
+	}
+	if pct < 0 {
+		pct = 0
+	}
+	return fmt.Sprintf("%d%%", pct)
 }

@@ -292,3 +292,19 @@ func (s *Server) ClearNotices(instanceID string) {
 		s.log().Error("clear notices", "err", err)
 	}
 }
+
+// SetTargetLifecycleState sets the Auto Scaling target lifecycle state IMDS
+// shows (autoscaling/target-lifecycle-state); "" removes it.
+func (s *Server) SetTargetLifecycleState(instanceID, state string) {
+	err := s.World.Update(func(w *World) error {
+		i, ok := w.Instances[instanceID]
+		if !ok {
+			return fmt.Errorf("set target lifecycle state of %s: no such instance", instanceID)
+		}
+		i.TargetLifecycleState = state
+		return nil
+	})
+	if err != nil {
+		s.log().Error("set target lifecycle state", "err", err)
+	}
+}

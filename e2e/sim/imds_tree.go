@@ -78,6 +78,13 @@ func (s *Server) metadataLocked(i *Instance) map[string]string {
 	if i.Rebalance != nil {
 		m["events/recommendations/rebalance"] = fmt.Sprintf(`{"noticeTime": %q}`, i.Rebalance.UTC().Format(imdsTime))
 	}
+	// Plain text, no JSON: "The target lifecycle state of the instance"
+	// (https://docs.aws.amazon.com/autoscaling/ec2/userguide/retrieving-target-lifecycle-state-through-imds.html);
+	// the node termination handler acts on "Terminated"
+	// (aws/aws-node-termination-handler pkg/monitor/asglifecycle).
+	if i.TargetLifecycleState != "" {
+		m["autoscaling/target-lifecycle-state"] = i.TargetLifecycleState
+	}
 	return m
 }
 

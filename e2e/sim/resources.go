@@ -102,6 +102,10 @@ type Instance struct {
 
 	SpotAction *SpotAction `json:",omitempty"` // posted interruption notice
 	Rebalance  *time.Time  `json:",omitempty"` // posted rebalance recommendation
+	// TargetLifecycleState is the Auto Scaling lifecycle state IMDS shows
+	// at autoscaling/target-lifecycle-state (InService, Terminated,
+	// Warmed:Stopped, …; "" = not in an Auto Scaling group: 404).
+	TargetLifecycleState string `json:",omitempty"`
 }
 
 // SpotAction is an interruption notice as IMDS shows it at

@@ -84,6 +84,12 @@ type booter struct {
 	mounted     []string
 	mountedDevs map[string]bool
 	record      []string // volume lines for the timeline file
+	// failTag marks a failed boot on the instance (failtag.go); nil until
+	// the instance's identity and the network are there.
+	failTag func(phase string)
+	// userData is the raw user-data, for failTag's endpoint when the
+	// configuration itself failed.
+	userData []byte
 }
 
 // netDown is what the network phase leaves to undo before the handoff.
@@ -176,12 +182,14 @@ func (b *booter) fail(err error) {
 	}
 	if b.policy() == "poweroff" {
 		b.log.Printf("FAILED %s: %v — powering off (on_failure: poweroff)", phase, err)
+		b.markFailed(phase)
 		b.undo()
 		unix.Sync()
 		_ = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 		waitForever(b.log)
 	}
 	b.log.Printf("FAILED %s: %v — booting the image's own init", phase, err)
+	b.markFailed(phase)
 	b.bootImage()
 }
 

@@ -33,7 +33,9 @@ type world struct {
 
 func (b *booter) claimAndSwitch() error {
 	w := &world{sys: blockdev.DefaultSys}
-	if err := b.bringUp(w); err != nil {
+	err := b.bringUp(w)
+	b.armFailTag(w)
+	if err != nil {
 		return err
 	}
 	cfg := b.cfg
@@ -151,6 +153,7 @@ func (b *booter) bringUp(w *world) error {
 		if userData, err = b.imds.UserData(ctx); err != nil {
 			return err
 		}
+		b.userData = userData
 		b.slog.Info("instance", "id", w.id.InstanceID, "region", w.id.Region, "az", w.id.AZ, "user-data-bytes", len(userData))
 		return nil
 	}); err != nil {

@@ -66,7 +66,7 @@ func (c *Config) applyCmdline(cmdline string) error {
 		return nil
 	}
 	c.source = append(c.source, "kernel command line")
-	return c.normalize("kernel command line")
+	return c.normalize("kernel command line", nil)
 }
 
 func parseVolumeArg(val string) (Volume, error) {

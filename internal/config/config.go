@@ -7,8 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Config is the effective configuration of one boot.
@@ -39,6 +43,7 @@ type Config struct {
 	Disabled  bool      `yaml:"disabled"`
 	Interface string    `yaml:"interface"`
 	source    sourceSet // which sources contributed, for the log
+	warnings  []string
 }
 
 // Volume names one EBS volume and where it goes.
@@ -58,15 +63,15 @@ type Volume struct {
 
 // Create describes a volume spotroot makes when none exists yet.
 type Create struct {
-	SizeGiB    int    `yaml:"size"`
-	Type       string `yaml:"type"`
-	IOPS       int    `yaml:"iops"`
-	Throughput int    `yaml:"throughput"`
+	SizeGiB    int    `yaml:"size" json:"size,omitempty"`
+	Type       string `yaml:"type" json:"type,omitempty"`
+	IOPS       int    `yaml:"iops" json:"iops,omitempty"`
+	Throughput int    `yaml:"throughput" json:"throughput,omitempty"`
 	// From is "ami" (the instance's own image's root snapshot), a snap-… id,
 	// or "empty" (formatted with the image's mkfs on first boot).
-	From string `yaml:"from"`
+	From string `yaml:"from" json:"from,omitempty"`
 	// FSType for "empty" (default ext4).
-	FSType string `yaml:"fstype"`
+	FSType string `yaml:"fstype" json:"fstype,omitempty"`
 }
 
 // Timeouts bound each waiting phase so a boot never hangs.
@@ -137,6 +142,9 @@ var Defaults = Config{
 // ImageInitCandidates are tried, in order, when no image init is configured.
 var ImageInitCandidates = []string{"/sbin/init.real", "/lib/systemd/systemd", "/usr/lib/systemd/systemd", "/sbin/init.orig"}
 
+// Warnings are things the sources say that cloud-init reads differently.
+func (c *Config) Warnings() []string { return c.warnings }
+
 // Configured reports whether there is anything to claim.
 func (c *Config) Configured() bool { return !c.Disabled && len(c.Volumes) > 0 }
 
@@ -172,20 +180,36 @@ func kvs(m map[string]string) string {
 	return strings.Join(parts, ",")
 }
 
-// normalize folds the shorthand, fills defaults and validates.
-func (c *Config) normalize(where string) error {
+// fieldErr is a semantic error about one field, before it gets its line.
+type fieldErr struct {
+	field string // e.g. spotroot.volumes[1].mount
+	msg   string
+}
+
+// normalize folds the shorthand, fills defaults and validates. node is the
+// spotroot mapping the layer was decoded from (nil for the kernel command
+// line): every error carries the line of the field it is about.
+func (c *Config) normalize(where string, node *yaml.Node) error {
+	shorthand := false
 	if c.Volume != nil {
 		if len(c.Volumes) > 0 {
-			return fmt.Errorf("%s: spotroot.volume and spotroot.volumes are exclusive: use one", where)
+			return withLine(where, node, fieldErr{"spotroot.volume", "spotroot.volume and spotroot.volumes are exclusive: use one"})
 		}
 		c.Volumes = []Volume{*c.Volume}
 		c.Volume = nil
+		shorthand = true
 	}
-	var errs []error
-	roots := 0
+	var errs []fieldErr
+	add := func(field, format string, a ...any) {
+		errs = append(errs, fieldErr{field, fmt.Sprintf(format, a...)})
+	}
+	mounts := map[string]int{}
 	for i := range c.Volumes {
 		v := &c.Volumes[i]
 		field := fmt.Sprintf("spotroot.volumes[%d]", i)
+		if shorthand {
+			field = "spotroot.volume"
+		}
 		if v.Mount == "" {
 			v.Mount = "/"
 		}
@@ -196,73 +220,123 @@ func (c *Config) normalize(where string) error {
 			}
 		}
 		if n != 1 {
-			errs = append(errs, fmt.Errorf("%s: %s: name the volume with exactly one of id, tag or pool", where, field))
+			add(field, "name the volume with exactly one of id, tag or pool")
 		}
 		if v.ID != "" && !validVolumeID(v.ID) {
-			errs = append(errs, fmt.Errorf("%s: %s.id: %q is not a volume id (vol- followed by 8 or 17 hex digits)", where, field, v.ID))
+			add(field+".id", "%q is not a volume id (vol- followed by 8 or 17 hex digits)", v.ID)
 		}
 		if !path.IsAbs(v.Mount) || path.Clean(v.Mount) != v.Mount {
-			errs = append(errs, fmt.Errorf("%s: %s.mount: must be a clean absolute path, got %q", where, field, v.Mount))
-		}
-		if v.Mount == "/" {
-			roots++
+			add(field+".mount", "must be a clean absolute path, got %q", v.Mount)
+		} else if j, dup := mounts[v.Mount]; dup {
+			add(field+".mount", "%q is also the mount point of spotroot.volumes[%d]: one volume per mount point", v.Mount, j)
+		} else {
+			mounts[v.Mount] = i
 		}
 		switch v.FSType {
 		case "", "auto", "ext4", "xfs", "btrfs":
 		default:
-			errs = append(errs, fmt.Errorf("%s: %s.fstype: %q is not one of auto, ext4, xfs, btrfs", where, field, v.FSType))
+			add(field+".fstype", "%q is not one of auto, ext4, xfs, btrfs", v.FSType)
 		}
-		if c := v.Create; c != nil {
+		if cr := v.Create; cr != nil {
 			if v.ID != "" {
-				errs = append(errs, fmt.Errorf("%s: %s.create: a volume named by id cannot be created; name it by tag or pool", where, field))
+				add(field+".create", "a volume named by id cannot be created; name it by tag or pool")
 			}
 			switch {
-			case c.From == "" || c.From == "ami" || c.From == "empty" || strings.HasPrefix(c.From, "snap-"):
+			case cr.From == "" || cr.From == "ami" || cr.From == "empty" || strings.HasPrefix(cr.From, "snap-"):
 			default:
-				errs = append(errs, fmt.Errorf("%s: %s.create.from: %q is not ami, empty or a snap-… id", where, field, c.From))
+				add(field+".create.from", "%q is not ami, empty or a snap-… id", cr.From)
 			}
-			if c.From == "empty" && c.SizeGiB <= 0 {
-				errs = append(errs, fmt.Errorf("%s: %s.create.size: an empty volume needs a size in GiB", where, field))
+			if cr.From == "empty" && cr.SizeGiB <= 0 {
+				add(field+".create.size", "an empty volume needs a size in GiB")
 			}
-			switch c.Type {
+			switch cr.Type {
 			case "", "gp2", "gp3", "io1", "io2", "st1", "sc1", "standard":
 			default:
-				errs = append(errs, fmt.Errorf("%s: %s.create.type: %q is not an EBS volume type", where, field, c.Type))
+				add(field+".create.type", "%q is not an EBS volume type", cr.Type)
 			}
-			switch c.FSType {
+			switch cr.FSType {
 			case "", "ext4", "xfs", "btrfs":
 			default:
-				errs = append(errs, fmt.Errorf("%s: %s.create.fstype: %q is not one of ext4, xfs, btrfs", where, field, c.FSType))
+				add(field+".create.fstype", "%q is not one of ext4, xfs, btrfs", cr.FSType)
 			}
 		}
 	}
-	if roots > 1 {
-		errs = append(errs, fmt.Errorf("%s: more than one volume has mount \"/\"", where))
-	}
-	for name, p := range map[string]string{"init": c.Init, "image_init": c.ImageInit} {
-		if p != "" && !path.IsAbs(p) {
-			errs = append(errs, fmt.Errorf("%s: spotroot.%s: must be an absolute path, got %q", where, name, p))
+	for _, f := range []struct{ name, p string }{{"init", c.Init}, {"image_init", c.ImageInit}} {
+		if f.p != "" && !path.IsAbs(f.p) {
+			add("spotroot."+f.name, "must be an absolute path, got %q", f.p)
 		}
 	}
 	if c.EC2Endpoint != "" && !strings.HasPrefix(c.EC2Endpoint, "http://") && !strings.HasPrefix(c.EC2Endpoint, "https://") {
-		errs = append(errs, fmt.Errorf("%s: spotroot.ec2_endpoint: %q must start with http:// or https://", where, c.EC2Endpoint))
+		add("spotroot.ec2_endpoint", "%q must start with http:// or https://", c.EC2Endpoint)
 	}
 	switch c.OnFailure {
 	case "", "image-init", "retry-then-image-init", "poweroff":
 	default:
-		errs = append(errs, fmt.Errorf("%s: spotroot.on_failure: %q is not image-init, retry-then-image-init or poweroff", where, c.OnFailure))
+		add("spotroot.on_failure", "%q is not image-init, retry-then-image-init or poweroff", c.OnFailure)
 	}
 	switch c.CrossAZ {
 	case "", "move", "fail":
 	default:
-		errs = append(errs, fmt.Errorf("%s: spotroot.cross_az: %q is not move or fail", where, c.CrossAZ))
+		add("spotroot.cross_az", "%q is not move or fail", c.CrossAZ)
 	}
 	switch c.LogLevel {
 	case "", "debug", "info", "warn", "error":
 	default:
-		errs = append(errs, fmt.Errorf("%s: spotroot.log_level: %q is not one of debug, info, warn, error", where, c.LogLevel))
+		add("spotroot.log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
 	}
-	return errors.Join(errs...)
+	return withLine(where, node, errs...)
+}
+
+// withLine turns field errors into errors that name the source and the
+// line of the field (or of its nearest parent that is written down).
+func withLine(where string, node *yaml.Node, errs ...fieldErr) error {
+	var out []error
+	for _, e := range errs {
+		if line := lineOf(node, e.field); line > 0 {
+			out = append(out, fmt.Errorf("%s line %d: %s: %s", where, line, e.field, e.msg))
+		} else {
+			out = append(out, fmt.Errorf("%s: %s: %s", where, e.field, e.msg))
+		}
+	}
+	return errors.Join(out...)
+}
+
+var fieldPart = regexp.MustCompile(`^([a-z_]+)(?:\[(\d+)\])?$`)
+
+// lineOf finds the line of a field path like spotroot.volumes[1].mount
+// under the spotroot mapping node; 0 when there is no node.
+func lineOf(node *yaml.Node, field string) int {
+	if node == nil {
+		return 0
+	}
+	line := node.Line
+	cur := node
+	parts := strings.Split(strings.TrimPrefix(field, "spotroot."), ".")
+	for _, p := range parts {
+		m := fieldPart.FindStringSubmatch(p)
+		if m == nil || cur.Kind != yaml.MappingNode {
+			return line
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(cur.Content); i += 2 {
+			if cur.Content[i].Value == m[1] {
+				line, next = cur.Content[i].Line, cur.Content[i+1]
+			}
+		}
+		if next == nil {
+			return line
+		}
+		cur = next
+		if m[2] != "" {
+			idx, _ := strconv.Atoi(m[2])
+			if cur.Kind != yaml.SequenceNode || idx >= len(cur.Content) {
+				return line
+			}
+			cur = cur.Content[idx]
+			line = cur.Line
+		}
+	}
+	return line
 }
 
 func validVolumeID(id string) bool {

@@ -49,7 +49,16 @@ func Load(imageFile, userData []byte, cmdline string) (*Config, error) {
 		case err != nil:
 			return nil, err
 		default:
+			c.warnings = append(c.warnings, doc.Warnings...)
+			if doc.Template != "" {
+				if err := checkTemplate(doc.YAML); err != nil {
+					return nil, err
+				}
+			}
 			if err := c.applyYAML(doc.YAML, "user-data", doc.Bare); err != nil && !errors.Is(err, ErrNotConfigured) {
+				if doc.Template != "" {
+					return nil, fmt.Errorf("%w (this user-data is a jinja template, which cloud-init renders first; spotroot reads it unrendered)", err)
+				}
 				return nil, err
 			}
 		}
@@ -72,6 +81,28 @@ type UserDataDoc struct {
 	// Bare means the document is the spotroot mapping itself (a text/x-spotroot
 	// MIME part), not a cloud-config with a top-level spotroot key.
 	Bare bool
+	// Template is "jinja" for a "## template: jinja" document: spotroot does
+	// not render it, and refuses template syntax in its own section.
+	Template string
+	// Warnings are things cloud-init reads differently (a byte order mark).
+	Warnings []string
+}
+
+var utf8BOM = []byte("\xef\xbb\xbf")
+
+// cutTemplateHeader recognises cloud-init's "## template: NAME" first line.
+func cutTemplateHeader(ud []byte) (name string, rest []byte, ok bool) {
+	first, rest, _ := bytes.Cut(ud, []byte("\n"))
+	f := strings.TrimSpace(string(first))
+	after, ok := strings.CutPrefix(f, "##")
+	if !ok {
+		return "", nil, false
+	}
+	after, ok = strings.CutPrefix(strings.TrimSpace(after), "template:")
+	if !ok {
+		return "", nil, false
+	}
+	return strings.TrimSpace(after), rest, true
 }
 
 // ExtractUserData finds spotroot's YAML in user-data as cloud-init would see
@@ -99,10 +130,32 @@ func ExtractUserData(ud []byte) (UserDataDoc, error) {
 		}
 		break
 	}
+	var warnings []string
+	if b, ok := bytes.CutPrefix(ud, utf8BOM); ok {
+		// cloud-init does not recognise a header behind a byte order mark
+		// and ignores such user-data entirely (hetznercloud/cli#511, an
+		// editor on Windows adds it); spotroot reads it, and says so.
+		ud = b
+		warnings = append(warnings, "user-data starts with a UTF-8 byte order mark: cloud-init does not recognise the header behind it and ignores the whole user-data (spotroot reads it); save the file without the BOM")
+	}
+	template := ""
+	if line, rest, ok := cutTemplateHeader(ud); ok {
+		// cloud-init renders "## template: jinja" user-data with the
+		// instance data before it reads the YAML; the header line itself
+		// is a YAML comment, so line numbers stay those of the file.
+		if !strings.EqualFold(line, "jinja") {
+			return UserDataDoc{}, fmt.Errorf("user-data line 1: \"## template: %s\": cloud-init knows only jinja templates", line)
+		}
+		template = "jinja"
+		if !bytes.HasPrefix(bytes.TrimLeft(rest, " \t\r\n"), []byte("#cloud-config")) {
+			return UserDataDoc{}, fmt.Errorf("user-data line 2: a jinja template (## template: jinja) must continue with #cloud-config for spotroot to read it: %w", ErrNotConfigured)
+		}
+		return UserDataDoc{YAML: ud, Template: template, Warnings: warnings}, nil
+	}
 	trimmed := bytes.TrimLeft(ud, " \t\r\n")
 	switch {
 	case bytes.HasPrefix(trimmed, []byte("#cloud-config")):
-		return UserDataDoc{YAML: ud}, nil
+		return UserDataDoc{YAML: ud, Warnings: warnings}, nil
 	case bytes.HasPrefix(trimmed, []byte("Content-Type:")) || bytes.HasPrefix(trimmed, []byte("MIME-Version:")):
 		return extractMIME(trimmed)
 	}
@@ -228,7 +281,7 @@ func (c *Config) applyYAML(doc []byte, where string, bare bool) error {
 	if err := node.Decode(&layer); err != nil {
 		return fmt.Errorf("%s: %s", where, cleanYAMLError(err))
 	}
-	if err := layer.normalize(where); err != nil {
+	if err := layer.normalize(where, node); err != nil {
 		return err
 	}
 	c.merge(layer)
@@ -312,19 +365,13 @@ func checkFields(node *yaml.Node, t reflect.Type, field, where string) error {
 		if node.Kind != yaml.ScalarNode {
 			return fmt.Errorf("%s line %d: %s: must be a single value, got %s", where, node.Line, field, kindName(node))
 		}
-		if node.Tag == "!!bool" || (node.Style == 0 && isYAML11Bool(node.Value)) {
-			return fmt.Errorf("%s line %d: %s: %q reads as a boolean in YAML; quote it (\"%s\") if you mean the text", where, node.Line, field, node.Value, node.Value)
+		if node.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0 {
+			if kind, value, differs := ResolveYAML11(node.Value); differs {
+				return fmt.Errorf("%s line %d: %s: %q reads as %s %s in YAML 1.1, as cloud-init reads it; quote it (\"%s\") if you mean the text", where, node.Line, field, node.Value, kind, value, node.Value)
+			}
 		}
 	}
 	return nil
-}
-
-func isYAML11Bool(s string) bool {
-	switch strings.ToLower(s) {
-	case "y", "yes", "n", "no", "on", "off", "true", "false":
-		return true
-	}
-	return false
 }
 
 func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {
@@ -370,4 +417,31 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// EndpointHint reads spotroot.ec2_endpoint from user-data that may not
+// pass validation (an unknown field elsewhere, a bad value): the failed
+// boot still wants to reach EC2 to mark itself. "" when there is none.
+func EndpointHint(userData []byte) string {
+	doc, err := ExtractUserData(userData)
+	if err != nil {
+		return ""
+	}
+	var v struct {
+		EC2Endpoint string `yaml:"ec2_endpoint"`
+		Spotroot    struct {
+			EC2Endpoint string `yaml:"ec2_endpoint"`
+		} `yaml:"spotroot"`
+	}
+	if yaml.Unmarshal(doc.YAML, &v) != nil {
+		return ""
+	}
+	e := v.Spotroot.EC2Endpoint
+	if doc.Bare {
+		e = v.EC2Endpoint
+	}
+	if strings.HasPrefix(e, "http://") || strings.HasPrefix(e, "https://") {
+		return e
+	}
+	return ""
 }

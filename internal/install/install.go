@@ -2,10 +2,17 @@
 // or / on the build instance) and takes it out again.
 //
 // Two methods: init-arg adds init=/usr/sbin/spotroot to GRUB's default
-// kernel command line and leaves /sbin/init alone; sbin-init moves the
-// image's init aside to /sbin/init.real, links /sbin/init to spotroot and
-// records image_init in /etc/spotroot/config.yaml. Both are idempotent and
-// reversible, and refuse a root whose init they cannot identify.
+// kernel command line and leaves /sbin/init alone; sbin-init takes
+// /sbin/init over. On a dpkg-managed root that is a `dpkg-divert --rename`
+// of /sbin/init to /sbin/init.real, so an upgrade of the package that owns
+// /sbin/init (systemd-sysv) installs its new init as /sbin/init.real and
+// keeps spotroot in front; elsewhere a plain rename. Both methods record
+// image_init in /etc/spotroot/config.yaml, are idempotent and reversible,
+// and refuse a root whose init they cannot identify.
+//
+// Install checks everything first and changes the image only afterwards
+// (undoing what it did if a later step fails), so an image is never left
+// half-switched; Uninstall finds out by itself which method is installed.
 package install
 
 import (
@@ -15,6 +22,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
@@ -29,27 +37,31 @@ const (
 	ConfigFile = "/etc/spotroot/config.yaml"
 	GrubFile   = "/etc/default/grub"
 	InitArg    = "init=" + Binary
+	// DpkgStatus marks a dpkg-managed root, where /sbin/init is diverted.
+	DpkgStatus = "/var/lib/dpkg/status"
 )
 
 // Opts configure Install and Uninstall.
 type Opts struct {
 	Root   string // "" = /
-	Method string // init-arg or sbin-init
+	Method string // init-arg or sbin-init; Uninstall ignores it (it detects)
 	Source string // the spotroot binary to install ("" = the running one)
 	Out    io.Writer
+	// DpkgDivert is the dpkg-divert program; "" = looked up in $PATH.
+	DpkgDivert string
 }
 
-func (o *Opts) fill() error {
+func (o *Opts) fill(install bool) error {
 	if o.Root == "" {
 		o.Root = "/"
 	}
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
-	if o.Method != "init-arg" && o.Method != "sbin-init" {
+	if install && o.Method != "init-arg" && o.Method != "sbin-init" {
 		return fmt.Errorf("--method %q: use init-arg or sbin-init", o.Method)
 	}
-	if o.Source == "" {
+	if install && o.Source == "" {
 		exe, err := os.Executable()
 		if err != nil {
 			return err
@@ -153,133 +165,452 @@ func isSpotroot(root, p string) bool {
 	return err1 == nil && err2 == nil && bytes.Equal(a, b)
 }
 
-// Install installs spotroot into o.Root with o.Method.
-func Install(o Opts) error {
-	if err := o.fill(); err != nil {
-		return fmt.Errorf("install: %w", err)
+// Installed reports which methods are in place in root.
+func Installed(root string) (sbinInit, initArg bool) {
+	sbinInit = isSpotroot(root, SbinInit)
+	if p, err := inRoot(root, GrubFile); err == nil {
+		if b, err := os.ReadFile(p); err == nil {
+			if m := grubLine.FindStringSubmatch(string(b)); m != nil {
+				for _, a := range strings.Fields(m[2]) {
+					initArg = initArg || a == InitArg
+				}
+			}
+		}
 	}
-	what := fmt.Sprintf("install spotroot into %s (%s)", o.Root, o.Method)
-	switch o.Method {
-	case "init-arg":
-		if _, err := identifyInit(o.Root, SbinInit); err != nil && !isSpotroot(o.Root, SbinInit) {
-			return fmt.Errorf("%s: cannot identify the image's init: %w; spotroot falls back to it, so it must exist", what, err)
-		}
-		if err := copyBinary(o); err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		changed, err := editGrub(o.Root, true)
-		if err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		if changed {
-			fmt.Fprintf(o.Out, "added %s to GRUB_CMDLINE_LINUX in %s; run update-grub (or grub2-mkconfig -o /boot/grub2/grub.cfg) inside the image\n", InitArg, GrubFile)
-		} else {
-			fmt.Fprintf(o.Out, "%s already has %s\n", GrubFile, InitArg)
-		}
-		return nil
-	default: // sbin-init
-		if isSpotroot(o.Root, SbinInit) {
-			if _, err := identifyInit(o.Root, RealInit); err != nil {
-				return fmt.Errorf("%s: %s is already spotroot but the image's own init is unknown: %w", what, SbinInit, err)
-			}
-			if err := copyBinary(o); err != nil {
-				return fmt.Errorf("%s: %w", what, err)
-			}
-			if err := recordImageInit(o.Root, true); err != nil {
-				return fmt.Errorf("%s: %w", what, err)
-			}
-			fmt.Fprintf(o.Out, "already installed: %s → %s, image init %s; binary refreshed\n", SbinInit, Binary, RealInit)
-			return nil
-		}
-		kind, err := identifyInit(o.Root, SbinInit)
-		if err != nil {
-			return fmt.Errorf("%s: cannot identify the image's init: %w", what, err)
-		}
-		realPath, _ := inRoot(o.Root, RealInit)
-		if _, err := os.Lstat(realPath); err == nil {
-			return fmt.Errorf("%s: %s already exists and %s is not spotroot: move one of them away first", what, RealInit, SbinInit)
-		}
-		if err := copyBinary(o); err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		initPath, _ := inRoot(o.Root, SbinInit)
-		if err := os.Rename(initPath, realPath); err != nil {
-			return fmt.Errorf("%s: move %s aside: %w", what, SbinInit, err)
-		}
-		if err := os.Symlink(Binary, initPath); err != nil {
-			os.Rename(realPath, initPath)
-			return fmt.Errorf("%s: link %s to %s: %w", what, SbinInit, Binary, err)
-		}
-		if err := recordImageInit(o.Root, true); err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		fmt.Fprintf(o.Out, "moved the image's init (%s) to %s, linked %s → %s, recorded image_init in %s\n", kind, RealInit, SbinInit, Binary, ConfigFile)
-		return nil
-	}
+	return sbinInit, initArg
 }
 
-// Uninstall reverses Install.
-func Uninstall(o Opts) error {
-	o.Source = "-"
-	if err := o.fill(); err != nil {
-		return fmt.Errorf("uninstall: %w", err)
-	}
-	what := fmt.Sprintf("uninstall spotroot from %s (%s)", o.Root, o.Method)
-	switch o.Method {
-	case "init-arg":
-		changed, err := editGrub(o.Root, false)
-		if err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		if changed {
-			fmt.Fprintf(o.Out, "removed %s from %s; run update-grub inside the image\n", InitArg, GrubFile)
-		}
-	default:
-		if isSpotroot(o.Root, SbinInit) {
-			realPath, _ := inRoot(o.Root, RealInit)
-			if _, err := identifyInit(o.Root, RealInit); err != nil {
-				return fmt.Errorf("%s: %s is spotroot but the image's own init is not at %s (%v): restore it by hand", what, SbinInit, RealInit, err)
+// change is one reversible edit of the image, prepared before any is made.
+type change struct {
+	what string
+	do   func() error
+	undo func() error
+}
+
+// apply makes the changes in order; when one fails, the ones already made
+// are undone (last first) so the image is as it was.
+func apply(changes []change) error {
+	for i, c := range changes {
+		if err := c.do(); err != nil {
+			var undoErrs []string
+			for j := i - 1; j >= 0; j-- {
+				if changes[j].undo == nil {
+					continue
+				}
+				if uerr := changes[j].undo(); uerr != nil {
+					undoErrs = append(undoErrs, fmt.Sprintf("undo %s: %v", changes[j].what, uerr))
+				}
 			}
-			initPath, _ := inRoot(o.Root, SbinInit)
-			if err := os.Remove(initPath); err != nil {
-				return fmt.Errorf("%s: %w", what, err)
+			if len(undoErrs) > 0 {
+				return fmt.Errorf("%s: %w (and rolling back failed: %s; fix the image by hand)", c.what, err, strings.Join(undoErrs, "; "))
 			}
-			if err := os.Rename(realPath, initPath); err != nil {
-				return fmt.Errorf("%s: restore %s: %w", what, SbinInit, err)
-			}
-			fmt.Fprintf(o.Out, "restored %s from %s\n", SbinInit, RealInit)
-		}
-		if err := recordImageInit(o.Root, false); err != nil {
-			return fmt.Errorf("%s: %w", what, err)
+			return fmt.Errorf("%s: %w (nothing was changed)", c.what, err)
 		}
 	}
-	bin, _ := inRoot(o.Root, Binary)
-	if err := os.Remove(bin); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	fmt.Fprintf(o.Out, "removed %s\n", Binary)
 	return nil
 }
 
-func copyBinary(o Opts) error {
-	b, err := os.ReadFile(o.Source)
-	if err != nil {
-		return fmt.Errorf("read the spotroot binary %s: %w", o.Source, err)
+// fileChange writes content to p atomically (nil removes it); undo puts
+// back what was there.
+func fileChange(what, p string, content []byte, mode fs.FileMode) (change, error) {
+	old, err := os.ReadFile(p)
+	existed := err == nil
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return change{}, fmt.Errorf("%s: read %s: %w", what, p, err)
 	}
-	dst, err := inRoot(o.Root, Binary)
-	if err != nil {
+	oldMode := mode
+	if st, err := os.Stat(p); err == nil {
+		oldMode = st.Mode().Perm()
+	}
+	if err := writableDir(filepath.Dir(p)); err != nil {
+		return change{}, fmt.Errorf("%s: %w", what, err)
+	}
+	put := func(b []byte, m fs.FileMode, present bool) error {
+		if !present {
+			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			return nil
+		}
+		return writeAtomic(p, b, m)
+	}
+	return change{
+		what: what,
+		do:   func() error { return put(content, mode, content != nil) },
+		undo: func() error { return put(old, oldMode, existed) },
+	}, nil
+}
+
+// writableDir checks that a file can be created in dir (or in the nearest
+// existing parent, which MkdirAll will extend).
+func writableDir(dir string) error {
+	d := dir
+	for {
+		if st, err := os.Stat(d); err == nil {
+			if !st.IsDir() {
+				return fmt.Errorf("%s is not a directory", d)
+			}
+			f, err := os.CreateTemp(d, ".spotroot-check-")
+			if err != nil {
+				return fmt.Errorf("cannot write in %s: %w", d, err)
+			}
+			f.Close()
+			os.Remove(f.Name())
+			return nil
+		}
+		parent := filepath.Dir(d)
+		if parent == d {
+			return fmt.Errorf("no directory %s", dir)
+		}
+		d = parent
+	}
+}
+
+func writeAtomic(p string, b []byte, mode fs.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	tmp := p + ".spotroot-new"
+	if err := os.WriteFile(tmp, b, mode); err != nil {
 		return err
 	}
-	tmp := dst + ".spotroot-new"
-	if err := os.WriteFile(tmp, b, 0o755); err != nil {
-		return fmt.Errorf("write %s: %w", Binary, err)
-	}
-	if err := os.Rename(tmp, dst); err != nil {
+	if err := os.Chmod(tmp, mode); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", Binary, err)
+		return err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// dpkgManaged reports whether root's files are tracked by dpkg.
+func dpkgManaged(root string) bool {
+	p, err := inRoot(root, DpkgStatus)
+	if err != nil {
+		return false
+	}
+	_, err = os.Stat(p)
+	return err == nil
+}
+
+func (o *Opts) divertTool() (string, error) {
+	if o.DpkgDivert != "" {
+		return o.DpkgDivert, nil
+	}
+	p, err := exec.LookPath("dpkg-divert")
+	if err != nil {
+		return "", fmt.Errorf("%s is dpkg-managed but dpkg-divert is not installed here: run spotroot install inside the image (chroot), or install dpkg", o.Root)
+	}
+	return p, nil
+}
+
+func (o *Opts) divert(args ...string) (string, error) {
+	tool, err := o.divertTool()
+	if err != nil {
+		return "", err
+	}
+	full := append([]string{"--root", o.Root}, args...)
+	out, err := exec.Command(tool, full...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("dpkg-divert %s: %w: %s", strings.Join(full, " "), err, bytes.TrimSpace(out))
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// diversion returns where dpkg diverts /sbin/init to ("" = not diverted).
+func (o *Opts) diversion() (string, error) {
+	t, err := o.divert("--truename", SbinInit)
+	if err != nil {
+		return "", err
+	}
+	if t == SbinInit {
+		return "", nil
+	}
+	return t, nil
+}
+
+// Install installs spotroot into o.Root with o.Method.
+func Install(o Opts) error {
+	if err := o.fill(true); err != nil {
+		return fmt.Errorf("install: %w", err)
+	}
+	what := fmt.Sprintf("install spotroot into %s (%s)", o.Root, o.Method)
+	changes, msgs, err := planInstall(&o)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if err := apply(changes); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	for _, m := range msgs {
+		fmt.Fprintln(o.Out, m)
+	}
+	return nil
+}
+
+// planInstall checks everything and prepares every change; it changes nothing.
+func planInstall(o *Opts) ([]change, []string, error) {
+	var changes []change
+	var msgs []string
+	bin, err := os.ReadFile(o.Source)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the spotroot binary %s: %w", o.Source, err)
+	}
+	if !bytes.HasPrefix(bin, []byte("\x7fELF")) {
+		return nil, nil, fmt.Errorf("%s is not an ELF executable", o.Source)
+	}
+	binPath, err := inRoot(o.Root, Binary)
+	if err != nil {
+		return nil, nil, err
+	}
+	already := isSpotroot(o.Root, SbinInit)
+	var kind string
+	switch {
+	case already:
+		if _, err := identifyInit(o.Root, RealInit); err != nil {
+			return nil, nil, fmt.Errorf("%s is already spotroot but the image's own init is unknown: %w", SbinInit, err)
+		}
+	default:
+		kind, err = identifyInit(o.Root, SbinInit)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cannot identify the image's init: %w; spotroot falls back to it, so it must exist", err)
+		}
+	}
+	cfgPath, err := inRoot(o.Root, ConfigFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	oldCfg, err := os.ReadFile(cfgPath)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, err
+	}
+	// init-arg boots spotroot as init= and leaves /sbin/init, which is then
+	// the image's init; sbin-init moves it to /sbin/init.real.
+	imageInit := RealInit
+	if o.Method == "init-arg" {
+		imageInit = SbinInit
+		if already {
+			imageInit = RealInit
+		}
+	}
+	newCfg, cfgChanged, err := EditImageInit(oldCfg, imageInit, true)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", ConfigFile, err)
+	}
+	c, err := fileChange("write "+Binary, binPath, bin, 0o755)
+	if err != nil {
+		return nil, nil, err
+	}
+	changes = append(changes, c)
+	if cfgChanged {
+		c, err := fileChange("record image_init in "+ConfigFile, cfgPath, newCfg, 0o644)
+		if err != nil {
+			return nil, nil, err
+		}
+		changes = append(changes, c)
+	}
+	switch o.Method {
+	case "init-arg":
+		grubPath, err := inRoot(o.Root, GrubFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		old, err := os.ReadFile(grubPath)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil, fmt.Errorf("no %s in %s: use --method sbin-init, or add %s to the kernel command line of your boot loader", GrubFile, o.Root, InitArg)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		g, changed, err := editGrub(old, true)
+		if err != nil {
+			return nil, nil, err
+		}
+		if changed {
+			c, err := fileChange("add "+InitArg+" to "+GrubFile, grubPath, g, 0o644)
+			if err != nil {
+				return nil, nil, err
+			}
+			changes = append(changes, c)
+			msgs = append(msgs, fmt.Sprintf("added %s to GRUB_CMDLINE_LINUX in %s; run update-grub (or grub2-mkconfig -o /boot/grub2/grub.cfg) inside the image", InitArg, GrubFile))
+		} else {
+			msgs = append(msgs, fmt.Sprintf("%s already has %s; binary refreshed", GrubFile, InitArg))
+		}
+		return changes, msgs, nil
+	}
+	// sbin-init
+	if already {
+		msgs = append(msgs, fmt.Sprintf("already installed: %s → %s, image init %s; binary refreshed", SbinInit, Binary, RealInit))
+		return changes, msgs, nil
+	}
+	realPath, _ := inRoot(o.Root, RealInit)
+	initPath, _ := inRoot(o.Root, SbinInit)
+	if _, err := os.Lstat(realPath); err == nil {
+		return nil, nil, fmt.Errorf("%s already exists and %s is not spotroot: move one of them away first", RealInit, SbinInit)
+	}
+	if err := writableDir(filepath.Dir(initPath)); err != nil {
+		return nil, nil, err
+	}
+	how := "renamed"
+	if dpkgManaged(o.Root) {
+		d, err := o.diversion()
+		if err != nil {
+			return nil, nil, err
+		}
+		if d != "" && d != RealInit {
+			return nil, nil, fmt.Errorf("%s is already diverted to %s by another package or admin: remove that diversion first (dpkg-divert --list %s)", SbinInit, d, SbinInit)
+		}
+		how = "diverted (dpkg-divert --rename)"
+		changes = append(changes, change{
+			what: "divert " + SbinInit + " to " + RealInit,
+			do: func() error {
+				_, err := o.divert("--local", "--rename", "--divert", RealInit, "--add", SbinInit)
+				return err
+			},
+			undo: func() error {
+				_, err := o.divert("--local", "--rename", "--divert", RealInit, "--remove", SbinInit)
+				return err
+			},
+		})
+	} else {
+		changes = append(changes, change{
+			what: "move " + SbinInit + " to " + RealInit,
+			do:   func() error { return os.Rename(initPath, realPath) },
+			undo: func() error { return os.Rename(realPath, initPath) },
+		})
+	}
+	changes = append(changes, change{
+		what: "link " + SbinInit + " to " + Binary,
+		do:   func() error { return os.Symlink(Binary, initPath) },
+		undo: func() error { return os.Remove(initPath) },
+	})
+	msgs = append(msgs, fmt.Sprintf("%s the image's init (%s) to %s, linked %s → %s, recorded image_init in %s", how, kind, RealInit, SbinInit, Binary, ConfigFile))
+	return changes, msgs, nil
+}
+
+// Uninstall reverses Install, whichever method it used.
+func Uninstall(o Opts) error {
+	if err := o.fill(false); err != nil {
+		return fmt.Errorf("uninstall: %w", err)
+	}
+	sbinInit, initArg := Installed(o.Root)
+	methods := []string{}
+	if sbinInit {
+		methods = append(methods, "sbin-init")
+	}
+	if initArg {
+		methods = append(methods, "init-arg")
+	}
+	what := fmt.Sprintf("uninstall spotroot from %s", o.Root)
+	if len(methods) > 0 {
+		what += " (installed: " + strings.Join(methods, ", ") + ")"
+	}
+	if o.Method != "" && len(methods) > 0 && !(o.Method == "sbin-init" && sbinInit || o.Method == "init-arg" && initArg) {
+		fmt.Fprintf(o.Out, "note: --method %s given, but the image is installed with %s; undoing that\n", o.Method, strings.Join(methods, " and "))
+	}
+	var changes []change
+	var msgs []string
+	if sbinInit {
+		if _, err := identifyInit(o.Root, RealInit); err != nil {
+			return fmt.Errorf("%s: %s is spotroot but the image's own init is not at %s (%v): restore it by hand", what, SbinInit, RealInit, err)
+		}
+		realPath, _ := inRoot(o.Root, RealInit)
+		initPath, _ := inRoot(o.Root, SbinInit)
+		oldLink, _ := os.Readlink(initPath)
+		diverted := ""
+		if dpkgManaged(o.Root) {
+			d, err := o.diversion()
+			if err != nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
+			diverted = d
+		}
+		changes = append(changes, change{
+			what: "remove the link " + SbinInit,
+			do:   func() error { return os.Remove(initPath) },
+			undo: func() error {
+				if oldLink != "" {
+					return os.Symlink(oldLink, initPath)
+				}
+				return nil
+			},
+		})
+		if diverted != "" {
+			changes = append(changes, change{
+				what: "remove the diversion of " + SbinInit,
+				do: func() error {
+					_, err := o.divert("--rename", "--divert", diverted, "--remove", SbinInit)
+					return err
+				},
+			})
+		} else {
+			changes = append(changes, change{
+				what: "restore " + SbinInit + " from " + RealInit,
+				do:   func() error { return os.Rename(realPath, initPath) },
+				undo: func() error { return os.Rename(initPath, realPath) },
+			})
+		}
+		msgs = append(msgs, fmt.Sprintf("restored %s from %s", SbinInit, RealInit))
+	}
+	if initArg {
+		grubPath, err := inRoot(o.Root, GrubFile)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		old, err := os.ReadFile(grubPath)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		g, _, err := editGrub(old, false)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		c, err := fileChange("remove "+InitArg+" from "+GrubFile, grubPath, g, 0o644)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		changes = append(changes, c)
+		msgs = append(msgs, fmt.Sprintf("removed %s from %s; run update-grub inside the image", InitArg, GrubFile))
+	}
+	cfgPath, err := inRoot(o.Root, ConfigFile)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if old, err := os.ReadFile(cfgPath); err == nil {
+		if b, changed, err := EditImageInit(old, "", false); err == nil && changed {
+			if len(bytes.TrimSpace(b)) == 0 {
+				b = nil // spotroot install created it: leave no trace
+			}
+			c, err := fileChange("remove image_init from "+ConfigFile, cfgPath, b, 0o644)
+			if err != nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
+			changes = append(changes, c)
+		}
+	}
+	binPath, err := inRoot(o.Root, Binary)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if _, err := os.Stat(binPath); err == nil {
+		c, err := fileChange("remove "+Binary, binPath, nil, 0o755)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		changes = append(changes, c)
+		msgs = append(msgs, "removed "+Binary)
+	}
+	if len(changes) == 0 {
+		fmt.Fprintf(o.Out, "spotroot is not installed in %s; nothing to do\n", o.Root)
+		return nil
+	}
+	if err := apply(changes); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	for _, m := range msgs {
+		fmt.Fprintln(o.Out, m)
 	}
 	return nil
 }
@@ -287,29 +618,15 @@ func copyBinary(o Opts) error {
 var grubLine = regexp.MustCompile(`(?m)^GRUB_CMDLINE_LINUX=(["']?)(.*?)(["']?)$`)
 
 // editGrub adds (or removes) init=/usr/sbin/spotroot in GRUB_CMDLINE_LINUX.
-func editGrub(root string, add bool) (bool, error) {
-	p, err := inRoot(root, GrubFile)
-	if err != nil {
-		return false, err
-	}
-	b, err := os.ReadFile(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		if !add {
-			return false, nil
-		}
-		return false, fmt.Errorf("no %s in %s: use --method sbin-init, or add %s to the kernel command line of your boot loader", GrubFile, root, InitArg)
-	}
-	if err != nil {
-		return false, err
-	}
+func editGrub(b []byte, add bool) ([]byte, bool, error) {
 	s := string(b)
 	m := grubLine.FindStringSubmatchIndex(s)
 	if m == nil {
 		if !add {
-			return false, nil
+			return b, false, nil
 		}
 		s = strings.TrimRight(s, "\n") + "\nGRUB_CMDLINE_LINUX=\"" + InitArg + "\"\n"
-		return true, os.WriteFile(p, []byte(s), 0o644)
+		return []byte(s), true, nil
 	}
 	args := strings.Fields(s[m[4]:m[5]])
 	var kept []string
@@ -322,12 +639,12 @@ func editGrub(root string, add bool) (bool, error) {
 				continue
 			}
 		case add && strings.HasPrefix(a, "init="):
-			return false, fmt.Errorf("%s already sets %s: remove it, or use --method sbin-init", GrubFile, a)
+			return nil, false, fmt.Errorf("%s already sets %s: remove it, or use --method sbin-init", GrubFile, a)
 		}
 		kept = append(kept, a)
 	}
 	if add == has {
-		return false, nil
+		return b, false, nil
 	}
 	if add {
 		kept = append(kept, InitArg)
@@ -338,56 +655,5 @@ func editGrub(root string, add bool) (bool, error) {
 	}
 	line := "GRUB_CMDLINE_LINUX=" + q + strings.Join(kept, " ") + q
 	s = s[:m[0]] + line + s[m[1]:]
-	return true, os.WriteFile(p, []byte(s), 0o644)
-}
-
-const imageInitLine = "  image_init: " + RealInit + " # spotroot install --method sbin-init"
-
-// recordImageInit adds (or removes) image_init under the spotroot: key of
-// the image config file.
-func recordImageInit(root string, add bool) error {
-	p, err := inRoot(root, ConfigFile)
-	if err != nil {
-		return err
-	}
-	b, err := os.ReadFile(p)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(b) == 0 {
-		lines = nil
-	}
-	var out []string
-	has, hasKey := false, false
-	for _, l := range lines {
-		has = has || l == imageInitLine
-	}
-	for _, l := range lines {
-		if l == imageInitLine && !add {
-			continue
-		}
-		if strings.HasPrefix(strings.TrimSpace(l), "image_init:") && l != imageInitLine && add {
-			return fmt.Errorf("%s already sets %s: remove it so spotroot can record %s", ConfigFile, strings.TrimSpace(l), RealInit)
-		}
-		out = append(out, l)
-		if l == "spotroot:" && add && !has {
-			hasKey = true
-			out = append(out, imageInitLine)
-			has = true
-		}
-	}
-	if add && !hasKey && !has {
-		if strings.Contains(string(b), "spotroot:") {
-			return fmt.Errorf("%s has a spotroot: mapping spotroot cannot edit: add \"image_init: %s\" under it", ConfigFile, RealInit)
-		}
-		out = append(out, "spotroot:", imageInitLine)
-	}
-	if !add && len(out) == 1 && out[0] == "spotroot:" {
-		return os.Remove(p)
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	return os.WriteFile(p, []byte(strings.Join(out, "\n")+"\n"), 0o644)
+	return []byte(s), true, nil
 }

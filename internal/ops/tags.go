@@ -14,6 +14,9 @@ const (
 	ManagedValue = "true"
 	VolumeKey    = "spotroot:volume"
 	PoolKey      = "spotroot:pool"
+	// BootTagKey is set by an instance on itself when its boot fell back
+	// to the image's own init: failed:<phase> (internal/boot).
+	BootTagKey = "spotroot:boot"
 )
 
 // VolumeTags are the tags of a persistent volume named name.

@@ -92,6 +92,7 @@ func runHook(ctx context.Context, path string, n Notice, deadline time.Time, lg 
 		"SPOTROOT_TIME="+n.Time.UTC().Format(time.RFC3339),
 		"SPOTROOT_DEADLINE="+deadline.UTC().Format(time.RFC3339),
 		"SPOTROOT_NOTICE="+n.Raw,
+		"SPOTROOT_INSTANCE_ID="+n.InstanceID,
 	)
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

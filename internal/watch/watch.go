@@ -14,17 +14,20 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"time"
 )
 
 // Notice is one thing IMDS told us.
 type Notice struct {
-	Kind   string    // "spot", "rebalance" or "maintenance"
-	Action string    // terminate|stop|hibernate, rebalance, or the event code (instance-stop, system-reboot, …)
+	Kind   string    // "spot", "rebalance", "maintenance" or "autoscaling"
+	Action string    // terminate|stop|hibernate, rebalance, the event code (instance-stop, system-reboot, …) or the target lifecycle state (Terminated, Warmed:Stopped, …)
 	Time   time.Time // when the action happens (spot), was noticed (rebalance) or may start (maintenance)
 	ID     string    // deduplication key
 	Raw    string    // the document as IMDS served it
+	// InstanceID is this instance's id, for the hooks (may be "").
+	InstanceID string
 }
 
 func (n Notice) String() string {
@@ -38,6 +41,11 @@ func (n Notice) PowersOff(o *Options) bool {
 		return n.Action == "terminate" || n.Action == "stop"
 	case "rebalance":
 		return o.RebalancePowerOff
+	case "autoscaling":
+		// Auto Scaling is terminating the instance (scale-in, rebalancing,
+		// a replaced unhealthy instance): what the node termination
+		// handler drains for (pkg/monitor/asglifecycle).
+		return n.Action == "Terminated"
 	}
 	return false
 }
@@ -65,6 +73,11 @@ type Options struct {
 	Now func() time.Time
 	// Ready is called once the watcher runs (sd_notify READY=1).
 	Ready func()
+	// GiveUpAfter ends Run with ErrNotEC2 when IMDS has not answered for
+	// this long and OnEC2 says this is not EC2; 0 = never give up.
+	GiveUpAfter time.Duration
+	// OnEC2 reports whether the machine is an EC2 instance; nil = OnEC2.
+	OnEC2 func() bool
 }
 
 func (o *Options) fill() {
@@ -84,6 +97,11 @@ func (o *Options) fill() {
 	if o.HooksDir == "" {
 		o.HooksDir = DefaultHooksDir
 	}
+	// Hooks run with / as their working directory: a relative directory
+	// given on the command line means the caller's.
+	if abs, err := filepath.Abs(o.HooksDir); err == nil {
+		o.HooksDir = abs
+	}
 	if o.HookTimeout <= 0 {
 		o.HookTimeout = 60 * time.Second
 	}
@@ -99,6 +117,9 @@ func (o *Options) fill() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.OnEC2 == nil {
+		o.OnEC2 = func() bool { return OnEC2("/") }
+	}
 }
 
 // DefaultHooksDir holds the operator's hooks.
@@ -111,8 +132,21 @@ type Watcher struct {
 	seen map[string]bool
 	// lastErr deduplicates repeated poll errors in the log.
 	lastErr string
-	down    bool // shutdown started
+	// pollErr is the last poll's error (nil: IMDS answered).
+	pollErr error
+	// answered is set once IMDS has answered a poll.
+	answered bool
+	down     bool // shutdown started
+	// instanceID is read once, for the hooks' SPOTROOT_INSTANCE_ID.
+	instanceID string
 }
+
+// ErrNotEC2 means IMDS never answered and the machine does not look like
+// an EC2 instance: the watcher has nothing to watch here.
+var ErrNotEC2 = errors.New("IMDS does not answer and this machine is not an EC2 instance (no Amazon EC2 in its DMI data)")
+
+// Err is the error of the last poll (nil when IMDS answered).
+func (w *Watcher) Err() error { return w.pollErr }
 
 // New returns a watcher.
 func New(o Options) *Watcher {
@@ -133,9 +167,16 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(w.o.Interval)
 	defer t.Stop()
+	start := w.o.Now()
 	for {
 		if w.Poll(ctx) {
 			return nil
+		}
+		// Off EC2 (a laptop, a CI runner, another cloud) IMDS never
+		// answers: give up instead of retrying forever. On EC2, IMDS being
+		// away is transient and the watcher keeps trying.
+		if !w.answered && w.o.GiveUpAfter > 0 && w.o.Now().Sub(start) >= w.o.GiveUpAfter && !w.o.OnEC2() {
+			return fmt.Errorf("%w: gave up after %v (%v)", ErrNotEC2, w.o.GiveUpAfter, w.pollErr)
 		}
 		select {
 		case <-ctx.Done():
@@ -149,6 +190,15 @@ func (w *Watcher) Run(ctx context.Context) error {
 // shutdown has been started.
 func (w *Watcher) Poll(ctx context.Context) bool {
 	notices, err := w.Check(ctx)
+	w.pollErr = err
+	if err == nil {
+		w.answered = true
+		if w.instanceID == "" {
+			if b, err := w.imds.get(ctx, "meta-data/instance-id"); err == nil {
+				w.instanceID = strings.TrimSpace(string(b))
+			}
+		}
+	}
 	if err != nil {
 		if msg := err.Error(); msg != w.lastErr {
 			w.o.Log.Printf("poll: %v (retrying every %v)", err, w.o.Interval)
@@ -190,6 +240,7 @@ func (w *Watcher) Check(ctx context.Context) ([]Notice, error) {
 		{"meta-data/spot/instance-action", one(ParseSpot)},
 		{"meta-data/events/recommendations/rebalance", one(ParseRebalance)},
 		{"meta-data/events/maintenance/scheduled", ParseScheduled},
+		{"meta-data/autoscaling/target-lifecycle-state", ParseTargetLifecycleState},
 	}
 	var out []Notice
 	var errs []error
@@ -229,6 +280,7 @@ func (w *Watcher) Handle(ctx context.Context, n Notice) {
 			deadline = w.o.Now().Add(5 * time.Second)
 		}
 	}
+	n.InstanceID = w.instanceID
 	RunHooks(ctx, w.o.HooksDir, n, budget, deadline, w.o.Log)
 	if !off {
 		return
@@ -299,4 +351,20 @@ func ParseScheduled(b []byte) ([]Notice, error) {
 			ID: "maintenance/" + d.EventId + "/" + d.Code + "/" + d.NotBefore, Raw: string(raw)})
 	}
 	return out, nil
+}
+
+// ParseTargetLifecycleState parses autoscaling/target-lifecycle-state, a
+// plain word: InService, Terminated, Warmed:Stopped, … Only a change away
+// from InService is a notice; its id is the state, so each is handled once
+// per transition.
+func ParseTargetLifecycleState(b []byte) ([]Notice, error) {
+	state := strings.TrimSpace(string(b))
+	if state == "" || state == "InService" || state == "Pending" || strings.HasPrefix(state, "Pending:") {
+		return nil, nil
+	}
+	if strings.ContainsAny(state, " {\n") {
+		return nil, fmt.Errorf("parse autoscaling/target-lifecycle-state %q: want one word like Terminated", b)
+	}
+	return []Notice{{Kind: "autoscaling", Action: state, Time: time.Now().UTC().Truncate(time.Second),
+		ID: "autoscaling/" + state, Raw: state}}, nil
 }

@@ -6,7 +6,8 @@
 #   packaging/deb/build.sh BIN ARCH VERSION OUTDIR
 #
 # The watcher's unit is packaging/systemd/spotroot-watch.service (or
-# $SPOTROOT_UNIT); when it is not there yet the package is built without it.
+# $SPOTROOT_UNIT); when it is not there the package is built without it.
+# The initramfs builder is $SPOTROOT_INITRAMFS_BIN, else built here.
 set -euo pipefail
 
 bin=$1 arch=$2 version=$3 outdir=$4
@@ -19,13 +20,37 @@ export SOURCE_DATE_EPOCH
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 umask 022
+# mktemp -d is 0700: that would be the mode of the package's "./".
+chmod 0755 "$stage"
 d() { install -d -m 0755 "$stage/$1"; }
 f() { install -D -m "$1" "$2" "$stage/$3"; }
 
 f 0755 "$bin" usr/sbin/spotroot
-f 0644 "$top/packaging/config.yaml.example" etc/spotroot/config.yaml
+initramfs_bin=${SPOTROOT_INITRAMFS_BIN:-}
+if [ -z "$initramfs_bin" ]; then
+	tmpbin=$(mktemp -d)
+	trap 'rm -rf "$stage" "$tmpbin"' EXIT
+	initramfs_bin=$tmpbin/spotroot-initramfs
+	(cd "$top" && CGO_ENABLED=0 GOOS=linux GOARCH="$arch" go build -trimpath -ldflags='-s -w' -o "$initramfs_bin" ./initramfs/cmd/spotroot-initramfs)
+fi
+f 0755 "$initramfs_bin" usr/bin/spotroot-initramfs
+# /etc/spotroot/config.yaml is not shipped: an image's configuration is
+# written by `spotroot install` and the operator (cloud-init write_files
+# before the package is installed must not meet a conffile prompt). The
+# commented example is documentation.
+d etc/spotroot
 d etc/spotroot/hooks.d
+f 0644 "$top/packaging/default/spotroot-watch" etc/default/spotroot-watch
+f 0644 "$top/packaging/completion/spotroot" usr/share/bash-completion/completions/spotroot
 doc=usr/share/doc/spotroot
+ex=$doc/examples
+f 0644 "$top/packaging/config.yaml.example" $ex/config.yaml
+f 0644 "$top/packaging/examples/hooks/50-webhook" $ex/hooks/50-webhook
+f 0644 "$top/packaging/examples/cloud-init-bake.yaml" $ex/cloud-init-bake.yaml
+f 0644 "$top/packaging/examples/packer/spotroot.pkr.hcl" $ex/packer/spotroot.pkr.hcl
+f 0644 "$top/packaging/examples/packer/provision.sh" $ex/packer/provision.sh
+f 0644 "$top/packaging/examples/asg/launch-template.json" $ex/asg/launch-template.json
+f 0644 "$top/packaging/examples/asg/pool-user-data.yaml" $ex/asg/pool-user-data.yaml
 f 0644 "$top/README.md" $doc/README.md
 f 0644 "$top/initramfs/README.md" $doc/README.initramfs.md
 cat "$here/copyright.head" > "$stage/$doc/copyright.tmp"
@@ -38,6 +63,9 @@ chmod 0644 "$stage/$doc/changelog.gz"
 install -d -m 0755 "$stage/usr/share/man/man8"
 gzip -9n < "$here/spotroot.8" > "$stage/usr/share/man/man8/spotroot.8.gz"
 chmod 0644 "$stage/usr/share/man/man8/spotroot.8.gz"
+install -d -m 0755 "$stage/usr/share/man/man1"
+gzip -9n < "$here/spotroot-initramfs.1" > "$stage/usr/share/man/man1/spotroot-initramfs.1.gz"
+chmod 0644 "$stage/usr/share/man/man1/spotroot-initramfs.1.gz"
 f 0644 "$here/lintian-overrides" usr/share/lintian/overrides/spotroot
 # The initramfs integrations, for operators to enable (see README.initramfs.md).
 share=usr/share/spotroot/initramfs
@@ -47,7 +75,7 @@ f 0755 "$top/initramfs/initramfs-tools/scripts/init-top/spotroot" $share/initram
 
 systemd=""
 if [ -f "$unit" ]; then
-	f 0644 "$unit" lib/systemd/system/spotroot-watch.service
+	f 0644 "$unit" usr/lib/systemd/system/spotroot-watch.service
 	systemd=yes
 else
 	echo "deb: note: $unit not present yet; building without the watcher's unit" >&2
@@ -58,13 +86,13 @@ for s in postinst prerm postrm; do
 	snippet=""
 	if [ -n "$systemd" ]; then
 		snippet=$(cat "$here/$s.systemd")
-	elif [ "$s" != postinst ]; then
-		continue # nothing to do without the unit
+	elif [ "$s" = postrm ]; then
+		continue # nothing to do without the unit (prerm guards /sbin/init)
 	fi
 	awk -v snip="$snippet" '$0 == "#SYSTEMD#" { if (snip != "") print snip; next } { print }' "$here/$s" > "$stage/DEBIAN/$s"
 	chmod 0755 "$stage/DEBIAN/$s"
 done
-echo /etc/spotroot/config.yaml > "$stage/DEBIAN/conffiles"
+echo /etc/default/spotroot-watch > "$stage/DEBIAN/conffiles"
 chmod 0644 "$stage/DEBIAN/conffiles"
 (cd "$stage" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z | xargs -0 md5sum) > "$stage/DEBIAN/md5sums"
 chmod 0644 "$stage/DEBIAN/md5sums"

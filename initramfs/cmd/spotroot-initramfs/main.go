@@ -9,8 +9,11 @@
 //
 // -kernel takes lib/modules/<release>, a root holding lib/modules/<release>
 // (an extracted kernel package), or a kernel .deb. Without it the running
-// kernel's /lib/modules/$(uname -r) is used, and when that is missing the
-// Debian cloud kernel the e2e tests boot (downloaded with apt-get, cached).
+// kernel's /lib/modules/$(uname -r) is used (`make initramfs` passes the
+// Debian cloud kernel the e2e tests boot when the build host has none).
+//
+// It is shipped in the .deb as /usr/bin/spotroot-initramfs: product code,
+// so it imports nothing from e2e/.
 package main
 
 import (
@@ -29,7 +32,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/spotroot/spotroot/e2e/kernel"
 	"github.com/spotroot/spotroot/internal/initramfs"
 )
 
@@ -41,7 +43,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("spotroot-initramfs", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	spot := fl.String("spotroot", "build/spotroot", "spotroot binary, installed as /init")
-	kdir := fl.String("kernel", "", "lib/modules/<release>, a root containing it, or a kernel .deb (default: the running kernel, else the e2e cloud kernel)")
+	kdir := fl.String("kernel", "", "lib/modules/<release>, a root containing it, or a kernel .deb (default: the running kernel)")
 	release := fl.String("release", "", "kernel release when -kernel holds several")
 	mods := fl.String("modules", strings.Join(initramfs.DefaultModules, ","), "modules to include (dependencies are added; built-in and absent ones are skipped)")
 	conf := fl.String("config", "", "file installed as /etc/spotroot/config.yaml")
@@ -127,11 +129,7 @@ func findModules(ctx context.Context, spec, release string) (string, func(), err
 				return d, nop, nil
 			}
 		}
-		k, err := kernel.Ensure(ctx, "")
-		if err != nil {
-			return "", nop, fmt.Errorf("no modules for the running kernel and no cloud kernel: %w (use -kernel)", err)
-		}
-		return k.ModulesDir, nop, nil
+		return "", nop, errors.New("no modules for the running kernel (/lib/modules/$(uname -r)): give -kernel with lib/modules/<release>, a root holding it, or a kernel .deb (e.g. from apt-get download linux-image-cloud-amd64)")
 	}
 	if strings.HasSuffix(spec, ".deb") {
 		tmp, err := os.MkdirTemp("", "spotroot-kernel-")

@@ -2,8 +2,10 @@
 #
 #   packer init . && packer build -var deb=build/spotroot_<version>_amd64.deb .
 #
-# The package is uploaded and installed; `spotroot install` then makes
-# spotroot the image's init (the package itself never does).
+# The package is uploaded and installed by provision.sh, which relies on
+# `spotroot config check` and `spotroot install` (the package itself never
+# makes spotroot the init). Instances from the image claim their volume
+# with user-data from `spotroot userdata` and report with `spotroot status`.
 packer {
   required_plugins {
     amazon = {
@@ -63,13 +65,10 @@ build {
     destination = "/tmp/spotroot.deb"
   }
 
+  # The provisioning is a script (provision.sh, next to this file) so that
+  # the test suite runs exactly these steps against a Debian root.
   provisioner "shell" {
-    inline = [
-      "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y /tmp/spotroot.deb",
-      "printf 'spotroot:\\n  volume:\\n    tag: {Name: ${var.volume_tag}}\\n  image_init: /sbin/init.real\\n' | sudo tee /etc/spotroot/config.yaml",
-      "sudo spotroot config check /etc/spotroot/config.yaml",
-      "sudo spotroot install",
-      "sudo cloud-init clean --logs",
-    ]
+    script          = "${path.root}/provision.sh"
+    execute_command = "sudo env DEB=/tmp/spotroot.deb VOLUME_TAG=${var.volume_tag} sh '{{ .Path }}'"
   }
 }

@@ -1,0 +1,87 @@
+package boot
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/spotroot/spotroot/internal/claim"
+	"github.com/spotroot/spotroot/internal/config"
+)
+
+// BootTagKey is the tag an instance puts on itself when its boot fails
+// and falls back to the image's own init (or powers off): value
+// "failed:<phase>". A blank image root passes EC2 and load-balancer health
+// checks; this makes the failure visible from outside (`spotroot status
+// --volume`, the console, `aws ec2 describe-instances --filters
+// Name=tag:spotroot:boot,Values=failed:*`). The IAM policy of `spotroot
+// iam-policy` allows ec2:CreateTags of exactly this key on the instance
+// itself (ec2:SourceInstanceARN equals the resource).
+const BootTagKey = "spotroot:boot"
+
+// FailTagTimeout bounds the whole tagging attempt: a failed boot must not
+// wait on an EC2 that may be the reason it failed.
+var FailTagTimeout = 5 * time.Second
+
+type instanceTagger interface {
+	CreateTags(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
+}
+
+// TagFailure tags instanceID spotroot:boot=failed:<phase>, best effort and
+// within FailTagTimeout; the error is for the log only.
+func TagFailure(ctx context.Context, c instanceTagger, instanceID, phase string) error {
+	ctx, cancel := context.WithTimeout(ctx, FailTagTimeout)
+	defer cancel()
+	value := "failed:" + phase
+	_, err := c.CreateTags(ctx, &ec2.CreateTagsInput{
+		Resources: []string{instanceID},
+		Tags:      []types.Tag{{Key: aws.String(BootTagKey), Value: aws.String(value)}},
+	}, func(o *ec2.Options) {
+		// One quick retry at most: the budget is FailTagTimeout in all.
+		o.RetryMaxAttempts = 2
+	})
+	if err != nil {
+		return fmt.Errorf("tag %s %s=%s: %w", instanceID, BootTagKey, value, err)
+	}
+	return nil
+}
+
+// armFailTag makes fail() tag the instance once its identity is known and
+// the network is up (before that, EC2 cannot be reached anyway).
+func (b *booter) armFailTag(w *world) {
+	if w.id.InstanceID == "" || w.handle == nil || b.imds == nil {
+		return
+	}
+	endpoint := ""
+	switch {
+	case b.cfg != nil:
+		endpoint = b.cfg.EC2Endpoint
+	case config.EndpointHint(b.userData) != "":
+		// The configuration failed; its endpoint may still be readable.
+		endpoint = config.EndpointHint(b.userData)
+	case b.early != nil:
+		endpoint = b.early.EC2Endpoint
+	}
+	c := claim.NewClient(claim.ClientOptions{Region: w.id.Region, Endpoint: endpoint, IMDS: b.imds.SDK(), Resolver: w.handle.Resolver()})
+	id := w.id.InstanceID
+	b.failTag = func(phase string) {
+		start := time.Now()
+		if err := TagFailure(context.Background(), c, id, phase); err != nil {
+			b.slog.Warn("could not mark the failed boot on the instance", "error", err)
+			return
+		}
+		b.slog.Info("marked the failed boot on the instance", "tag", BootTagKey+"=failed:"+phase, "ms", time.Since(start).Milliseconds())
+	}
+}
+
+// markFailed tags the instance (when armed), after the FAILED line.
+func (b *booter) markFailed(phase string) {
+	if b.failTag != nil {
+		b.failTag(phase)
+		b.failTag = nil
+	}
+}
