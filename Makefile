@@ -10,7 +10,12 @@ GOFLAGS_BIN := -trimpath -ldflags='-s -w -X main.version=$(VERSION)'
 PID1_TAGS   := -tags pid1
 TEST_TIMEOUT ?= 40m
 
-.PHONY: all build build-ops initramfs deb lintian release setup demo test unit e2e e2e-distro lint bench clean
+.PHONY: all build build-ops initramfs deb lintian release setup demo test unit e2e e2e-distro lint bench soak clean
+
+# The hostile simulator's seed (README: "The hostile cloud"): empty = a
+# random one, printed on failure; SEED=N replays it.
+SEED ?=
+export SPOTROOT_SEED := $(SEED)
 
 all: build
 
@@ -47,6 +52,14 @@ unit: lint
 # Only the QEMU scenarios; one by one with e.g. RUN=first-boot.
 e2e: setup
 	CGO_ENABLED=0 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./e2e -run '/$(RUN)'
+
+# The claim flows (pool race, create, other AZ, attached to a dead owner)
+# against the hostile simulator without QEMU, SEEDS seeds each from SEED:
+# wrong outcomes and double attaches (both must be 0), calls per claim.
+SEEDS ?= 50
+FLOWS ?= pool,create,other-az,dead
+soak:
+	$(GO) run ./e2e/soak -seeds $(SEEDS) -flows $(FLOWS) $(if $(SEED),-seed $(SEED))
 
 # The slower tier: Debian (systemd, cloud-init) built from Debian's packages
 # with mmdebstrap (cached in ~/.cache/spotroot/distro) on the persistent

@@ -13,7 +13,6 @@ import (
 
 	"github.com/spotroot/spotroot/e2e/harness"
 	"github.com/spotroot/spotroot/e2e/images"
-	"github.com/spotroot/spotroot/e2e/qemu"
 	"github.com/spotroot/spotroot/e2e/sim"
 )
 
@@ -24,6 +23,7 @@ func customAMI(t *testing.T, w *harness.World, o images.AMIOpts) string {
 	t.Helper()
 	o.Out = filepath.Join(w.Dir, "ami-custom.img")
 	o.SpotrootBin, o.TestinitBin, o.Kernel = w.Env.SpotrootBin, w.Env.TestinitBin, w.Env.Kernel
+	o.Files = append(w.Env.CAFiles(), o.Files...)
 	if err := images.BuildAMI(context.Background(), o); err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,6 @@ umount "$MNT"`
 }
 
 func TestConfigScenarios(t *testing.T) {
-	ep := "  ec2_endpoint: http://" + qemu.EC2Addr + "\n"
 	scenarios := []struct {
 		name string
 		run  func(t *testing.T)
@@ -87,7 +86,7 @@ func TestConfigScenarios(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})
 			ud := "Content-Type: multipart/mixed; boundary=\"==BOUNDARY==\"\nMIME-Version: 1.0\n\n" +
 				"--==BOUNDARY==\nContent-Type: text/cloud-config; charset=\"us-ascii\"\n\n#cloud-config\npackages: [htop]\n\n" +
-				"--==BOUNDARY==\nContent-Type: text/x-spotroot; charset=\"us-ascii\"\n\nvolume:\n  tag: {Name: home-root}\nec2_endpoint: http://" + qemu.EC2Addr + "\n" +
+				"--==BOUNDARY==\nContent-Type: text/x-spotroot; charset=\"us-ascii\"\n\nvolume:\n  tag: {Name: home-root}\n" +
 				"--==BOUNDARY==--\n"
 			r := bootOpts(t, w, harness.BootOpts{UserData: []byte(ud)})
 			expect(t, r, "persistent", execPersistent)
@@ -112,14 +111,14 @@ func TestConfigScenarios(t *testing.T) {
 		}},
 		{"image-config-only", func(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})
-			ami := customAMI(t, w, images.AMIOpts{ImageConfig: []byte("spotroot:\n" + tagRoot + ep)})
+			ami := customAMI(t, w, images.AMIOpts{ImageConfig: []byte("spotroot:\n" + tagRoot)})
 			r := bootOpts(t, w, harness.BootOpts{UserData: []byte{}, AMI: ami})
 			expect(t, r, "persistent", execPersistent, `user-data-bytes=0`)
 		}},
 		{"bad-config", func(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})
 			r := bootOpts(t, w, harness.BootOpts{UserData: userData(tagRoot + "  timeouts:\n    attach: 60s\n    atach: 5s\n")})
-			expect(t, r, "image", execImage, `^spotroot: FAILED config: user-data line 8: spotroot.timeouts.atach: unknown field \(known: network, imds, attach, device, detach, create, move, fsck\)`)
+			expect(t, r, "image", execImage, `^spotroot: FAILED config: user-data line 7: spotroot.timeouts.atach: unknown field \(known: network, imds, attach, device, detach, create, move, fsck\)`)
 			// The failure is visible from outside: the instance tagged itself.
 			if inst, _ := w.Sim.Instance(r.InstanceID); inst.Tags["spotroot:boot"] != "failed:config" {
 				t.Errorf("instance tags %v, want spotroot:boot=failed:config", inst.Tags)

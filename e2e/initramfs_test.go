@@ -12,6 +12,7 @@ import (
 
 	"github.com/spotroot/spotroot/e2e/harness"
 	"github.com/spotroot/spotroot/e2e/images"
+	"github.com/spotroot/spotroot/e2e/sim"
 	"github.com/spotroot/spotroot/internal/initramfs"
 )
 
@@ -34,11 +35,14 @@ func initramfsEnv(t *testing.T) (ami, initrd string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		irAMI = filepath.Join(dir, "ami-own-init.img")
-		if irErr = images.BuildAMI(ctx, images.AMIOpts{Out: irAMI, TestinitBin: e.TestinitBin, Kernel: e.Kernel}); irErr != nil {
+		if irErr = images.BuildAMI(ctx, images.AMIOpts{Out: irAMI, TestinitBin: e.TestinitBin, Kernel: e.Kernel, Files: e.CAFiles()}); irErr != nil {
 			return
 		}
 		var res *initramfs.Result
-		res, irErr = initramfs.Build(ctx, initramfs.Options{Spotroot: e.SpotrootBin, ModulesDir: e.Kernel.ModulesDir})
+		res, irErr = initramfs.Build(ctx, initramfs.Options{Spotroot: e.SpotrootBin, ModulesDir: e.Kernel.ModulesDir,
+			// The target root's bundle (the AMI's): EC2 is verified
+			// against it before that root is mounted.
+			CABundle: e.CABundle})
 		if irErr != nil {
 			return
 		}
@@ -55,6 +59,11 @@ func initramfsEnv(t *testing.T) (ami, initrd string) {
 func bootInitramfs(t *testing.T, w *harness.World) *harness.BootResult {
 	t.Helper()
 	ami, initrd := initramfsEnv(t)
+	return bootInitrd(t, w, ami, initrd)
+}
+
+func bootInitrd(t *testing.T, w *harness.World, ami, initrd string) *harness.BootResult {
+	t.Helper()
 	r, err := w.Boot(context.Background(), harness.BootOpts{AMI: ami, Initrd: initrd})
 	if err != nil {
 		t.Fatal(err)
@@ -73,6 +82,9 @@ func testInitramfsRoot(t *testing.T) {
 	w := newWorld(t, harness.WorldOpts{})
 	r := bootInitramfs(t, w)
 	checkPersistent(t, r, 1)
+	if !hasLine(r.Timeline, regexp.MustCompile(`CA roots bundle=/etc/ssl/certs/ca-certificates.crt certificates=[1-9]`)) {
+		t.Errorf("spotroot did not load the initramfs's CA bundle\n%s", r.Console)
+	}
 	if !hasLine(r.Timeline, regexp.MustCompile(`^spotroot: start pid=1 `)) {
 		t.Errorf("spotroot did not start as PID 1 from the initramfs\n%s", r.Console)
 	}
@@ -120,6 +132,46 @@ func testInitramfsFallback(t *testing.T) {
 	}
 	if r.ShutdownReason != "guest-shutdown" {
 		fail("shutdown reason %q, want guest-shutdown", r.ShutdownReason)
+	}
+}
+
+// testInitramfsNoCARoots: an initramfs built without CA roots cannot
+// verify EC2: one FAILED line naming what is missing, nothing sent to EC2,
+// and the image's root boots.
+func testInitramfsNoCARoots(t *testing.T) {
+	e := sharedEnv(t)
+	ami, _ := initramfsEnv(t)
+	res, err := initramfs.Build(context.Background(), initramfs.Options{Spotroot: e.SpotrootBin,
+		ModulesDir: e.Kernel.ModulesDir, CABundle: initramfs.NoCABundle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	initrd := filepath.Join(t.TempDir(), "initramfs-no-ca.img")
+	if err := os.WriteFile(initrd, res.Data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w := newWorld(t, harness.WorldOpts{})
+	r := bootInitrd(t, w, ami, initrd)
+	if r.Kind != "image" || r.Root != "/dev/nvme0n1" {
+		t.Errorf("kind=%s root=%s, want the image's init from root= (/dev/nvme0n1)\n%s", r.Kind, r.Root, r.Console)
+	}
+	failed := regexp.MustCompile(`^spotroot: FAILED claim: no CA roots to verify EC2's TLS certificate: none of /etc/ssl/certs/ca-certificates.crt`)
+	n := 0
+	for _, l := range r.Timeline {
+		if strings.Contains(l, "FAILED") {
+			n++
+		}
+	}
+	if !hasLine(r.Timeline, failed) || n != 1 {
+		t.Errorf("want exactly one FAILED line, matching %q (got %d)\n%s", failed, n, r.Console)
+	}
+	// Nothing reached EC2 (the failed-boot tag may try a handshake, which
+	// cannot verify either).
+	if r.EC2HTTPS != 0 {
+		t.Errorf("%d EC2 requests got through without CA roots", r.EC2HTTPS)
+	}
+	if v, _ := w.Sim.Volume(w.VolumeID); v.State != sim.VolumeAvailable {
+		t.Errorf("volume %s is %s, want untouched", w.VolumeID, v.State)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spotroot/spotroot/e2e/harness"
 	"github.com/spotroot/spotroot/e2e/images"
+	"github.com/spotroot/spotroot/e2e/qemu"
 	"github.com/spotroot/spotroot/e2e/sim"
 
 	"github.com/spotroot/spotroot/internal/testenv"
@@ -74,6 +75,13 @@ func newWorld(t *testing.T, o harness.WorldOpts) *harness.World {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.Close)
+	// Every scenario runs under the hostile simulator (sim.DefaultHostile).
+	t.Cleanup(func() {
+		if t.Failed() {
+			_, run, _ := strings.Cut(t.Name(), "/")
+			t.Logf("hostile simulator seed %d: replay with make e2e SEED=%d RUN='%s'", w.Sim.HostileSeed(), w.Sim.HostileSeed(), run)
+		}
+	})
 	return w
 }
 
@@ -123,7 +131,14 @@ func checkPersistent(t *testing.T, r *harness.BootResult, counter int) {
 	if r.ShutdownReason != "guest-shutdown" {
 		fail("shutdown reason %q, want guest-shutdown", r.ShutdownReason)
 	}
+	// A lease like EC2's: a router and the DNS server it names.
+	if !hasLine(r.Timeline, leaseRE) {
+		fail("no line matching %q", leaseRE)
+	}
+	checkEC2ByName(t, r)
 }
+
+var leaseRE = regexp.MustCompile(`network up .*address=169\.254\.2\.15/16 router=` + regexp.QuoteMeta(qemu.DHCPRouter) + ` dns="?\[` + regexp.QuoteMeta(qemu.DefaultDNSAddr) + `\]`)
 
 func TestScenarios(t *testing.T) {
 	t.Run("first-boot", func(t *testing.T) {
@@ -174,6 +189,7 @@ func TestScenarios(t *testing.T) {
 
 	t.Run("initramfs-root", testInitramfsRoot)
 	t.Run("initramfs-fallback", testInitramfsFallback)
+	t.Run("initramfs-no-ca-roots", testInitramfsNoCARoots)
 }
 
 // testInterruption: the persistent root runs "spotroot watch"; the simulator

@@ -19,6 +19,8 @@ have losetup || need+=(mount)
 have unshare || need+=(util-linux)
 have sfdisk || need+=(fdisk)           # an independent GPT reader for the disk-fix cut tests
 have dpkg-deb || need+=(dpkg)
+# the CA bundle an initramfs built here carries (make initramfs)
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 # initramfs integrations (initramfs/*_test.go build real images with them)
 # and the package check; none of them touches the host's own boot files.
 have mkinitramfs || need+=(initramfs-tools-core)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/spotroot/spotroot/e2e/kernel"
 	"github.com/spotroot/spotroot/internal/initramfs"
+	"github.com/spotroot/spotroot/internal/testenv"
 )
 
 func need(t *testing.T, tools ...string) {
@@ -30,11 +31,11 @@ func need(t *testing.T, tools ...string) {
 		t.Skip("builds whole initramfs images (-short)")
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("requires root (private mount namespace)")
+		testenv.Skip(t, "requires root (private mount namespace)")
 	}
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (e2e/setup.sh installs initramfs-tools-core and dracut-core)", tool)
+			testenv.Skip(t, tool+" not installed (e2e/setup.sh installs initramfs-tools-core and dracut-core)")
 		}
 	}
 }
@@ -47,7 +48,7 @@ func prepare(t *testing.T) (spotroot string, k kernel.Kernel) {
 	defer cancel()
 	k, err := kernel.Ensure(ctx, "")
 	if err != nil {
-		t.Skipf("no cloud kernel: %v", err)
+		testenv.Skip(t, "no cloud kernel: "+err.Error())
 	}
 	spotroot = filepath.Join(t.TempDir(), "spotroot")
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", spotroot, "../cmd/spotroot")
@@ -59,7 +60,8 @@ func prepare(t *testing.T) (spotroot string, k kernel.Kernel) {
 }
 
 // checkImage asserts spotroot is /init, the builder's init is kept as
-// /init.real and the NIC and filesystem modules are in with their index.
+// /init.real, the NIC and filesystem modules are in with their index, and
+// the root's CA bundle is.
 func checkImage(t *testing.T, img, spotroot string, stripped bool, k kernel.Kernel, extra ...string) {
 	t.Helper()
 	b, err := os.ReadFile(img)
@@ -95,6 +97,13 @@ func checkImage(t *testing.T, img, spotroot string, stripped bool, k kernel.Kern
 		if _, ok := files[f]; !ok {
 			t.Errorf("%s: no %s", filepath.Base(img), f)
 		}
+	}
+	// The root's CA bundle (the host is the target root here), where
+	// spotroot looks first.
+	if want, err := os.ReadFile("/etc/ssl/certs/ca-certificates.crt"); err != nil {
+		testenv.Skip(t, "no CA bundle on the host (e2e/setup.sh installs ca-certificates): "+err.Error())
+	} else if r := files["etc/ssl/certs/ca-certificates.crt"]; !bytes.Equal(r.Data, want) {
+		t.Errorf("%s: etc/ssl/certs/ca-certificates.crt (%d bytes) is not the root's CA bundle (%d bytes)", filepath.Base(img), len(r.Data), len(want))
 	}
 	t.Logf("%s: %d bytes, %d entries", filepath.Base(img), len(b), len(recs))
 }

@@ -33,7 +33,15 @@ type PoolResult struct {
 	PerClaim []float64     // each claimant's Claim+WaitAttached, seconds
 	Calls    map[string]int
 	Errors   map[string]int // EC2 error responses by action
-	Dups     int            // volumes attached to more than one claimant (must be 0)
+	Dups     int            // volumes attached to more than one claimant, instances holding two (must be 0)
+	// The hostile simulator (sim.DefaultHostile: EC2's throttling buckets,
+	// lagging views, lost answers, …) and what it did.
+	Seed      uint64
+	Throttled int // RequestLimitExceeded answers
+	Lost      int // answers lost after commit
+	// AttachAccepted counts AttachVolume requests that got past throttling
+	// (answered, successfully or not).
+	AttachAccepted int
 }
 
 // TotalCalls is the number of EC2 API requests the simulator answered.
@@ -91,10 +99,11 @@ func PoolRace(ctx context.Context, n int, budget time.Duration) (PoolResult, err
 		budget = 10 * time.Minute
 	}
 	res := PoolResult{N: n, Calls: map[string]int{}, Errors: map[string]int{}}
-	w, err := sim.Load("")
+	w, err := sim.Load("") // the hostile profile is on: EC2's token buckets throttle the race
 	if err != nil {
 		return res, err
 	}
+	res.Seed = w.HostileSeed()
 	srv := sim.NewServer(w)
 	cc := &callCounter{next: srv.EC2Handler(), calls: res.Calls, errors: res.Errors}
 	api := httptest.NewServer(cc)
@@ -128,8 +137,9 @@ func PoolRace(ctx context.Context, n int, budget time.Duration) (PoolResult, err
 	// Each real instance has its own IMDS, uncontended; here one process on
 	// a small machine serves them all, so the instance-profile credentials
 	// are fetched (and cached in each client, as PID 1 caches them) before
-	// the race, a few at a time.
-	sem := make(chan struct{}, 8)
+	// the race, many at a time: each waits out the hostile simulator's
+	// seconds of credential 404s (sim.Hostile.CredentialDelay).
+	sem := make(chan struct{}, 128)
 	var werr error
 	var wmu sync.Mutex
 	var wwg sync.WaitGroup
@@ -185,20 +195,37 @@ func PoolRace(ctx context.Context, n int, budget time.Duration) (PoolResult, err
 		owners[id]++
 	}
 	w.View(func(sw *sim.World) {
+		held := map[string]int{}
 		for _, v := range sw.Volumes {
 			if len(v.Attachments) > 1 {
 				res.Dups++
 			}
+			for _, a := range v.Attachments {
+				held[a.InstanceID]++
+			}
+		}
+		for _, k := range held {
+			if k > 1 {
+				res.Dups++
+			}
 		}
 	})
+	st := w.Stats()
+	for _, k := range st.Throttled {
+		res.Throttled += k
+	}
+	for _, k := range st.Lost {
+		res.Lost += k
+	}
+	res.AttachAccepted = st.Calls["AttachVolume"] - st.Throttled["AttachVolume"]
 	for _, k := range owners {
 		if k > 1 {
 			res.Dups++
 		}
 	}
 	if res.Failed > 0 || res.Dups > 0 {
-		return res, fmt.Errorf("pool race n=%d: %d claimed, %d failed, %d doubly attached; first error: %v",
-			n, res.Claimed, res.Failed, res.Dups, firstErr)
+		return res, fmt.Errorf("pool race n=%d (hostile seed %d, SPOTROOT_SEED replays it): %d claimed, %d failed, %d doubly attached; first error: %v",
+			n, res.Seed, res.Claimed, res.Failed, res.Dups, firstErr)
 	}
 	return res, nil
 }

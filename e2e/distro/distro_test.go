@@ -129,7 +129,10 @@ func prepare(t *testing.T, dir string) (*distroEnv, error) {
 	}
 	e.stockAMI = filepath.Join(dir, "debian-ami.img")
 	if err := distro.BuildImage(ctx, distro.ImageOpts{Rootfs: e.rootfs, Out: e.stockAMI, Kernel: h.Kernel,
-		SizeMiB: imageMiB, Layout: "whole", FSLabel: distro.AMILabel, Files: distro.StockFiles()}); err != nil {
+		SizeMiB: imageMiB, Layout: "whole", FSLabel: distro.AMILabel,
+		// The image's CA bundle trusts this run's test CA, as it would
+		// trust EC2's real one.
+		Files: append(distro.StockFiles(), h.CAFiles()...)}); err != nil {
 		return nil, fmt.Errorf("debian stock image: %w", err)
 	}
 	t.Logf("images built in %v: volume %s, stock AMI %s", time.Since(t0).Round(time.Millisecond),

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -35,6 +37,13 @@ type Env struct {
 	TestinitBin    string
 	AMI            string // AMI root disk (booted through a per-VM overlay)
 	VolumeTemplate string // pristine persistent volume; NewWorld copies it
+
+	// CA is this run's test CA: the AMI's CA bundle (CABundle, also at
+	// /etc/ssl/certs/ca-certificates.crt in the AMI) trusts it, and it
+	// issued EC2Cert, the simulated EC2 endpoint's certificate.
+	CA       *TestCA
+	CABundle string
+	EC2Cert  tls.Certificate
 }
 
 // PrepareOpts tunes Prepare.
@@ -80,9 +89,20 @@ func Prepare(ctx context.Context, dir string, o PrepareOpts) (*Env, error) {
 		return nil, kr.err
 	}
 	e.Kernel = kr.k
+	if e.CA, err = NewTestCA("spotroot e2e test CA " + time.Now().UTC().Format(time.RFC3339)); err != nil {
+		return nil, err
+	}
+	if e.EC2Cert, err = e.CA.Issue(EC2Host); err != nil {
+		return nil, err
+	}
+	e.CABundle = filepath.Join(dir, "ca-certificates.crt")
+	if err := os.WriteFile(e.CABundle, e.CA.ImageCABundle(), 0o644); err != nil {
+		return nil, err
+	}
 	e.AMI = filepath.Join(dir, "ami.img")
 	if err := images.BuildAMI(ctx, images.AMIOpts{Out: e.AMI, SpotrootBin: e.SpotrootBin,
-		TestinitBin: e.TestinitBin, Kernel: e.Kernel, ImageConfig: o.ImageConfig}); err != nil {
+		TestinitBin: e.TestinitBin, Kernel: e.Kernel, ImageConfig: o.ImageConfig,
+		Files: e.CAFiles()}); err != nil {
 		return nil, fmt.Errorf("build AMI: %w", err)
 	}
 	e.VolumeTemplate = filepath.Join(dir, "volume.img")
@@ -93,19 +113,45 @@ func Prepare(ctx context.Context, dir string, o PrepareOpts) (*Env, error) {
 	return e, nil
 }
 
+// CAFiles are the AMI files that make it trust the test CA: the bundle,
+// and the CA where Debian's update-ca-certificates keeps local CAs, so a
+// package install that regenerates the bundle keeps it.
+func (e *Env) CAFiles() []images.File {
+	return []images.File{
+		{Path: "etc/ssl/certs/ca-certificates.crt", Src: e.CABundle, Mode: 0o644},
+		{Path: "usr/local/share/ca-certificates/spotroot-e2e-test-ca.crt", Data: e.CA.CertPEM, Mode: 0o644},
+	}
+}
+
 // Defaults of the simulated account.
 const (
 	AZ         = "us-east-1a"
+	Region     = "us-east-1"
 	Role       = "spotroot-test"
 	VolumeName = "home-root" // Name tag of the persistent volume
+	// EC2Host is EC2's regional endpoint, which spotroot calls when
+	// ec2_endpoint is unset (the SDK's endpoint resolver).
+	EC2Host = "ec2." + Region + ".amazonaws.com"
 )
 
-// DefaultUserData is the cloud-config the instances boot with.
+// EC2IP is what the VM's DNS answers for EC2Host: an address off the
+// guest's link (TEST-NET-3, RFC 5737, never routed), reached through the
+// lease's router like EC2's public endpoint, and held by a listener on lo
+// of the VM's private network namespace.
+var EC2IP = netip.MustParseAddr("203.0.113.10")
+
+// dnsListen is where slirp sends the DNS the lease names (the VM's
+// resolv.conf: see qemu.Opts.ResolvConf). 169.254.169.253, Amazon DNS's
+// link-local address, would arrive at 127.0.0.1:53, where nothing
+// listens: only the lease's server answers.
+var dnsListen = netip.MustParseAddr("127.0.0.2")
+
+// DefaultUserData is the cloud-config the instances boot with: no
+// ec2_endpoint, so EC2 is reached as https://EC2Host.
 var DefaultUserData = []byte(`#cloud-config
 spotroot:
   volume:
     tag: {Name: ` + VolumeName + `}
-  ec2_endpoint: http://` + qemu.EC2Addr + `
 `)
 
 // World is one scenario's simulated account: a sim World saved as JSON in
@@ -226,6 +272,10 @@ type BootOpts struct {
 	// up (e.g. to post a Spot notice); Boot then waits PowerOffTimeout for
 	// the guest to power itself off.
 	WhileUp func(ctx context.Context, vm *Running) error
+	// Started, if set, is called once the VM runs, before Boot waits for
+	// testinit's line (e.g. to act when the console shows a state); it
+	// must not block. The VM's console ends when Boot returns.
+	Started func(vm *Running)
 	// PowerOffTimeout bounds the wait for the power-off after testinit's
 	// line (and WhileUp); 0 = 30s.
 	PowerOffTimeout time.Duration
@@ -236,6 +286,9 @@ type BootOpts struct {
 
 	// AMI is the root disk to boot ("" = Env.AMI).
 	AMI string
+	// UntrustedCert makes the EC2 endpoint present a certificate from a CA
+	// the image does not trust.
+	UntrustedCert bool
 	// RootDirect makes the guest write to the root disk itself instead of
 	// a per-VM overlay (see qemu.Opts.RootDirect), e.g. to capture it.
 	RootDirect bool
@@ -282,6 +335,15 @@ type BootResult struct {
 
 	// Started is when the QEMU process was started.
 	Started time.Time
+
+	// Network seen from the simulated cloud's side of this VM: DNS queries
+	// its lease's server got ("name TYPE" → count), TLS handshakes on the
+	// EC2 endpoint by server name (SNI), and EC2 API requests over HTTPS
+	// by name and over plain HTTP at qemu.EC2Addr.
+	DNSQueries    map[string]int
+	TLSHandshakes map[string]int
+	EC2HTTPS      int
+	EC2HTTP       int
 }
 
 var testinitRE = regexp.MustCompile(`^TESTINIT `)
@@ -328,11 +390,14 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 		}()
 	}
 
-	imds, imdsPort, err := serve(w.Server.IMDSHandler(id))
+	vn, err := w.vmNet(id, o.UntrustedCert)
 	if err != nil {
 		return res, err
 	}
-	defer imds.Close()
+	defer func() {
+		vn.close()
+		vn.report(res)
+	}()
 
 	w.booted++
 	res.ConsoleLog = filepath.Join(w.Dir, fmt.Sprintf("console-%d-%s.log", w.booted, id))
@@ -350,7 +415,8 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 	vm, err := qemu.Start(ctx, qemu.Opts{
 		Kernel: w.Env.Kernel.Vmlinuz, RootImage: ami, RootDirect: o.RootDirect, Initrd: o.Initrd,
 		KernelArgs: o.KernelArgs, SMBIOS: smbios, MAC: mac,
-		IMDSPort: imdsPort, EC2Port: w.EC2Port, MemoryMiB: o.MemoryMiB,
+		IMDSPort: vn.imdsPort, EC2Port: vn.ec2Port, MemoryMiB: o.MemoryMiB,
+		Netns: vn.ns, ResolvConf: vn.resolvConf,
 		ConsoleLog: res.ConsoleLog, Console: o.Log, Timeout: o.Timeout,
 		ExtraArgs: o.ExtraArgs,
 	})
@@ -364,6 +430,9 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 		w.Server.Unbind(id)
 	}()
 
+	if o.Started != nil {
+		o.Started(&Running{InstanceID: id, vm: vm})
+	}
 	until := o.Until
 	if until == nil {
 		until = testinitRE
@@ -399,7 +468,7 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 		}
 	}
 	if werr != nil {
-		return res, fmt.Errorf("boot of %s: %w\n(sim log: %s)", id, werr, filepath.Join(w.Dir, "sim.log"))
+		return res, fmt.Errorf("boot of %s: %w\n(sim log: %s; hostile seed %d: make e2e SEED=%d RUN=…)", id, werr, filepath.Join(w.Dir, "sim.log"), w.Sim.HostileSeed(), w.Sim.HostileSeed())
 	}
 	return res, nil
 }

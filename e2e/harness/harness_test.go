@@ -11,6 +11,7 @@ import (
 	"github.com/spotroot/spotroot/e2e/harness"
 	"github.com/spotroot/spotroot/e2e/images"
 	"github.com/spotroot/spotroot/e2e/sim"
+	"github.com/spotroot/spotroot/internal/testenv"
 )
 
 // TestBootWithoutSpotroot runs the harness with testinit standing in for
@@ -18,10 +19,10 @@ import (
 // world, QEMU with guestfwd, instance lifecycle) independently of spotroot.
 func TestBootWithoutSpotroot(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("requires root")
+		testenv.Skip(t, "requires root")
 	}
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu not installed")
+		testenv.Skip(t, "qemu not installed (e2e/setup.sh installs it)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

@@ -19,7 +19,7 @@ import (
 
 func TestBuildImages(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("requires root")
+		testenv.Skip(t, "requires root")
 	}
 	for _, tool := range []string{"mkfs.ext4", "debugfs", "depmod"} {
 		if _, err := exec.LookPath(tool); err != nil {

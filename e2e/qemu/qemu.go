@@ -33,10 +33,21 @@ type Opts struct {
 	KernelArgs []string // appended to DefaultKernelArgs
 	SMBIOS     []string // each passed as -smbios VALUE, e.g. "type=1,serial=ec2…"
 
-	IMDSPort int    // host 127.0.0.1 port behind 169.254.169.254:80 (0 = none)
-	EC2Port  int    // host 127.0.0.1 port behind 169.254.169.250:80 (0 = none)
-	NoNet    bool   // no network card at all
-	MAC      string // the network card's MAC address ("" = QEMU's default)
+	// IMDSPort and EC2Port are 127.0.0.1 ports (inside Netns when set)
+	// behind 169.254.169.254:80 and 169.254.169.250:80 (0 = none).
+	IMDSPort int
+	EC2Port  int
+	NoNet    bool // no network card at all
+	// Netns, if set, runs QEMU in that private network namespace with
+	// slirp unrestricted: the lease then names a router (169.254.2.2) and
+	// DNSAddr as DNS server, whose queries slirp forwards to the first
+	// nameserver of ResolvConf (bound over /etc/resolv.conf in a private
+	// mount namespace), a listener inside Netns. Without Netns, slirp is
+	// restricted: no router, no DNS, only the guestfwd addresses.
+	Netns      *Netns
+	ResolvConf string
+	DNSAddr    string // "" = DefaultDNSAddr
+	MAC        string // the network card's MAC address ("" = QEMU's default)
 
 	ConsoleLog string        // file the console is streamed to (optional)
 	Console    io.Writer     // also receives the console output (optional)
@@ -57,6 +68,13 @@ var DefaultKernelArgs = []string{"console=ttyS0", "panic=-1", "quiet",
 const (
 	IMDSAddr = "169.254.169.254"
 	EC2Addr  = "169.254.169.250"
+	// DefaultDNSAddr is the DNS server the lease names: the network's base
+	// plus two, like a VPC's resolver (AWS: "Amazon DNS server", VPC CIDR
+	// base +2). 169.254.169.253 (Amazon DNS's link-local address) is
+	// another host of slirp's network: slirp sends it to 127.0.0.1:53.
+	DefaultDNSAddr = "169.254.0.2"
+	// DHCPRouter is the router an unrestricted slirp lease names.
+	DHCPRouter = "169.254.2.2"
 )
 
 // VM is a running (or finished) QEMU guest.
@@ -166,6 +184,12 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 	}
 	if !o.NoNet {
 		nd := "user,id=n0,restrict=on,net=169.254.0.0/16"
+		if o.Netns != nil {
+			if o.DNSAddr == "" {
+				o.DNSAddr = DefaultDNSAddr
+			}
+			nd = "user,id=n0,net=169.254.0.0/16,dns=" + o.DNSAddr
+		}
 		if o.IMDSPort != 0 {
 			nd += fmt.Sprintf(",guestfwd=tcp:%s:80-cmd:socat STDIO TCP:127.0.0.1:%d", IMDSAddr, o.IMDSPort)
 		}
@@ -216,12 +240,22 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 	}
 	vm.cancel = cancel
 	cmd := exec.Command(bin, args...)
+	if o.ResolvConf != "" {
+		// libslirp forwards the guest's DNS to /etc/resolv.conf's first
+		// nameserver: show QEMU ours, in a private mount namespace.
+		cmd = exec.Command("unshare", append([]string{"--mount", "--propagation", "private", "--",
+			"sh", "-c", `mount --bind "$0" /etc/resolv.conf && exec "$@"`, o.ResolvConf, bin}, args...)...)
+	}
 	cmd.Stdout = pw
 	cmd.Stderr = errFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	vm.cmd = cmd
 	vm.started = time.Now()
-	if err := cmd.Start(); err != nil {
+	startCmd := cmd.Start
+	if o.Netns != nil {
+		startCmd = func() error { return o.Netns.Do(cmd.Start) }
+	}
+	if err := startCmd(); err != nil {
 		cancel()
 		pr.Close()
 		pw.Close()

@@ -85,15 +85,26 @@ func (s *Server) authenticate(r *http.Request, body []byte) (caller, error) {
 		creds = w.Operator
 		who.principal = fmt.Sprintf("arn:aws:iam::%s:user/operator", account)
 	} else {
+		now := time.Now()
+	find:
 		for _, i := range w.Instances {
-			if i.Role != "" && i.Credentials.AccessKeyID == a.accessKey {
-				creds, who.instanceID = i.Credentials, i.ID
-				who.principal = fmt.Sprintf("arn:aws:sts::%s:assumed-role/%s/%s", account, i.Role, i.ID)
-				break
+			if i.Role == "" {
+				continue
+			}
+			w.rotateCredentialsLocked(i, now)
+			for _, k := range append([]Credentials{i.Credentials}, i.OldCredentials...) {
+				if k.AccessKeyID == a.accessKey {
+					creds, who.instanceID = k, i.ID
+					who.principal = fmt.Sprintf("arn:aws:sts::%s:assumed-role/%s/%s", account, i.Role, i.ID)
+					break find
+				}
 			}
 		}
 	}
 	w.mu.Unlock()
+	if !creds.Expires.IsZero() && time.Now().After(creds.Expires) {
+		return caller{}, authFailure("The security token included in the request is expired.")
+	}
 
 	if creds.AccessKeyID == "" {
 		return caller{}, authFailure("")

@@ -114,6 +114,11 @@ func (s *Server) serveEC2(rw http.ResponseWriter, r *http.Request) {
 		writeError(rw, c.requestID, newError("DryRunOperation", ""))
 		return
 	}
+	if e := s.hostileBefore(rw, r, c); e != nil {
+		log.Info("ec2: hostile", "code", e.Code)
+		writeError(rw, c.requestID, e)
+		return
+	}
 	if faulted {
 		if !sleepCtx(r.Context(), f.Delay) {
 			return
@@ -134,6 +139,9 @@ func (s *Server) serveEC2(rw http.ResponseWriter, r *http.Request) {
 	if e != nil {
 		log.Info("ec2: error", "code", e.Code, "msg", e.Message)
 		writeError(rw, c.requestID, e)
+		return
+	}
+	if act.mutates && s.hostileLose(rw, r, c) {
 		return
 	}
 	if strings.HasPrefix(c.action, "Describe") {

@@ -80,7 +80,7 @@ func (s *Server) describeInstances(c *call) (response, *APIError) {
 	if e != nil {
 		return nil, e
 	}
-	insts, e := byIDs(w.Instances, ids, "i", errInstanceMalformed, errInstanceNotFound)
+	insts, e := byIDs(w.viewLocked().Instances, ids, "i", errInstanceMalformed, errInstanceNotFound)
 	if e != nil {
 		return nil, e
 	}

@@ -108,7 +108,7 @@ func (s *Server) describeSnapshots(c *call) (response, *APIError) {
 	if e != nil {
 		return nil, e
 	}
-	snaps, e := byIDs(w.Snapshots, ids, "snap", errSnapshotMalformed, errSnapshotNotFound)
+	snaps, e := byIDs(w.viewLocked().Snapshots, ids, "snap", errSnapshotMalformed, errSnapshotNotFound)
 	if e != nil {
 		return nil, e
 	}

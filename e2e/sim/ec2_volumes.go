@@ -90,7 +90,7 @@ func (s *Server) describeVolumes(c *call) (response, *APIError) {
 	if len(ids) > 0 && c.str("MaxResults") != "" {
 		return nil, errf("InvalidParameterCombination", "The parameter volumesSet cannot be used with the parameter maxResults")
 	}
-	vols, e := byIDs(w.Volumes, ids, "vol", errVolumeMalformed, errVolumeNotFound)
+	vols, e := byIDs(w.viewLocked().Volumes, ids, "vol", errVolumeMalformed, errVolumeNotFound)
 	if e != nil {
 		return nil, e
 	}
@@ -189,6 +189,7 @@ func (s *Server) attachVolume(c *call) (response, *APIError) {
 	switch i.State {
 	case InstanceRunning, InstanceStopped:
 	case InstancePending:
+		w.stats.Pending++
 		return nil, errf("IncorrectState", "Instance '%s' is not 'running'.", instID)
 	default:
 		return nil, errf("IncorrectInstanceState", "The instance '%s' is not in a valid state for this operation.", instID)
@@ -205,7 +206,8 @@ func (s *Server) attachVolume(c *call) (response, *APIError) {
 	if v.State != VolumeAvailable && v.State != VolumeInUse {
 		return nil, errf("IncorrectState", "The volume '%s' is not 'available'.", volID)
 	}
-	if _, used := i.BlockDevices[dev]; used {
+	if _, used := i.BlockDevices[dev]; used || w.deviceTakenLocked(i, dev, time.Now()) {
+		w.stats.DeviceInUse++
 		return nil, errInvalidParam("Invalid value '%s' for unixDevice. Attachment point %s is already in use", dev, dev)
 	}
 	limit := i.MaxAttachments
@@ -375,6 +377,8 @@ func (s *Server) createVolume(c *call) (response, *APIError) {
 		return nil, errInvalidParam("Volume of %dGiB is invalid; it must be between 1 and 65536 GiB.", size)
 	}
 
+	// (ClientToken: see clientTokenLocked at the top; the SDK fills one
+	// in, and a lost answer makes the SDK retry.)
 	v := &Volume{ID: NewVolumeID(), AZ: az, Type: typ, SizeGiB: size, Iops: iops, Throughput: throughput,
 		Encrypted: encrypted, Tags: tags, State: VolumeCreating, MultiAttach: multi,
 		CreateTime: time.Now().UTC()}

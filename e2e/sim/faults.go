@@ -32,6 +32,7 @@ func (w *World) takeFaultLocked(action string) (Fault, bool) {
 	if !ok {
 		return Fault{}, false
 	}
+	w.firedLocked(action)
 	switch {
 	case f.Times < 0:
 	case f.Times <= 1:
@@ -60,10 +61,31 @@ func (f Fault) apiError() *APIError {
 func (w *World) deniedLocked(action string) bool {
 	for _, a := range w.DenyActions {
 		if a == action || a == "ec2:"+action || a == "*" || a == "ec2:*" {
+			w.firedLocked(FiredDeny + action)
 			return true
 		}
 	}
 	return false
+}
+
+// FiredDeny prefixes the FaultsFired key of a DenyActions refusal.
+const FiredDeny = "deny:"
+
+// firedLocked counts one injected failure: a Faults entry by its action, a
+// DenyActions refusal as FiredDeny+action. Tests assert from it that the
+// fault they set up did hit a call.
+func (w *World) firedLocked(key string) {
+	if w.FaultsFired == nil {
+		w.FaultsFired = map[string]int{}
+	}
+	w.FaultsFired[key]++
+}
+
+// Fired returns how often the fault keyed key hit a call (see firedLocked).
+func (w *World) Fired(key string) int {
+	n := 0
+	w.View(func(w *World) { n = w.FaultsFired[key] })
+	return n
 }
 
 // unauthorized builds UnauthorizedOperation as IAM phrases it, with an

@@ -43,6 +43,11 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// These tests pin the wire format and semantics of single calls, which
+	// the hostile profile would randomise; hostile_test.go covers it.
+	if err := w.DisableHostile("*", "single-call wire-format tests; hostile_test.go tests the profile"); err != nil {
+		t.Fatal(err)
+	}
 	e := &env{t: t, w: w, rootVol: NewVolumeID(), hp: &fakeHotplugger{}}
 	inst := Instance{ID: NewInstanceID(), AZ: "us-east-1a", InstanceType: "m7i.large", Role: "spotroot-test",
 		UserData: []byte("#cloud-config\nspotroot: {}\n"), Tags: map[string]string{"Name": "vm1"},

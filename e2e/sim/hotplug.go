@@ -124,6 +124,7 @@ func attachmentIn(v *Volume, instID, state string) bool {
 func (w *World) dropAttachmentLocked(v *Volume, instID string) {
 	if k := v.attachment(instID); k >= 0 {
 		dev := v.Attachments[k].Device
+		w.holdDeviceLocked(instID, dev)
 		if i, ok := w.Instances[instID]; ok && i.BlockDevices[dev] == v.ID {
 			delete(i.BlockDevices, dev)
 		}

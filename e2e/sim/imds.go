@@ -193,6 +193,11 @@ func (s *Server) imdsLookup(id, urlPath string) ([]byte, int) {
 	}
 	userData := slices.Clone(inst.UserData)
 	meta := s.metadataLocked(inst)
+	if inst.Role != "" && strings.HasPrefix(rest, "meta-data/iam/security-credentials/") &&
+		strings.TrimSuffix(strings.TrimPrefix(rest, "meta-data/iam/security-credentials/"), "/") != "" &&
+		w.credentialsHiddenLocked(inst, time.Now()) {
+		delete(meta, "iam/security-credentials/"+inst.Role)
+	}
 	dynamic := s.dynamicLocked(inst)
 	w.mu.Unlock()
 

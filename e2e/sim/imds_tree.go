@@ -41,6 +41,9 @@ func (s *Server) metadataLocked(i *Instance) map[string]string {
 		"services/domain":                "amazonaws.com",
 		"services/partition":             "aws",
 	}
+	for k, d := range i.InstanceStore {
+		m[fmt.Sprintf("block-device-mapping/ephemeral%d", k)] = strings.TrimPrefix(d, "/dev/")
+	}
 	nic := "network/interfaces/macs/" + mac + "/"
 	m[nic+"device-number"] = "0"
 	m[nic+"interface-id"] = "eni-" + derivedHex(i.ID, "eni", 17)
@@ -50,6 +53,7 @@ func (s *Server) metadataLocked(i *Instance) map[string]string {
 	m[nic+"owner-id"] = w.AccountID
 
 	if i.Role != "" {
+		w.rotateCredentialsLocked(i, time.Now())
 		c := i.Credentials
 		m["iam/info"] = prettyJSON(
 			"Code", "Success",
@@ -60,6 +64,9 @@ func (s *Server) metadataLocked(i *Instance) map[string]string {
 		// The key pair is stable per instance; advertising a moving
 		// expiry keeps SDK refresh logic exercised without rotating it.
 		exp := s.now().UTC().Add(6 * time.Hour).Truncate(time.Second)
+		if !c.Expires.IsZero() {
+			exp = c.Expires.UTC().Truncate(time.Second) // hostile: real expiry, real rotation
+		}
 		m["iam/security-credentials/"+i.Role] = prettyJSON(
 			"Code", "Success",
 			"LastUpdated", c.Issued.UTC().Format(imdsTime),

@@ -106,6 +106,19 @@ type Instance struct {
 	// at autoscaling/target-lifecycle-state (InService, Terminated,
 	// Warmed:Stopped, …; "" = not in an Auto Scaling group: 404).
 	TargetLifecycleState string `json:",omitempty"`
+
+	// Hostile state (hostile.go).
+	// InstanceStore lists the device names the type's local NVMe disks
+	// occupy: AttachVolume refuses them, DescribeInstances never lists them.
+	InstanceStore []string `json:",omitempty"`
+	// HeldDevices are names still reserved after a detach, until when.
+	HeldDevices map[string]time.Time `json:",omitempty"`
+	// PendingUntil: EC2 says pending until then (set at the first call).
+	PendingUntil *time.Time `json:",omitempty"`
+	// CredentialsAsked is when IMDS was first asked for credentials.
+	CredentialsAsked *time.Time `json:",omitempty"`
+	// OldCredentials were rotated out and stay valid until they expire.
+	OldCredentials []Credentials `json:",omitempty"`
 }
 
 // SpotAction is an interruption notice as IMDS shows it at
@@ -121,6 +134,8 @@ type Credentials struct {
 	SecretAccessKey string
 	Token           string `json:",omitempty"`
 	Issued          time.Time
+	// Expires is when the key stops working; zero = never.
+	Expires time.Time `json:",omitempty"`
 }
 
 // Snapshot is an EBS snapshot; ImagePath holds its data when it has any.
@@ -163,6 +178,9 @@ func (i *Instance) clone() Instance {
 	c.Tags = maps.Clone(i.Tags)
 	c.BlockDevices = maps.Clone(i.BlockDevices)
 	c.UserData = slices.Clone(i.UserData)
+	c.InstanceStore = slices.Clone(i.InstanceStore)
+	c.HeldDevices = maps.Clone(i.HeldDevices)
+	c.OldCredentials = slices.Clone(i.OldCredentials)
 	if i.SpotAction != nil {
 		a := *i.SpotAction
 		c.SpotAction = &a

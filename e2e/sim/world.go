@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -43,6 +44,8 @@ type World struct {
 	// DenyActions answers UnauthorizedOperation for these actions
 	// ("AttachVolume" or "ec2:AttachVolume").
 	DenyActions []string
+	// FaultsFired counts the faults that hit a call (see faults.go).
+	FaultsFired map[string]int `json:",omitempty"`
 
 	// AttachLatency and DetachLatency delay the asynchronous half of
 	// AttachVolume/DetachVolume, before the hot-plug call.
@@ -64,8 +67,19 @@ type World struct {
 	// accepts it without tying the call to an instance.
 	Operator Credentials
 
+	// Hostile is the bad-day profile (hostile.go); Load turns it on.
+	Hostile *Hostile `json:",omitempty"`
+
 	path string
 	mu   sync.Mutex
+
+	// Hostile's runtime state, guarded by mu.
+	rng      *rand.Rand
+	hist     *worldHistory
+	backdate bool // the next record treats new resources as old (Add*)
+	buckets  map[string]*bucket
+	stats    HostileStats
+	tokens   map[string]string // CreateVolume ClientToken → volume id
 }
 
 // Load reads the world in path. A missing file gives an empty world in
@@ -120,6 +134,9 @@ func (w *World) fillDefaults() {
 	if w.Faults == nil {
 		w.Faults = map[string]Fault{}
 	}
+	if w.Hostile == nil {
+		w.Hostile = DefaultHostile(SeedFromEnv())
+	}
 	w.launchDefaults()
 	if w.Operator.AccessKeyID == "" {
 		w.Operator = newCredentials("AKIA", false)
@@ -170,6 +187,7 @@ func (w *World) Save() error {
 }
 
 func (w *World) saveLocked() error {
+	w.recordLocked()
 	if w.path == "" {
 		return nil
 	}
@@ -220,6 +238,8 @@ func (w *World) View(fn func(w *World)) {
 func (w *World) AddVolume(v Volume) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	// Set-up: the resource existed long before anyone describes it.
+	w.backdate = true
 	if err := checkNew(w.Volumes, v.ID, "vol", "volume"); err != nil {
 		return err
 	}
@@ -265,6 +285,8 @@ func (w *World) AddVolume(v Volume) error {
 func (w *World) AddInstance(i Instance) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	// Set-up: the resource existed long before anyone describes it.
+	w.backdate = true
 	if err := checkNew(w.Instances, i.ID, "i", "instance"); err != nil {
 		return err
 	}
@@ -351,12 +373,17 @@ func (w *World) instanceDefaults(i *Instance) {
 	if i.Credentials.AccessKeyID == "" {
 		i.Credentials = newCredentials("ASIA", true)
 	}
+	if i.InstanceStore == nil && w.Hostile != nil && w.Hostile.InstanceStore {
+		i.InstanceStore = InstanceStoreNames(i.InstanceType, w.Hostile.InstanceStoreAt)
+	}
 }
 
 // AddSnapshot adds a snapshot; ID is required, State defaults to completed.
 func (w *World) AddSnapshot(s Snapshot) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	// Set-up: the resource existed long before anyone describes it.
+	w.backdate = true
 	if err := checkNew(w.Snapshots, s.ID, "snap", "snapshot"); err != nil {
 		return err
 	}

@@ -12,6 +12,8 @@ import (
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/partition/gpt"
+
+	"github.com/spotroot/spotroot/internal/testenv"
 )
 
 func TestParseRoot(t *testing.T) {
@@ -45,7 +47,7 @@ func TestParseRoot(t *testing.T) {
 // entries are image files.
 func TestFindRoot(t *testing.T) {
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Skip("mkfs.ext4 not installed (e2fsprogs)")
+		testenv.Skip(t, "mkfs.ext4 not installed (e2fsprogs; e2e/setup.sh installs it)")
 	}
 	s := fakeSys(t)
 	// vda: whole-disk ext4.

@@ -45,9 +45,14 @@ func (b *booter) claimAndSwitch() error {
 	}
 	defer uev.Close()
 	w.uev = uev
+	roots, err := b.caRoots(cfg.EC2Endpoint)
+	if err != nil {
+		return &bootlog.PhaseError{Phase: "claim", Err: err}
+	}
 	w.claimer = &claim.Claimer{
 		EC2: claim.NewClient(claim.ClientOptions{
 			Region: w.id.Region, Endpoint: cfg.EC2Endpoint, IMDS: b.imds.SDK(), Resolver: w.handle.Resolver(),
+			RootCAs: roots,
 		}),
 		Instance:    claim.Instance{ID: w.id.InstanceID, AZ: w.id.AZ},
 		ImageID:     w.id.ImageID,

@@ -15,6 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/middleware"
 
 	"github.com/spotroot/spotroot/internal/config"
 )
@@ -48,6 +50,11 @@ type Claimer struct {
 	// CrossAZ is "move" (default) or "fail".
 	CrossAZ     string
 	DeleteMoved bool
+	// ConsistencyGrace bounds how long a Describe may disagree with what
+	// EC2 already did (a new resource NotFound, a fresh attachment
+	// missing, a dead owner still running): EC2's API is eventually
+	// consistent ("Eventual consistency in the Amazon EC2 API"). 0 = 10s.
+	ConsistencyGrace time.Duration
 
 	// device is the free device name chosen for this instance, kept across
 	// attempts (a lost pool race does not use it up).
@@ -182,29 +189,241 @@ func (c *Claimer) Attach(ctx context.Context, vol types.Volume) (Claim, error) {
 	if vol.State != types.VolumeStateAvailable {
 		return Claim{}, fmt.Errorf("%s: volume state is %q, not available", what, vol.State)
 	}
-	if c.device == "" {
-		d, err := c.freeDevice(ctx)
-		if err != nil {
-			return Claim{}, fmt.Errorf("%s: %w", what, err)
+	return c.attachLoop(ctx, vol, what)
+}
+
+// attachLoop calls AttachVolume until EC2 took it, handling what EC2 does
+// on a bad day: a pending instance (IncorrectState, retried), a device name
+// still reserved or taken by instance storage ("already in use": the next
+// free name), and an answer lost after EC2 attached the volume (the SDK's
+// retry then gets VolumeInUse, or no answer arrives at all): the volume's
+// own attachments decide, never the error code.
+func (c *Claimer) attachLoop(ctx context.Context, vol types.Volume, what string) (Claim, error) {
+	id := aws.ToString(vol.VolumeId)
+	skip := map[string]bool{}
+	// Pending may last longer than a stale view: twice the grace.
+	deadline := time.Now().Add(2 * c.grace())
+	for unknown := 0; ; {
+		if c.device == "" {
+			d, err := c.freeDevice(ctx, skip)
+			if err != nil {
+				return Claim{}, fmt.Errorf("%s: %w", what, err)
+			}
+			c.device = d
 		}
-		c.device = d
-	}
-	device := c.device
-	cctx, cancel := c.call(ctx)
-	out, err := c.EC2.AttachVolume(cctx, &ec2.AttachVolumeInput{
-		VolumeId: aws.String(id), InstanceId: aws.String(c.Instance.ID), Device: aws.String(device),
-	})
-	cancel()
-	if err != nil {
-		if code := ErrorCode(err); code == "VolumeInUse" || code == "IncorrectState" {
+		device := c.device
+		cctx, cancel := c.call(ctx)
+		var log attemptLog
+		out, err := c.EC2.AttachVolume(cctx, &ec2.AttachVolumeInput{
+			VolumeId: aws.String(id), InstanceId: aws.String(c.Instance.ID), Device: aws.String(device),
+		}, log.option)
+		cancel()
+		if err == nil {
+			c.device = "" // used now
+			c.log().Info("attach requested", "volume", id, "device", device, "state", string(out.State))
+			return Claim{VolumeID: id, Device: device, Volume: vol}, nil
+		}
+		code := ErrorCode(err)
+		switch {
+		case code == "IncorrectState" && c.instanceNotRunning(err):
+			// PID 1 runs before EC2 says running: wait, it is not "in use".
+			if time.Now().After(deadline) {
+				return Claim{}, apiError("AttachVolume", what+": the instance is still not 'running' after "+c.grace().String(), err)
+			}
+			// Wait for "running" with DescribeInstances (100 tokens, 20/s)
+			// rather than spending AttachVolume's scarce ones (50, 5/s).
+			c.log().Info("instance not yet running in EC2's view; waiting to retry the attach", "volume", id)
+			if err := c.waitRunning(ctx, deadline); err != nil {
+				return Claim{}, fmt.Errorf("%s: %w", what, err)
+			}
+			continue
+		case code == "InvalidParameterValue" && strings.Contains(err.Error(), "already in use"):
+			// An earlier attempt of ours on this name may have succeeded
+			// with its answer lost; otherwise the name is held (a recent
+			// detach, instance storage DescribeInstances does not list).
+			if log.unclear {
+				if cl, mine, _ := c.lookAfterAttach(ctx, vol, c.grace(), false); mine {
+					return cl, nil
+				}
+			}
+			c.log().Info("device name already in use; trying the next", "volume", id, "device", device)
+			skip[device] = true
+			c.device = ""
+			continue
+		case permanentAttachError(code):
+			c.device = ""
+			return Claim{}, apiError("AttachVolume", what, err)
+		}
+		// VolumeInUse or IncorrectState for the volume: a lost race, unless
+		// an earlier attempt of this call went unanswered (5xx, reset,
+		// timeout) and the SDK's retry found our own attachment. Then, and
+		// for a call the SDK gave up on, EC2 may have attached it to us.
+		if !log.unclear && (code == "VolumeInUse" || code == "IncorrectState") {
+			c.device = ""
 			return Claim{}, &InUseError{Volume: id, Err: err}
 		}
-		c.device = "" // maybe taken meanwhile: choose again next time
-		return Claim{}, apiError("AttachVolume", what, err)
+		cl, mine, other := c.lookAfterAttach(ctx, vol, c.grace(), false)
+		switch {
+		case mine:
+			return cl, nil
+		case other != "" || code == "VolumeInUse" || code == "IncorrectState":
+			c.device = ""
+			return Claim{}, &InUseError{Volume: id, Instance: other, State: "attached", Err: err}
+		}
+		if unknown++; unknown >= 3 || ctx.Err() != nil {
+			c.device = ""
+			return Claim{}, apiError("AttachVolume", what, err)
+		}
+		c.log().Info("attach failed without attaching; retrying", "volume", id, "error", err)
 	}
-	c.device = "" // used now
-	c.log().Info("attach requested", "volume", id, "device", device, "state", string(out.State))
-	return Claim{VolumeID: id, Device: device, Volume: vol}, nil
+}
+
+// waitRunning polls this instance's state until EC2 says running (its view
+// lags, so pending may outlast the truth: the deadline bounds it).
+func (c *Claimer) waitRunning(ctx context.Context, deadline time.Time) error {
+	for {
+		if !sleep(ctx, c.maxPoll()) {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return nil // the attach will say
+		}
+		cctx, cancel := c.call(ctx)
+		out, err := c.EC2.DescribeInstances(cctx, &ec2.DescribeInstancesInput{Filters: []types.Filter{
+			{Name: aws.String("instance-id"), Values: []string{c.Instance.ID}}}})
+		cancel()
+		if err != nil {
+			return nil // the attach will say
+		}
+		for _, r := range out.Reservations {
+			for _, in := range r.Instances {
+				if in.State != nil && in.State.Name == types.InstanceStateNameRunning {
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// permanentAttachError: codes retrying or describing cannot change.
+func permanentAttachError(code string) bool {
+	switch code {
+	case "UnauthorizedOperation", "AccessDenied", "AuthFailure", "InvalidVolume.ZoneMismatch",
+		"InvalidVolume.NotFound", "InvalidInstanceID.NotFound", "AttachmentLimitExceeded",
+		"IncorrectInstanceState", "InvalidParameterCombination", "OperationNotPermitted":
+		return true
+	}
+	return strings.HasPrefix(code, "InvalidParameter") // a malformed device name or id
+}
+
+// instanceNotRunning: an IncorrectState about this instance ("Instance
+// 'i-…' is not 'running'."), not about the volume.
+func (c *Claimer) instanceNotRunning(err error) bool {
+	var msg string
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		msg = ae.ErrorMessage()
+	}
+	return strings.Contains(msg, c.Instance.ID) || strings.Contains(strings.ToLower(msg), "instance")
+}
+
+// lookAfterAttach describes the volume for up to wait (EC2's view lags):
+// mine when it is attached (or attaching) to this instance, other names
+// the instance holding it otherwise (seen last; a stale view can show a
+// previous holder, so other never ends the wait early unless stopAtOther).
+func (c *Claimer) lookAfterAttach(ctx context.Context, vol types.Volume, wait time.Duration, stopAtOther bool) (cl Claim, mine bool, other string) {
+	id := aws.ToString(vol.VolumeId)
+	deadline := time.Now().Add(wait)
+	delay := c.pollInterval()
+	for {
+		v, err := c.describeOne(ctx, id, "look at "+id+" after an unclear attach")
+		if err == nil && v != nil {
+			if a := attachedTo(*v, c.Instance.ID); a != nil {
+				c.device = ""
+				c.log().Info("the attach went through although its answer did not say so", "volume", id, "device", aws.ToString(a.Device))
+				return Claim{VolumeID: id, Device: aws.ToString(a.Device), Volume: *v}, true, ""
+			}
+			for _, a := range v.Attachments {
+				other = aws.ToString(a.InstanceId)
+			}
+		}
+		if (stopAtOther && other != "") || time.Now().After(deadline) || !sleep(ctx, delay) {
+			return Claim{}, false, other
+		}
+		delay = min(delay*2, c.maxPoll())
+	}
+}
+
+// attemptLog watches the attempts of one call (after the SDK's retry
+// middleware): unclear is set when an attempt may have been committed
+// without its answer reaching us (a 5xx, a reset, a timeout), which makes
+// a later VolumeInUse possibly our own doing.
+type attemptLog struct {
+	attempts int
+	unclear  bool
+}
+
+func (l *attemptLog) option(o *ec2.Options) {
+	o.APIOptions = append(o.APIOptions, func(st *middleware.Stack) error {
+		return st.Finalize.Add(middleware.FinalizeMiddlewareFunc("spotrootAttemptLog",
+			func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+				l.attempts++
+				out, md, err := next.HandleFinalize(ctx, in)
+				if err != nil && !rejected(err) {
+					l.unclear = true
+				}
+				return out, md, err
+			}), middleware.After)
+	})
+}
+
+// rejected: EC2 answered 4xx, so it did not act on the request.
+func rejected(err error) bool {
+	var re interface{ HTTPStatusCode() int }
+	if errors.As(err, &re) {
+		s := re.HTTPStatusCode()
+		return s >= 400 && s < 500
+	}
+	return false
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (c *Claimer) grace() time.Duration {
+	if c.ConsistencyGrace > 0 {
+		return c.ConsistencyGrace
+	}
+	return 10 * time.Second
+}
+
+func (c *Claimer) pollInterval() time.Duration {
+	if c.PollInterval > 0 {
+		return c.PollInterval
+	}
+	return 200 * time.Millisecond
+}
+
+// describeOne describes one volume by a volume-id filter: EC2 answers an
+// empty list rather than InvalidVolume.NotFound for a volume its view does
+// not have yet, and filtered calls draw from the larger throttling bucket
+// ("use pagination and filtering", EC2 API reference, Request throttling).
+// nil, nil: not (yet) visible.
+func (c *Claimer) describeOne(ctx context.Context, id, what string) (*types.Volume, error) {
+	vols, err := c.describe(ctx, &ec2.DescribeVolumesInput{Filters: []types.Filter{
+		{Name: aws.String("volume-id"), Values: []string{id}}}}, what)
+	if err != nil || len(vols) == 0 {
+		return nil, err
+	}
+	return &vols[0], nil
 }
 
 // WaitAttached polls until EC2 reports vol attached to this instance, or
@@ -218,32 +437,40 @@ func (c *Claimer) WaitAttached(ctx context.Context, volID string) error {
 // and the growing poll interval would otherwise overshoot by up to a second.
 func (c *Claimer) WaitAttachedNudged(ctx context.Context, volID string, nudge <-chan struct{}) error {
 	what := fmt.Sprintf("wait for %s to attach to %s", volID, c.Instance.ID)
-	delay := c.PollInterval
-	if delay == 0 {
-		delay = 200 * time.Millisecond
-	}
+	delay := c.pollInterval()
+	// EC2's view lags: right after AttachVolume the attachment may be
+	// missing (or the volume NotFound, or still showing a dead owner).
+	// Only a view without our attachment that lasts longer than the grace
+	// means EC2 gave up on it.
+	var missingSince time.Time
 	for {
-		vols, err := c.describe(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{volID}}, what)
+		v, err := c.describeOne(ctx, volID, what)
 		if err != nil {
 			return err
 		}
-		if len(vols) == 1 {
-			a := attachedTo(vols[0], c.Instance.ID)
-			switch {
-			case a == nil:
-				return fmt.Errorf("%s: the attachment disappeared (volume %s); EC2 could not attach it", what, vols[0].State)
-			case a.State == types.VolumeAttachmentStateAttached:
-				return nil
+		var a *types.VolumeAttachment
+		if v != nil {
+			a = attachedTo(*v, c.Instance.ID)
+		}
+		switch {
+		case a != nil && a.State == types.VolumeAttachmentStateAttached:
+			return nil
+		case a != nil:
+			missingSince = time.Time{}
+		case missingSince.IsZero():
+			missingSince = time.Now()
+		case time.Since(missingSince) > c.grace():
+			state := "not visible"
+			if v != nil {
+				state = string(v.State)
 			}
+			return fmt.Errorf("%s: the attachment is gone for %v (volume %s); EC2 could not attach it", what, c.grace(), state)
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%s: still not attached: %w", what, ctx.Err())
 		case <-nudge:
-			delay = c.PollInterval
-			if delay == 0 {
-				delay = 200 * time.Millisecond
-			}
+			delay = c.pollInterval()
 			continue
 		case <-time.After(delay):
 		}
@@ -259,11 +486,14 @@ func (c *Claimer) maxPoll() time.Duration {
 }
 
 // freeDevice picks the first of /dev/sdf…/dev/sdp that this instance does
-// not use (EC2 rejects a name in use, and xvdX aliases sdX on Xen).
-func (c *Claimer) freeDevice(ctx context.Context) (string, error) {
+// not map and that skip does not hold (names EC2 refused as "already in
+// use": held after a detach, or instance storage DescribeInstances never
+// lists). xvdX aliases sdX, so letters count, not names.
+func (c *Claimer) freeDevice(ctx context.Context, skip map[string]bool) (string, error) {
 	cctx, cancel := c.call(ctx)
 	defer cancel()
-	out, err := c.EC2.DescribeInstances(cctx, &ec2.DescribeInstancesInput{InstanceIds: []string{c.Instance.ID}})
+	out, err := c.EC2.DescribeInstances(cctx, &ec2.DescribeInstancesInput{Filters: []types.Filter{
+		{Name: aws.String("instance-id"), Values: []string{c.Instance.ID}}}})
 	if err != nil {
 		return "", apiError("DescribeInstances", "describe "+c.Instance.ID, err)
 	}
@@ -275,12 +505,15 @@ func (c *Claimer) freeDevice(ctx context.Context) (string, error) {
 			}
 		}
 	}
+	for d := range skip {
+		used[letter(d)] = true
+	}
 	for l := 'f'; l <= 'p'; l++ {
 		if !used[string(l)] {
 			return "/dev/sd" + string(l), nil
 		}
 	}
-	return "", errors.New("no free device name in /dev/sdf…/dev/sdp")
+	return "", errors.New("no free device name in /dev/sdf…/dev/sdp (EC2 refused every free one as already in use)")
 }
 
 // letter returns the drive letter of /dev/sdX, /dev/xvdX, xvdX…

@@ -58,6 +58,18 @@ func (f *fakeEC2) DescribeVolumes(_ context.Context, in *ec2.DescribeVolumesInpu
 
 func matches(v types.Volume, fs []types.Filter) bool {
 	for _, f := range fs {
+		switch aws.ToString(f.Name) {
+		case "volume-id":
+			if aws.ToString(v.VolumeId) != f.Values[0] {
+				return false
+			}
+			continue
+		case "availability-zone":
+			if aws.ToString(v.AvailabilityZone) != f.Values[0] {
+				return false
+			}
+			continue
+		}
 		key := strings.TrimPrefix(aws.ToString(f.Name), "tag:")
 		ok := false
 		for _, t := range v.Tags {
@@ -204,9 +216,17 @@ func TestAttachRefusals(t *testing.T) {
 
 func TestWaitAttachedFailsWhenAttachmentVanishes(t *testing.T) {
 	f := &fakeEC2{vols: []types.Volume{vol("vol-0aaaaaaaaaaaaaaaa", "us-east-1a", nil)}}
-	err := claimer(f).WaitAttached(context.Background(), "vol-0aaaaaaaaaaaaaaaa")
-	if err == nil || !strings.Contains(err.Error(), "the attachment disappeared") {
+	c := claimer(f)
+	c.ConsistencyGrace = 50 * time.Millisecond
+	start := time.Now()
+	err := c.WaitAttached(context.Background(), "vol-0aaaaaaaaaaaaaaaa")
+	if err == nil || !strings.Contains(err.Error(), "the attachment is gone for 50ms") {
 		t.Fatalf("err = %v", err)
+	}
+	// One view without the attachment is not enough: EC2 is eventually
+	// consistent, so it must have looked for the whole grace.
+	if time.Since(start) < 50*time.Millisecond || f.describes < 3 {
+		t.Fatalf("gave up after %v and %d describes, before the grace", time.Since(start), f.describes)
 	}
 }
 

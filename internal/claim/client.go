@@ -2,15 +2,20 @@ package claim
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"net"
 	"net/http"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+
+	spotimds "github.com/spotroot/spotroot/internal/imds"
 )
 
 // EC2 is the subset of the EC2 API spotroot calls while booting.
@@ -36,7 +41,22 @@ type ClientOptions struct {
 	// Resolver resolves the endpoint's host name; PID 1 has no resolv.conf it
 	// can trust, so the network phase supplies one built from the DHCP lease.
 	Resolver *net.Resolver
+	// CredentialsBudget bounds the wait for instance-profile credentials
+	// (404 for the first seconds of an instance); 0 = 20s.
+	CredentialsBudget time.Duration
+	// RootCAs verify the endpoint's certificate (nil = crypto/x509's
+	// system roots); PID 1 passes the bundle of the root it runs from.
+	RootCAs *x509.CertPool
 }
+
+// RetryableCodes are EC2 error codes the client retries beyond the SDK's
+// defaults. RequestExpired: EC2's answer to a request signed more than five
+// minutes behind its clock. The SDK measures the skew from every
+// response's Date header and signs the next attempt with it, but retries
+// only the codes of its clock-skew list (SignatureDoesNotMatch,
+// AuthFailure, …), not RequestExpired (aws/retry/middleware.go,
+// clockSkewCodes, in aws-sdk-go-v2 v1.47.7) — so one retry fixes it.
+var RetryableCodes = map[string]struct{}{"RequestExpired": {}}
 
 // NewClient builds the EC2 client by hand: config.LoadDefaultConfig would
 // read files and environment that do not exist in PID 1, and adds ~2 MiB.
@@ -46,6 +66,7 @@ func NewClient(o ClientOptions) *ec2.Client {
 	transport := &http.Transport{
 		DialContext:           dialer.DialContext,
 		TLSHandshakeTimeout:   5 * time.Second,
+		TLSClientConfig:       &tls.Config{RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12},
 		ResponseHeaderTimeout: 20 * time.Second,
 		MaxIdleConnsPerHost:   4,
 		IdleConnTimeout:       30 * time.Second,
@@ -54,15 +75,29 @@ func NewClient(o ClientOptions) *ec2.Client {
 	cfg := aws.Config{
 		Region:     o.Region,
 		HTTPClient: &http.Client{Transport: transport},
-		Credentials: aws.NewCredentialsCache(ec2rolecreds.New(func(ro *ec2rolecreds.Options) {
-			ro.Client = o.IMDS
-		})),
-		// Throttling (RequestLimitExceeded) and 5xx are retried with jittered
-		// exponential backoff by the standard retryer.
+		// Refresh 10s before expiry: EC2 offers new keys well before the old
+		// ones expire, and a request signed just before expiry may land after.
+		Credentials: aws.NewCredentialsCache(spotimds.RoleCredentials(o.IMDS, o.CredentialsBudget),
+			func(co *aws.CredentialsCacheOptions) { co.ExpiryWindow = 10 * time.Second }),
+		// Throttling (RequestLimitExceeded), 5xx, resets and RequestExpired
+		// are retried with full-jitter exponential backoff (the standard
+		// retryer's ExponentialJitterBackoff: rand·2^attempt s, capped at
+		// MaxBackoff), as EC2 asks ("Retries and exponential backoff",
+		// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/throttling.html).
+		// Attempts are bounded by the caller's context (Claimer.CallTimeout),
+		// not a count, and the client-side retry quota is off: PID 1 is one
+		// client that must keep trying while its budget lasts, and the
+		// quota (500 tokens, 5 a retry) would end a long throttled wait
+		// with "retry quota exceeded".
 		Retryer: func() aws.Retryer {
 			return retry.NewStandard(func(so *retry.StandardOptions) {
-				so.MaxAttempts = 8
-				so.MaxBackoff = 4 * time.Second
+				so.MaxAttempts = 1000
+				so.MaxBackoff = 5 * time.Second
+				so.RateLimiter = ratelimit.None
+				so.Retryables = append(so.Retryables, retry.RetryableErrorCode{Codes: RetryableCodes})
+				// A certificate that does not verify will not verify on
+				// the next try: fail at once instead of backing off.
+				so.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(certificateError)}, so.Retryables...)
 			})
 		},
 	}
@@ -71,4 +106,18 @@ func NewClient(o ClientOptions) *ec2.Client {
 			eo.BaseEndpoint = aws.String(o.Endpoint)
 		}
 	})
+}
+
+// certificateError marks TLS certificate verification failures (unknown
+// authority, wrong name, expired) as not retryable; the SDK would retry
+// them as connection errors.
+func certificateError(err error) aws.Ternary {
+	var cv *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var hn x509.HostnameError
+	var ci x509.CertificateInvalidError
+	if errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci) {
+		return aws.FalseTernary
+	}
+	return aws.UnknownTernary
 }

@@ -46,7 +46,18 @@ func (c *Claimer) Claim(ctx context.Context, v config.Volume) (Claim, error) {
 		}
 	}
 	if err := c.freeFromDeadInstance(ctx, &vol); err != nil {
-		return Claim{}, err
+		// EC2's view may still show an owner running that was just
+		// terminated: look once more after the consistency grace.
+		var inUse *InUseError
+		if !errors.As(err, &inUse) || !sleep(ctx, c.grace()) {
+			return Claim{}, err
+		}
+		if vol, err = c.Find(ctx, v); err != nil {
+			return Claim{}, err
+		}
+		if err := c.freeFromDeadInstance(ctx, &vol); err != nil {
+			return Claim{}, err
+		}
 	}
 	c.finishMove(ctx, vol)
 	cl, err := c.Attach(ctx, vol)
@@ -60,21 +71,30 @@ func (c *Claimer) Claim(ctx context.Context, v config.Volume) (Claim, error) {
 	return cl, nil
 }
 
-// waitAvailable polls until the volume is available (no attachments).
+// waitAvailable polls until the volume is available (no attachments). A
+// volume EC2's view does not show (yet: a new one is NotFound for a while)
+// is waited for within the consistency grace.
 func (c *Claimer) waitAvailable(ctx context.Context, id string, into *types.Volume) error {
+	var missingSince time.Time
 	return c.poll(ctx, func() (bool, error) {
-		vols, err := c.describe(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{id}}, "wait for "+id+" to become available")
+		v, err := c.describeOne(ctx, id, "wait for "+id+" to become available")
 		if err != nil {
 			return false, err
 		}
-		if len(vols) != 1 {
-			return false, fmt.Errorf("volume %s disappeared", id)
+		if v == nil {
+			if missingSince.IsZero() {
+				missingSince = time.Now()
+			} else if time.Since(missingSince) > c.grace() {
+				return false, fmt.Errorf("volume %s disappeared (not visible for %v)", id, c.grace())
+			}
+			return false, nil
 		}
-		if vols[0].State == types.VolumeStateAvailable && len(vols[0].Attachments) == 0 {
-			*into = vols[0]
+		missingSince = time.Time{}
+		if v.State == types.VolumeStateAvailable && len(v.Attachments) == 0 {
+			*into = *v
 			return true, nil
 		}
-		if vols[0].State == types.VolumeStateError {
+		if v.State == types.VolumeStateError {
 			return false, fmt.Errorf("volume %s is in state error", id)
 		}
 		return false, nil

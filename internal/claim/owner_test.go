@@ -192,10 +192,12 @@ func TestMoveRace(t *testing.T) {
 // the same snapshot and finishes.
 func TestMoveBudgetRunsOut(t *testing.T) {
 	w := newWorld(t)
-	w.sim.Update(func(sw *sim.World) error { sw.CreateLatency = 700 * time.Millisecond; return nil })
+	// The budget outlasts EC2's lagging views (the snapshot must be
+	// visible to be reported) but not the snapshot.
+	w.sim.Update(func(sw *sim.World) error { sw.CreateLatency = 8 * time.Second; return nil })
 	old := w.volume("us-east-1b", map[string]string{"Name": "home-root"})
 	c := w.claimer("us-east-1a", nil)
-	c.MoveBudget = 200 * time.Millisecond
+	c.MoveBudget = 3 * time.Second
 	_, err := c.Claim(context.Background(), home)
 	var mip *claim.MoveInProgressError
 	if !errorsAs(err, &mip) || mip.Snapshot == "" || !strings.Contains(err.Error(), "move of volume "+old+" from us-east-1b to us-east-1a is under way (snapshot snap-") {

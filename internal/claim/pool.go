@@ -34,20 +34,28 @@ func (c *Claimer) claimPool(ctx context.Context, v config.Volume) (Claim, error)
 	if len(mine) > 0 {
 		return c.Attach(ctx, mine[0])
 	}
-	avail, err := list("list free members of", types.Filter{Name: aws.String("status"), Values: []string{"available"}})
+	freeMembers := func() ([]types.Volume, error) {
+		avail, err := list("list free members of", types.Filter{Name: aws.String("status"), Values: []string{"available"}})
+		if err != nil {
+			return nil, err
+		}
+		var free []types.Volume
+		for _, vol := range avail {
+			if tagValue(vol, TagMovedTo) == "" && !aws.ToBool(vol.MultiAttachEnabled) && len(vol.Attachments) == 0 {
+				free = append(free, vol)
+			}
+		}
+		return free, nil
+	}
+	free, err := freeMembers()
 	if err != nil {
 		return Claim{}, err
 	}
-	var free []types.Volume
-	for _, vol := range avail {
-		if tagValue(vol, TagMovedTo) == "" && !aws.ToBool(vol.MultiAttachEnabled) && len(vol.Attachments) == 0 {
-			free = append(free, vol)
-		}
-	}
 	// AttachVolume is not idempotent: a call whose answer was lost may
 	// have succeeded, and the SDK's retry then reports VolumeInUse or the
-	// device as taken. Whenever an attempt fails, look for a member that
-	// is in fact ours before trying another.
+	// device as taken (Attach looks at the volume itself then). Whenever an
+	// attempt fails otherwise, look for a member that is in fact ours
+	// before trying another.
 	ours := func() (Claim, bool) {
 		mine, err := list("find my member of", types.Filter{Name: aws.String("attachment.instance-id"), Values: []string{c.Instance.ID}})
 		if err != nil || len(mine) == 0 {
@@ -56,25 +64,43 @@ func (c *Claimer) claimPool(ctx context.Context, v config.Volume) (Claim, error)
 		cl, err := c.Attach(ctx, mine[0])
 		return cl, err == nil
 	}
-	order := RendezvousOrder(c.Instance.ID, free)
-	for i, vol := range order {
+	// After a lost race the list is refreshed before the next attempt:
+	// AttachVolume has the smaller throttling bucket (50, 5/s) than a
+	// filtered DescribeVolumes (100, 20/s), and with many claimants most
+	// members of a minutes-old list are taken.
+	tried := map[string]bool{}
+	for {
+		var next *types.Volume
+		for _, vol := range RendezvousOrder(c.Instance.ID, free) {
+			if !tried[aws.ToString(vol.VolumeId)] {
+				next = &vol
+				break
+			}
+		}
+		if next == nil {
+			break
+		}
+		vol := *next
+		tried[aws.ToString(vol.VolumeId)] = true
 		cl, err := c.Attach(ctx, vol)
 		var inUse *InUseError
-		// A lost race is expected; anything else, or the last member,
-		// may hide an attach of ours that succeeded.
-		if err != nil && (!errors.As(err, &inUse) || i == len(order)-1) {
+		if err != nil && !errors.As(err, &inUse) {
 			if cl, ok := ours(); ok {
 				c.tagClaimed(ctx, cl.VolumeID)
 				return cl, nil
 			}
-		}
-		if errors.As(err, &inUse) {
-			c.log().Info("pool member taken by another instance, trying the next", "volume", aws.ToString(vol.VolumeId))
-			continue
-		}
-		if err != nil {
 			return Claim{}, err
 		}
+		if err == nil {
+			c.tagClaimed(ctx, cl.VolumeID)
+			return cl, nil
+		}
+		c.log().Info("pool member taken by another instance, trying the next", "volume", aws.ToString(vol.VolumeId))
+		if free, err = freeMembers(); err != nil {
+			return Claim{}, err
+		}
+	}
+	if cl, ok := ours(); ok {
 		c.tagClaimed(ctx, cl.VolumeID)
 		return cl, nil
 	}
@@ -104,7 +130,7 @@ func (c *Claimer) claimPool(ctx context.Context, v config.Volume) (Claim, error)
 		return c.createAndAttach(ctx, v, v.Pool)
 	}
 	return Claim{}, fmt.Errorf("pool %s is exhausted in %s: %d member(s), %d tried, none free; add volumes to the pool or add create: to the configuration",
-		v.Describe(), c.Instance.AZ, len(vols), len(order)+len(busy))
+		v.Describe(), c.Instance.AZ, len(vols), len(tried)+len(busy))
 }
 
 // RendezvousOrder orders volumes by a hash of (instance id, volume id):

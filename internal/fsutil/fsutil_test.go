@@ -10,13 +10,14 @@ import (
 	"testing"
 
 	"github.com/spotroot/spotroot/internal/blockdev"
+	"github.com/spotroot/spotroot/internal/testenv"
 )
 
 func need(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (e2fsprogs/xfsprogs)", tool)
+			testenv.Skip(t, tool+" not installed (e2fsprogs/xfsprogs; e2e/setup.sh installs them)")
 		}
 	}
 }

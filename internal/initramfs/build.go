@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/x509"
 	"debug/elf"
 	"errors"
 	"fmt"
@@ -19,6 +20,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+
+	"github.com/spotroot/spotroot/internal/caroots"
 )
 
 // DefaultModules are what spotroot may need before any root is mounted, on
@@ -42,7 +45,17 @@ type Options struct {
 	Compression string   // zstd (default), xz, gzip or none
 	MTime       int64    // mtime of every entry (e.g. SOURCE_DATE_EPOCH); default 0
 	Depmod      string   // depmod binary; "" = "depmod" from PATH
+	// CABundle is the target root's CA bundle, copied to
+	// /etc/ssl/certs/ca-certificates.crt: spotroot verifies EC2's TLS
+	// certificate before that root is mounted. "" = the first of
+	// caroots.Paths found under SysRoot; NoCABundle ("none") = leave it
+	// out (only for a plain-http ec2_endpoint).
+	CABundle string
+	SysRoot  string // the target root ("" = "/")
 }
+
+// NoCABundle as Options.CABundle builds an initramfs without CA roots.
+const NoCABundle = "none"
 
 // Result is a built initramfs and what went into it.
 type Result struct {
@@ -53,6 +66,32 @@ type Result struct {
 	Builtin      []string // requested modules built into the kernel (nothing to include)
 	Missing      []string // requested modules the kernel does not have
 	Names        []string // every entry of the archive
+	CABundle     string   // the CA bundle file copied in ("" = none)
+}
+
+// caBundle reads the bundle Options name (see Options.CABundle).
+func caBundle(o Options) ([]byte, string, error) {
+	src := o.CABundle
+	if src == "" {
+		root := o.SysRoot
+		if root == "" {
+			root = "/"
+		}
+		p := caroots.Find(root)
+		if p == "" {
+			return nil, "", fmt.Errorf("initramfs: no CA bundle in %s (none of %s): spotroot could not verify EC2's certificate; install ca-certificates there, or name a bundle",
+				root, strings.Join(caroots.Paths, ", "))
+		}
+		src = filepath.Join(root, p)
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return nil, "", fmt.Errorf("initramfs: CA bundle: %w", err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(b) {
+		return nil, "", fmt.Errorf("initramfs: CA bundle %s holds no PEM certificate", src)
+	}
+	return b, src, nil
 }
 
 // Build assembles the archive. The same options and input files give the
@@ -89,6 +128,14 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		a.AddCharDev("dev/null", 0o666, 1, 3))
 	if o.Config != nil {
 		errs = append(errs, a.AddFile("etc/spotroot/config.yaml", 0o644, o.Config))
+	}
+	if o.CABundle != NoCABundle {
+		b, src, err := caBundle(o)
+		if err != nil {
+			return nil, err
+		}
+		res.CABundle = src
+		errs = append(errs, a.AddFile(strings.TrimPrefix(caroots.Paths[0], "/"), 0o644, b))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

@@ -3,7 +3,14 @@ package initramfs
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"io/fs"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -147,7 +154,7 @@ func fakeSpotroot(t *testing.T) string {
 // inputs and checks the bytes are identical and the contents complete.
 func TestBuildReproducibleAndContents(t *testing.T) {
 	mods := kernelModules(t)
-	o := Options{Spotroot: fakeSpotroot(t), ModulesDir: mods, Config: []byte("spotroot:\n  volume: {id: vol-0123456789abcdef0}\n")}
+	o := Options{Spotroot: fakeSpotroot(t), ModulesDir: mods, SysRoot: testRoot(t), Config: []byte("spotroot:\n  volume: {id: vol-0123456789abcdef0}\n")}
 	r1, err := Build(context.Background(), o)
 	must(t, err)
 	r2, err := Build(context.Background(), o)
@@ -211,8 +218,30 @@ func TestBuildReproducibleAndContents(t *testing.T) {
 	}
 }
 
+// testRoot is a target root whose CA bundle is at RHEL's path.
+func testRoot(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	p := filepath.Join(root, "etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem")
+	must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+	must(t, os.WriteFile(p, testCAPEM(t), 0o644))
+	return root
+}
+
+func testCAPEM(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	must(t, err)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
 func TestBuildWithoutModules(t *testing.T) {
-	r, err := Build(context.Background(), Options{Spotroot: fakeSpotroot(t), Modules: []string{}, Compression: "gzip"})
+	root := testRoot(t)
+	r, err := Build(context.Background(), Options{Spotroot: fakeSpotroot(t), Modules: []string{}, Compression: "gzip", SysRoot: root})
 	must(t, err)
 	raw, err := Decompress(r.Data)
 	must(t, err)
@@ -221,9 +250,29 @@ func TestBuildWithoutModules(t *testing.T) {
 	var names []string
 	for _, x := range recs {
 		names = append(names, x.Name)
+		// The target root's bundle, where spotroot looks first.
+		if x.Name == "etc/ssl/certs/ca-certificates.crt" {
+			want, _ := os.ReadFile(filepath.Join(root, "etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem"))
+			if !bytes.Equal(x.Data, want) {
+				t.Errorf("the initramfs's CA bundle is not the target root's")
+			}
+		}
 	}
-	if got := strings.Join(names, " "); got != "dev dev/console dev/null etc init proc root run sys tmp" {
+	if got := strings.Join(names, " "); got != "dev dev/console dev/null etc etc/ssl etc/ssl/certs etc/ssl/certs/ca-certificates.crt init proc root run sys tmp" {
 		t.Errorf("entries: %s", got)
+	}
+	if !strings.HasSuffix(r.CABundle, "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem") {
+		t.Errorf("Result.CABundle = %q", r.CABundle)
+	}
+	// No bundle in the target root: refused, naming what to do.
+	if _, err := Build(context.Background(), Options{Spotroot: fakeSpotroot(t), Modules: []string{}, SysRoot: t.TempDir()}); err == nil ||
+		!strings.Contains(err.Error(), "no CA bundle") || !strings.Contains(err.Error(), "install ca-certificates") {
+		t.Errorf("a target root without CA bundle: err = %v", err)
+	}
+	r, err = Build(context.Background(), Options{Spotroot: fakeSpotroot(t), Modules: []string{}, CABundle: NoCABundle})
+	must(t, err)
+	if r.CABundle != "" {
+		t.Errorf("CABundle none still copied %s", r.CABundle)
 	}
 	if _, err := Build(context.Background(), Options{Spotroot: "/nonexistent"}); err == nil {
 		t.Error("missing spotroot binary accepted")

@@ -23,6 +23,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/spotroot/spotroot/internal/testenv"
 )
 
 // The integration tests build two network namespaces joined by a veth pair:
@@ -70,10 +72,10 @@ func TestUp(t *testing.T) {
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("requires root (creates network namespaces and veth pairs)")
+		testenv.Skip(t, "requires root (creates network namespaces and veth pairs)")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("requires root and iproute2's ip:", err)
+		testenv.Skip(t, "requires iproute2's ip: "+err.Error())
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 )
@@ -33,6 +34,11 @@ func (a *AWSFlags) Client(ctx context.Context) (*ec2.Client, string, error) {
 		if a.Endpoint != "" {
 			o.BaseEndpoint = aws.String(a.Endpoint)
 		}
+		// EC2 answers a request signed more than five minutes behind its
+		// clock with RequestExpired, which the SDK does not retry although
+		// it learned the skew from the answer's Date header; one retry
+		// signs with the corrected time (see claim.RetryableCodes).
+		o.Retryer = retry.AddWithErrorCodes(o.Retryer, "RequestExpired")
 	})
 	return c, cfg.Region, nil
 }

@@ -207,7 +207,9 @@ func CreateVolume(ctx context.Context, c EC2, region string, o VolumeCreateOpts,
 	res.VolumeID = id
 	fmt.Fprintf(out, "volume %s: waiting until available\n", id)
 	if err := waitFor(ctx, "volume "+id, out, "spotroot status --volume "+id, func() (bool, string, error) {
-		d, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{id}})
+		// A filter, not an id: a new volume is NotFound for a while (EC2's
+		// eventual consistency); an empty answer means "not yet".
+		d, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{Filters: []types.Filter{filter("volume-id", id)}})
 		if err != nil || len(d.Volumes) != 1 {
 			return false, "", err
 		}
@@ -228,7 +230,8 @@ func CreateVolume(ctx context.Context, c EC2, region string, o VolumeCreateOpts,
 // waitSnapshot waits until snapID is completed, reporting its progress.
 func waitSnapshot(ctx context.Context, c EC2, snapID string, out io.Writer, resume string) error {
 	return waitFor(ctx, "snapshot "+snapID, out, resume, func() (bool, string, error) {
-		s, err := c.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{snapID}})
+		// A filter, not an id: a new snapshot is NotFound for a while.
+		s, err := c.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{Filters: []types.Filter{filter("snapshot-id", snapID)}})
 		if err != nil || len(s.Snapshots) != 1 {
 			return false, "", err
 		}

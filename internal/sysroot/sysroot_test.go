@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/spotroot/spotroot/internal/testenv"
 )
 
 func TestResolveIn(t *testing.T) {
@@ -70,7 +72,7 @@ func TestSwitchIntegration(t *testing.T) {
 	requireRoot(t)
 	for _, tool := range []string{"mkfs.ext4", "losetup", "unshare"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("requires root tools: %s not installed", tool)
+			testenv.Skip(t, "requires root tools: "+tool+" not installed")
 		}
 	}
 	dir := t.TempDir()
@@ -142,7 +144,7 @@ func requireRoot(t *testing.T) {
 		if os.Getenv("CI") != "" {
 			t.Fatal("requires root, and CI must run this test")
 		}
-		t.Skip("requires root (loop devices, mount namespaces)")
+		testenv.Skip(t, "requires root (loop devices, mount namespaces)")
 	}
 }
 
@@ -172,7 +174,7 @@ func TestFreeTree(t *testing.T) {
 	}
 	requireRoot(t)
 	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Skip("requires unshare")
+		testenv.Skip(t, "requires unshare")
 	}
 	dir := t.TempDir()
 	for _, f := range []string{"init", "lib/modules/x/a.ko", "etc/spotroot/config.yaml", "deep/er/still/file"} {

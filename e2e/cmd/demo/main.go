@@ -59,8 +59,10 @@ func run(keep, verbose bool) error {
 		return err
 	}
 	defer w.Close()
-	fmt.Printf("simulated account: volume %s tagged Name=%s, EC2 API on 127.0.0.1:%d\n",
-		w.VolumeID, harness.VolumeName, w.EC2Port)
+	fmt.Printf("simulated account: volume %s tagged Name=%s, EC2 API on 127.0.0.1:%d; guests call https://%s (DNS from their lease, the run's test CA)\n",
+		w.VolumeID, harness.VolumeName, w.EC2Port, harness.EC2Host)
+	fmt.Printf("hostile simulator (lagging views, lost answers, EC2's throttling, late credentials, pending, clock skew): seed %d — make demo SEED=%d replays it\n",
+		w.Sim.HostileSeed(), w.Sim.HostileSeed())
 
 	var counters []int
 	for n := 1; n <= 2; n++ {

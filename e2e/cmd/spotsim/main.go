@@ -60,6 +60,9 @@ func run(worldPath, ec2Addr string, imds []string, verbose bool) error {
 	s := sim.NewServer(w)
 	s.Logger = log
 	defer s.Close()
+	// The hostile profile (README: "The hostile cloud") is on unless the
+	// world file turns behaviours off in Hostile.Off, with reasons.
+	log.Info("hostile simulator", "seed", w.HostileSeed(), "off", w.Hostile.Off)
 
 	type endpoint struct {
 		name, addr string

@@ -33,6 +33,22 @@ install() {
 	if [ -f "${dracutsysrootdir-}/etc/spotroot/config.yaml" ]; then
 		inst_simple /etc/spotroot/config.yaml
 	fi
+	# The root's CA bundle (the paths crypto/x509 reads, in its order),
+	# where spotroot looks first: it verifies EC2's TLS certificate before
+	# the root is mounted.
+	local ca
+	for ca in /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt \
+		/etc/ssl/ca-bundle.pem /etc/pki/tls/cacert.pem \
+		/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem /etc/ssl/cert.pem; do
+		if [ -f "${dracutsysrootdir-}$ca" ]; then
+			mkdir -p "${initdir}/etc/ssl/certs"
+			cp -L "${dracutsysrootdir-}$ca" "${initdir}/etc/ssl/certs/ca-certificates.crt"
+			break
+		fi
+	done
+	if [ ! -f "${initdir}/etc/ssl/certs/ca-certificates.crt" ]; then
+		dwarning "spotroot: no CA bundle (install ca-certificates): spotroot cannot verify EC2 from this initramfs"
+	fi
 	# 99spotroot installs after 99base and the systemd modules, which made
 	# /init: keep theirs as /init.real and put spotroot in its place.
 	if [ -e "${initdir}/init" ] || [ -L "${initdir}/init" ]; then
