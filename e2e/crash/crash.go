@@ -126,9 +126,10 @@ func (w *crashWorld) claimer(id string, h http.Handler, flow Flow) *claim.Claime
 		EC2:      claim.NewClient(claim.ClientOptions{Region: "us-east-1", Endpoint: api.URL, IMDS: imds.New(md.URL, nil).SDK()}),
 		Instance: claim.Instance{ID: id, AZ: inst.AZ}, ImageID: crashAMI,
 		PollInterval: 5 * time.Millisecond, MaxPoll: 40 * time.Millisecond,
-		WaitDetach: 3 * time.Second, MoveBudget: 20 * time.Second,
-		CallTimeout: 5 * time.Second,
-		Log:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// Longer than the hostile simulator's lagging views (2 s).
+		WaitDetach: 6 * time.Second, MoveBudget: 60 * time.Second,
+		ConsistencyGrace: 3 * time.Second,
+		Log:              slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	if flow.Configure != nil {
 		flow.Configure(c)
