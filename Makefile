@@ -133,3 +133,10 @@ release:
 
 clean:
 	rm -rf $(BUILD)
+
+# The simulator-level crash matrix (e2e/crash_test.go) over many seeds:
+# every step of the claim, detach-wait, create, move and pool flows cut
+# before and after EC2 commits it. `make soak` runs it too.
+CRASH_SEEDS ?= 20
+crash-soak:
+	SPOTROOT_CRASH_SEEDS=$(CRASH_SEEDS) CGO_ENABLED=0 $(GO) test -count=1 -timeout 60m -run TestCrashMatrix ./e2e

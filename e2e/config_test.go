@@ -122,7 +122,7 @@ func TestConfigScenarios(t *testing.T) {
 		{"bad-config", func(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})
 			r := bootOpts(t, w, harness.BootOpts{UserData: userData(tagRoot + "  timeouts:\n    attach: 60s\n    atach: 5s\n")})
-			expect(t, r, "image", execImage, `^spotroot: FAILED config: user-data line 7: spotroot.timeouts.atach: unknown field \(known: network, imds, attach, device, detach, create\)`)
+			expect(t, r, "image", execImage, `^spotroot: FAILED config: user-data line 7: spotroot.timeouts.atach: unknown field \(known: network, imds, attach, device, detach, create, move, fsck\)`)
 			// The failure is visible from outside: the instance tagged itself.
 			if inst, _ := w.Sim.Instance(r.InstanceID); inst.Tags["spotroot:boot"] != "failed:config" {
 				t.Errorf("instance tags %v, want spotroot:boot=failed:config", inst.Tags)

@@ -200,11 +200,16 @@ func TestFaultMatrix(t *testing.T) {
 			}
 			expect(t, r, "persistent", execPersistent, `volume still attached to a dead instance; waiting for the detach .*instance=`+prev+` state=shutting-down`)
 		}},
-		{"attached-to-stopped-forced", func(t *testing.T) {
+		{"attached-to-stopped", func(t *testing.T) {
+			// A stopped owner gets a plain DetachVolume, never a forced
+			// one, even with force_detach (issue 13's detach rules).
 			w := newWorld(t, harness.WorldOpts{})
 			prev := otherInstance(t, w, "stopped", w.VolumeID)
-			r := bootOpts(t, w, harness.BootOpts{UserData: userData(tagRoot + "  force_detach: true\n  timeouts: {detach: 1s}\n")})
-			expect(t, r, "persistent", execPersistent, `warn: force-detaching volume from dead instance volume=`+w.VolumeID+` instance=`+prev)
+			r := bootOpts(t, w, harness.BootOpts{UserData: userData(tagRoot + "  force_detach: true\n  timeouts: {detach: 10s}\n")})
+			expect(t, r, "persistent", execPersistent, `volume attached to a stopped instance; detaching it \(not forced\) volume=`+w.VolumeID+` instance=`+prev)
+			if ev := w.Sim.DataLossEvents(); len(ev) != 0 {
+				t.Errorf("data-loss events: %+v", ev)
+			}
 		}},
 		{"attached-to-running", func(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})

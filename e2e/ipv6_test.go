@@ -117,7 +117,7 @@ func testIPv6Only(t *testing.T) {
 	ud := []byte("#cloud-config\nspotroot:\n" + tagRoot)
 	r, err := w.Boot(context.Background(), harness.BootOpts{UserData: ud, Timeout: 3 * time.Minute,
 		KernelArgs: []string{"spotroot.ec2_endpoint=http://[" + v6EC2 + "]"},
-		Net: &harness.TapNet{NetNS: ns, Tap: "tap0", IMDS: v6IMDSAddr, WrapIMDS: imdsPeers.wrap}})
+		Net:        &harness.TapNet{NetNS: ns, Tap: "tap0", IMDS: v6IMDSAddr, WrapIMDS: imdsPeers.wrap}})
 	if err != nil {
 		t.Fatal(err)
 	}

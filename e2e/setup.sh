@@ -19,6 +19,7 @@ have mkfs.xfs || need+=(xfsprogs)
 have mkfs.btrfs || need+=(btrfs-progs)
 have losetup || need+=(mount)
 have unshare || need+=(util-linux)
+have sfdisk || need+=(fdisk)           # an independent GPT reader for the disk-fix cut tests
 have dpkg-deb || need+=(dpkg)
 # the CA bundle an initramfs built here carries (make initramfs)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)

@@ -275,12 +275,16 @@ func (s *Server) detachVolume(c *call) (response, *APIError) {
 			return nil, errf("IncorrectState", "Volume '%s' is in the 'detaching' state.", volID)
 		}
 		// A forced retry of a stuck detach: the unplug is already under way.
+		w.recordForcedDetachLocked(volID, *a)
 		return &attachResponse{xmlAttachment: toXMLAttachment(volID, *a)}, nil
 	case AttachAttaching:
 		return nil, errf("IncorrectState", "Volume '%s' is in the 'attaching' state.", volID)
 	}
 	if i := w.Instances[a.InstanceID]; i != nil && a.Device == "/dev/xvda" && i.State == InstanceRunning {
 		return nil, errf("OperationNotPermitted", "Unable to detach root volume '%s' from instance '%s'", volID, a.InstanceID)
+	}
+	if force {
+		w.recordForcedDetachLocked(volID, *a)
 	}
 	a.State = AttachDetaching
 	s.startDetachLocked(volID, a.InstanceID)
@@ -296,6 +300,15 @@ var volumeTypes = []string{"standard", "gp2", "gp3", "io1", "io2", "st1", "sc1"}
 
 func (s *Server) createVolume(c *call) (response, *APIError) {
 	w := s.World
+	if id, e := w.clientTokenLocked(c); e != nil || id != "" {
+		if e != nil {
+			return nil, e
+		}
+		if v, ok := w.Volumes[id]; ok {
+			return &createVolumeResponse{xmlVolume: toXMLVolume(v)}, nil
+		}
+		return nil, errVolumeNotFound(id)
+	}
 	az := c.str("AvailabilityZone")
 	if az == "" {
 		return nil, errMissing("AvailabilityZone")
@@ -364,15 +377,8 @@ func (s *Server) createVolume(c *call) (response, *APIError) {
 		return nil, errInvalidParam("Volume of %dGiB is invalid; it must be between 1 and 65536 GiB.", size)
 	}
 
-	// ClientToken makes a retried CreateVolume return the first volume
-	// ("Ensuring idempotency in Amazon EC2 API requests"); the SDK fills
-	// it in, and a lost answer makes the SDK retry.
-	token := c.str("ClientToken")
-	if id, ok := w.tokens[token]; ok && token != "" {
-		if v, ok := w.Volumes[id]; ok {
-			return &createVolumeResponse{xmlVolume: toXMLVolume(v)}, nil
-		}
-	}
+	// (ClientToken: see clientTokenLocked at the top; the SDK fills one
+	// in, and a lost answer makes the SDK retry.)
 	v := &Volume{ID: NewVolumeID(), AZ: az, Type: typ, SizeGiB: size, Iops: iops, Throughput: throughput,
 		Encrypted: encrypted, Tags: tags, State: VolumeCreating, MultiAttach: multi,
 		CreateTime: time.Now().UTC()}
@@ -384,12 +390,7 @@ func (s *Server) createVolume(c *call) (response, *APIError) {
 		v.ImagePath = filepath.Join(w.DataDir, v.ID+".img")
 	}
 	w.Volumes[v.ID] = v
-	if token != "" {
-		if w.tokens == nil {
-			w.tokens = map[string]string{}
-		}
-		w.tokens[token] = v.ID
-	}
+	w.rememberClientTokenLocked(c, v.ID)
 	s.startCreateVolumeLocked(v.ID, src, v.ImagePath, int64(size)<<30)
 	return &createVolumeResponse{xmlVolume: toXMLVolume(v)}, nil
 }

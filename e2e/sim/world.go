@@ -62,6 +62,11 @@ type World struct {
 	// empty those resources have no backing file.
 	DataDir string `json:",omitempty"`
 
+	// DataLoss lists operations that would lose data on real EBS (see
+	// DataLossEvent); ClientTokens makes CreateVolume idempotent.
+	DataLoss     []DataLossEvent           `json:",omitempty"`
+	ClientTokens map[string]ClientTokenUse `json:",omitempty"`
+
 	// Operator is a long-term key for tests and the harness: the EC2 API
 	// accepts it without tying the call to an instance.
 	Operator Credentials

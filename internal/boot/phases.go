@@ -66,6 +66,7 @@ func (b *booter) claimAndSwitch() error {
 		CrossAZ:     cfg.CrossAZ,
 		DeleteMoved: cfg.DeleteMoved,
 		WaitDetach:  cfg.Timeouts.Detach.D(),
+		MoveBudget:  cfg.Timeouts.Move.D(),
 		Log:         b.slog,
 		// Never offer instance storage's names (nor a Xen instance's own
 		// disks) to AttachVolume: DescribeInstances does not list them.
@@ -295,17 +296,36 @@ func (b *booter) volume(w *world, v config.Volume, target string, isRoot bool) e
 				return err
 			}
 		}
+		if isRoot {
+			if err := b.fixDiskIdentity(w.sys, disk); err != nil {
+				return err
+			}
+		}
 		var err error
 		dev, fs, err = b.findFilesystem(ctx, w.sys, w.uev, disk, v)
 		if err != nil {
 			return err
 		}
-		if isRoot {
-			if err := b.fixIdentityClash(ctx, dev, &fs); err != nil {
+		// The check and the identity fix have their own budget: on a
+		// volume EBS loads lazily from S3 they can take minutes, and they
+		// are never killed mid-write (fsutil runs tools to completion).
+		fctx, fcancel := withTimeout(cfg.Timeouts.Fsck.D(), 10*time.Minute)
+		defer fcancel()
+		if isRoot && fs.Type == "btrfs" {
+			// btrfs takes a second device with a known fsid for a member
+			// of that filesystem: the fsid changes before the replay mount.
+			if err := b.fixIdentityClash(fctx, dev, &fs); err != nil {
 				return err
 			}
 		}
-		return b.check(dev, fs.Type)
+		if err := b.check(fctx, dev, fs.Type); err != nil {
+			return err
+		}
+		if isRoot && fs.Type != "btrfs" {
+			// ext4 and XFS need a replayed journal/log for the rewrite.
+			return b.fixIdentityClash(fctx, dev, &fs)
+		}
+		return nil
 	}); err != nil {
 		return err
 	}
@@ -343,10 +363,23 @@ func (b *booter) volume(w *world, v config.Volume, target string, isRoot bool) e
 	})
 }
 
-// check runs the image's fsck; a missing checker is noted, not fatal.
-func (b *booter) check(dev, fstype string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
+// check makes the filesystem mountable and checks it: XFS and btrfs are
+// mounted once to replay their logs (an unclean shutdown is the normal end
+// of a Spot instance, and xfs_repair -n refuses a dirty log), then the
+// image's checker runs; a missing checker is noted, not fatal.
+func (b *booter) check(ctx context.Context, dev, fstype string) error {
+	if fstype == "xfs" || fstype == "btrfs" {
+		if mods, err := b.kmod.LoadFilesystem(fstype); err != nil {
+			return err
+		} else if len(mods) > 0 {
+			b.slog.Info("loaded filesystem modules", "modules", strings.Join(mods, ","))
+		}
+		b.slog.Info("replaying the filesystem log (mount and unmount)", "device", dev, "fs", fstype)
+		if err := sysroot.ReplayLog(dev, fstype, "/run"); err != nil {
+			return fmt.Errorf("refusing to mount: %w", err)
+		}
+	}
+	b.slog.Info("checking the filesystem", "device", dev, "fs", fstype)
 	res, err := b.tools.Check(ctx, dev, fstype)
 	if errors.Is(err, errNoTool) {
 		b.slog.Info("no checker for the filesystem in the image; skipping fsck", "device", dev, "fs", fstype)

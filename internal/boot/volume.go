@@ -82,6 +82,77 @@ func (b *booter) fixIdentityClash(ctx context.Context, dev string, fs *blockdev.
 	return nil
 }
 
+// fixDiskIdentity gives the volume's disk a new GPT disk GUID and new
+// PARTUUIDs where they equal the image disk's (a volume made from the AMI's
+// snapshot; images boot with root=PARTUUID=). Crash-safe and repeatable:
+// see blockdev.RenewClashingGPT. Must run before any partition is used.
+func (b *booter) fixDiskIdentity(sys blockdev.Sys, disk string) error {
+	img, ok := imageDiskGPT()
+	if !ok {
+		return nil
+	}
+	node, err := sys.Node(disk)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(node, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("open %s to check its GPT identity: %w", node, err)
+	}
+	defer f.Close()
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return fmt.Errorf("size of %s: %w", node, err)
+	}
+	sector := 512
+	if s, err := os.ReadFile(filepath.Join(sys.SysBlock, disk, "queue", "logical_block_size")); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(s))); err == nil && n > 0 {
+			sector = n
+		}
+	}
+	changed, err := blockdev.RenewClashingGPT(f, size, sector, img)
+	if err != nil {
+		return fmt.Errorf("%s has the image disk's GPT identity and it could not be changed: %w", node, err)
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	b.slog.Warn("the volume's GPT had the image disk's identity (made from the AMI snapshot?): new GUIDs written", "device", node, "changed", strings.Join(changed, ", "))
+	return blockdev.RereadPartitions(f)
+}
+
+// imageDiskGPT reads the GPT identity of the disk holding the running root.
+func imageDiskGPT() (blockdev.GPTIdentity, bool) {
+	dev, ok := rootDevNumber()
+	if !ok {
+		return blockdev.GPTIdentity{}, false
+	}
+	sysdir, err := filepath.EvalSymlinks(fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(dev), unix.Minor(dev)))
+	if err != nil {
+		return blockdev.GPTIdentity{}, false
+	}
+	if _, err := os.Stat(filepath.Join(sysdir, "partition")); err != nil {
+		return blockdev.GPTIdentity{}, false // a whole-disk root has no GPT
+	}
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(sysdir), "dev"))
+	if err != nil {
+		return blockdev.GPTIdentity{}, false
+	}
+	var maj, min uint32
+	if _, err := fmt.Sscanf(strings.TrimSpace(string(b)), "%d:%d", &maj, &min); err != nil {
+		return blockdev.GPTIdentity{}, false
+	}
+	node := filepath.Join("/dev", "spotroot-imagedisk")
+	_ = unix.Mknod(node, unix.S_IFBLK|0o600, int(unix.Mkdev(maj, min)))
+	defer os.Remove(node)
+	f, err := os.Open(node)
+	if err != nil {
+		return blockdev.GPTIdentity{}, false
+	}
+	defer f.Close()
+	return blockdev.ReadGPTIdentity(f, 512)
+}
+
 // imageRootFS identifies the filesystem of the running root ("/").
 func imageRootFS() (blockdev.FS, bool) {
 	dev, ok := rootDevNumber()

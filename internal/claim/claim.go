@@ -42,6 +42,11 @@ type Claimer struct {
 	// once WaitDetach has passed.
 	ForceDetach bool
 	WaitDetach  time.Duration
+	// NotFoundGrace: see DefaultNotFoundGrace (0 = the default).
+	NotFoundGrace time.Duration
+	// MoveBudget bounds one boot's wait for a cross-AZ move (0 = scaled by
+	// the volume's size, see MoveBudgetFor); the move resumes next boot.
+	MoveBudget time.Duration
 	// CrossAZ is "move" (default) or "fail".
 	CrossAZ     string
 	DeleteMoved bool
@@ -120,16 +125,34 @@ func (c *Claimer) Find(ctx context.Context, v config.Volume) (types.Volume, erro
 	if len(vols) == 0 {
 		return types.Volume{}, &NotFoundError{What: v.Describe()}
 	}
-	var here, elsewhere []types.Volume
-	for _, vol := range vols {
-		if tagValue(vol, TagMovedTo) != "" {
-			continue // a copy in another AZ replaced it
+	// A volume named by id that was moved lives on as its copy (and the
+	// copy's copy): follow spotroot:moved-to.
+	for hops := 0; v.ID != "" && len(vols) == 1 && tagValue(vols[0], TagMovedTo) != "" && hops < 8; hops++ {
+		next := tagValue(vols[0], TagMovedTo)
+		c.log().Info("the configured volume was moved to another AZ; following it", "volume", aws.ToString(vols[0].VolumeId), "moved-to", next)
+		if vols, err = c.describe(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{next}}, "find "+next+", the copy of "+v.Describe()); err != nil {
+			return types.Volume{}, err
 		}
+		if len(vols) == 0 {
+			return types.Volume{}, &NotFoundError{What: v.Describe() + " (moved to " + next + ", which does not exist)"}
+		}
+	}
+	live, moving, err := c.classify(ctx, vols)
+	if err != nil {
+		return types.Volume{}, err
+	}
+	var here, elsewhere []types.Volume
+	for _, vol := range live {
 		if aws.ToString(vol.AvailabilityZone) == c.Instance.AZ {
 			here = append(here, vol)
 		} else {
 			elsewhere = append(elsewhere, vol)
 		}
+	}
+	if len(here) == 0 && len(elsewhere) == 0 && len(moving) > 0 {
+		// The original of a move under way: only a boot in the target
+		// AZ takes part (resumes it).
+		return types.Volume{}, &OtherAZError{What: v.Describe(), Volumes: moving, AZ: c.Instance.AZ}
 	}
 	switch len(here) {
 	case 0:

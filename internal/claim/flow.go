@@ -33,8 +33,17 @@ func (c *Claimer) Claim(ctx context.Context, v config.Volume) (Claim, error) {
 			return Claim{}, fmt.Errorf("%d volumes in other AZs have %s (%s); refusing to guess which to move", len(otherAZ.Volumes), v.Describe(), ids(otherAZ.Volumes))
 		}
 		return c.moveAndAttach(ctx, otherAZ.Volumes[0])
+	case errors.As(err, &otherAZ) && len(otherAZ.Volumes) == 1 && tagValue(otherAZ.Volumes[0], TagMovingTo) != "":
+		// cross_az: fail, but a move is under way: say how far it is.
+		return Claim{}, c.moveProgress(ctx, otherAZ.Volumes[0], "cross_az: fail; only a boot in "+tagValue(otherAZ.Volumes[0], TagMovingTo)+" with cross_az: move resumes it")
 	case err != nil:
 		return Claim{}, err
+	}
+	if vol.State == types.VolumeStateCreating {
+		// Made by a boot cut right after CreateVolume (create: or a move).
+		if err := c.waitAvailable(ctx, aws.ToString(vol.VolumeId), &vol); err != nil {
+			return Claim{}, fmt.Errorf("wait for %s, still being created: %w", aws.ToString(vol.VolumeId), err)
+		}
 	}
 	if err := c.freeFromDeadInstance(ctx, &vol); err != nil {
 		// EC2's view may still show an owner running that was just
@@ -50,82 +59,17 @@ func (c *Claimer) Claim(ctx context.Context, v config.Volume) (Claim, error) {
 			return Claim{}, err
 		}
 	}
+	c.finishMove(ctx, vol)
+	cl, err := c.Attach(ctx, vol)
+	if err != nil {
+		return Claim{}, err
+	}
+	if err := c.checkNotMoving(ctx, cl); err != nil {
+		return Claim{}, err
+	}
 	// A volume named by id or tag needs no claim tag: it is found by its
 	// own tags (and the default IAM policy grants no CreateTags on it).
-	return c.Attach(ctx, vol)
-}
-
-// freeFromDeadInstance handles a volume still attached to another
-// instance: a running one keeps it (error); a terminated, stopping or
-// stopped one releases it, by itself within WaitDetach or, with
-// ForceDetach, forcibly. vol is refreshed.
-func (c *Claimer) freeFromDeadInstance(ctx context.Context, vol *types.Volume) error {
-	id := aws.ToString(vol.VolumeId)
-	var other *types.VolumeAttachment
-	for i := range vol.Attachments {
-		if aws.ToString(vol.Attachments[i].InstanceId) != c.Instance.ID {
-			other = &vol.Attachments[i]
-		}
-	}
-	if other == nil {
-		return nil
-	}
-	owner := aws.ToString(other.InstanceId)
-	state, err := c.instanceState(ctx, owner)
-	if err != nil {
-		return err
-	}
-	switch state {
-	case "running", "pending":
-		return &InUseError{Volume: id, Instance: owner + " (" + state + ")", State: string(other.State)}
-	}
-	c.log().Info("volume still attached to a dead instance; waiting for the detach", "volume", id, "instance", owner, "state", state)
-	wctx, cancel := context.WithTimeout(ctx, c.waitDetach())
-	err = c.waitAvailable(wctx, id, vol)
-	cancel()
-	if err == nil {
-		return nil
-	}
-	if !c.ForceDetach {
-		return fmt.Errorf("volume %s is still %s to %s (%s) after %v; set force_detach: true to detach it forcibly", id, other.State, owner, state, c.waitDetach())
-	}
-	c.log().Warn("force-detaching volume from dead instance", "volume", id, "instance", owner, "state", state)
-	cctx, ccancel := c.call(ctx)
-	_, err = c.EC2.DetachVolume(cctx, &ec2.DetachVolumeInput{VolumeId: aws.String(id), InstanceId: aws.String(owner), Force: aws.Bool(true)})
-	ccancel()
-	if err != nil && ErrorCode(err) != "IncorrectState" && ErrorCode(err) != "InvalidAttachment.NotFound" {
-		return apiError("DetachVolume", fmt.Sprintf("force-detach %s from %s", id, owner), err)
-	}
-	return c.waitAvailable(ctx, id, vol)
-}
-
-func (c *Claimer) waitDetach() time.Duration {
-	if c.WaitDetach > 0 {
-		return c.WaitDetach
-	}
-	return 30 * time.Second
-}
-
-// instanceState returns the state name of an instance; one EC2 no longer
-// knows is terminated.
-func (c *Claimer) instanceState(ctx context.Context, id string) (string, error) {
-	cctx, cancel := c.call(ctx)
-	defer cancel()
-	out, err := c.EC2.DescribeInstances(cctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
-	if ErrorCode(err) == "InvalidInstanceID.NotFound" {
-		return "terminated", nil
-	}
-	if err != nil {
-		return "", apiError("DescribeInstances", "describe "+id, err)
-	}
-	for _, r := range out.Reservations {
-		for _, in := range r.Instances {
-			if in.State != nil {
-				return string(in.State.Name), nil
-			}
-		}
-	}
-	return "terminated", nil
+	return cl, nil
 }
 
 // waitAvailable polls until the volume is available (no attachments). A

@@ -58,7 +58,7 @@ func noDenials(t *testing.T, w *world) {
 }
 
 func TestCapabilitiesUnderDerivedPolicy(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute) // seven claims under the hostile profile
 	defer cancel()
 	home := config.Volume{Tag: map[string]string{"Name": "home-root"}, Mount: "/"}
 
@@ -135,7 +135,9 @@ func TestCapabilitiesUnderDerivedPolicy(t *testing.T) {
 			i.State, i.Tags, i.BlockDevices = sim.InstanceStopped, managed, map[string]string{"/dev/sdf": id}
 		})
 		c := w.claimer("us-east-1a", nil)
-		c.ForceDetach, c.WaitDetach = true, 50*time.Millisecond
+		// A stopped owner gets a plain DetachVolume, then the wait for
+		// EC2 to show it released: long enough for its lagging views.
+		c.ForceDetach, c.WaitDetach = true, 20*time.Second
 		if _, err := claimAndWait(ctx, c, home); err != nil {
 			t.Fatal(err)
 		}

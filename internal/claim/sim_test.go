@@ -262,53 +262,6 @@ func TestMoveDeletesWhenAsked(t *testing.T) {
 	}
 }
 
-func TestAttachedToDeadOrLiveInstance(t *testing.T) {
-	t.Parallel() // each test has its own world; they mostly wait on the hostile clock
-	ctx := context.Background()
-	for _, tc := range []struct {
-		name, state string
-		force       bool
-		want        string // "" = success
-	}{
-		{"terminated-detaches-itself", "shutting-down", false, ""},
-		{"stopped-needs-force", "stopped", false, "set force_detach: true"},
-		{"stopped-forced", "stopped", true, ""},
-		{"running-refused", "running", true, "spotroot never takes a volume from a running instance"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			w := newWorld(t)
-			id := w.volume("us-east-1a", map[string]string{"Name": "home-root"})
-			prev := w.claimer("us-east-1a", nil)
-			if _, err := claimAndWait(ctx, prev, home); err != nil {
-				t.Fatal(err)
-			}
-			if err := w.sim.SetInstanceState(prev.Instance.ID, tc.state); err != nil {
-				t.Fatal(err)
-			}
-			if tc.name == "terminated-detaches-itself" {
-				// EC2 detaches a terminating instance's volumes shortly after.
-				go func() { time.Sleep(100 * time.Millisecond); w.sim.TerminateInstance(prev.Instance.ID) }()
-			}
-			c := w.claimer("us-east-1a", nil)
-			c.ForceDetach = tc.force
-			cl, err := claimAndWait(ctx, c, home)
-			if tc.want != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.want) {
-					t.Fatalf("err = %v, want %q", err, tc.want)
-				}
-				if v := w.vol(id); len(v.Attachments) != 1 || v.Attachments[0].InstanceID != prev.Instance.ID {
-					t.Fatalf("a refused claim changed the attachment: %+v", v.Attachments)
-				}
-				return
-			}
-			if err != nil || cl.VolumeID != id {
-				t.Fatalf("claim = %+v, %v", cl, err)
-			}
-		})
-	}
-}
-
 func TestCreateWhenMissing(t *testing.T) {
 	t.Parallel() // each test has its own world; they mostly wait on the hostile clock
 	ctx := context.Background()

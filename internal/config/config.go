@@ -91,6 +91,13 @@ type Timeouts struct {
 	// Create bounds making a volume (snapshot copies across AZs, creation
 	// from a snapshot), which takes minutes on real EBS.
 	Create Duration `yaml:"create"`
+	// Move bounds one boot's wait for a cross-AZ move (the move resumes on
+	// the next boot); unset = 5m + 20s per GiB of the volume.
+	Move Duration `yaml:"move"`
+	// Fsck bounds the filesystem check and identity fixes before a mount.
+	// They are never killed mid-write: past it spotroot stops waiting
+	// only between steps.
+	Fsck Duration `yaml:"fsck"`
 }
 
 // Duration parses "30s", "2m" or a bare number of seconds.
@@ -132,6 +139,7 @@ var Defaults = Config{
 		Device:  Duration(30 * time.Second),
 		Create:  Duration(20 * time.Minute),
 		Detach:  Duration(30 * time.Second),
+		Fsck:    Duration(10 * time.Minute),
 	},
 	LogLevel: "info",
 }

@@ -314,6 +314,7 @@ func (c *Config) merge(o Config) {
 		{&c.Timeouts.Network, o.Timeouts.Network}, {&c.Timeouts.IMDS, o.Timeouts.IMDS},
 		{&c.Timeouts.Attach, o.Timeouts.Attach}, {&c.Timeouts.Device, o.Timeouts.Device},
 		{&c.Timeouts.Create, o.Timeouts.Create}, {&c.Timeouts.Detach, o.Timeouts.Detach},
+		{&c.Timeouts.Move, o.Timeouts.Move}, {&c.Timeouts.Fsck, o.Timeouts.Fsck},
 	} {
 		if d.src != 0 {
 			*d.dst = d.src

@@ -6,6 +6,7 @@ package fsutil
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -38,12 +39,18 @@ func (t Tools) Find(name string) (string, error) {
 	return "", fmt.Errorf("%s: %w", name, ErrNoTool)
 }
 
+// run runs a tool to completion. ctx only decides whether it starts: a
+// checker or a UUID rewrite killed mid-write is what corrupts a filesystem,
+// so a budget that runs out is noticed between steps, never inside one.
 func (t Tools) run(ctx context.Context, name string, args ...string) (int, string, error) {
 	p, err := t.Find(name)
 	if err != nil {
 		return -1, "", err
 	}
-	cmd := exec.CommandContext(ctx, p, args...)
+	if err := ctx.Err(); err != nil {
+		return -1, "", fmt.Errorf("not starting %s %s: the budget for filesystem checks and fixes ran out (timeouts.fsck): %w", name, strings.Join(args, " "), err)
+	}
+	cmd := exec.Command(p, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Env = []string{"PATH=/usr/sbin:/sbin:/usr/bin:/bin"}
@@ -117,16 +124,36 @@ func (t Tools) NewUUID(ctx context.Context, dev, fstype string) error {
 	var args []string
 	switch fstype {
 	case "ext4", "ext3", "ext2":
-		// tune2fs refuses to rewrite checksums on a filesystem not checked
-		// since its last mount.
-		if code, out, err := t.run(ctx, "e2fsck", "-f", "-p", dev); err != nil || code > 2 {
-			return fmt.Errorf("new UUID for %s: e2fsck -f -p exited %d: %s %v", dev, code, out, err)
+		feat, err := ext4Features(dev)
+		if err != nil {
+			return fmt.Errorf("new UUID for %s: %w", dev, err)
 		}
-		name, args = "tune2fs", []string{"-U", "random", dev}
+		switch {
+		case feat.metadataCsum:
+			// With metadata_csum, a new UUID without a stored checksum
+			// seed rewrites the checksum of every metadata block: minutes
+			// on a lazily loaded EBS volume, and a cut half-way leaves a
+			// filesystem no kernel mounts. metadata_csum_seed keeps the
+			// seed in the superblock, so the UUID change (and adding the
+			// seed, if missing) is a superblock write.
+			name, args = "tune2fs", []string{"-U", "random", dev}
+			if !feat.csumSeed {
+				args = []string{"-O", "metadata_csum_seed", "-U", "random", dev}
+			}
+		default:
+			// Group descriptor checksums (uninit_bg) are rewritten; tune2fs
+			// wants a checked filesystem for that.
+			if code, out, err := t.run(ctx, "e2fsck", "-f", "-p", dev); err != nil || code > 2 {
+				return fmt.Errorf("new UUID for %s: e2fsck -f -p exited %d: %s %v", dev, code, out, err)
+			}
+			name, args = "tune2fs", []string{"-U", "random", dev}
+		}
 	case "xfs":
 		name, args = "xfs_admin", []string{"-U", "generate", dev}
 	case "btrfs":
-		name, args = "btrfstune", []string{"-f", "-u", dev}
+		// -m changes only the superblock's fsid (metadata_uuid); -u would
+		// rewrite every metadata block.
+		name, args = "btrfstune", []string{"-m", dev}
 	default:
 		return fmt.Errorf("new UUID for %s: unsupported filesystem %q", dev, fstype)
 	}
@@ -146,4 +173,25 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, " / ")
+}
+
+type ext4Feat struct{ metadataCsum, csumSeed bool }
+
+// ext4Features reads the checksum features from the superblock.
+func ext4Features(dev string) (ext4Feat, error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return ext4Feat{}, err
+	}
+	defer f.Close()
+	sb := make([]byte, 1024)
+	if _, err := f.ReadAt(sb, 1024); err != nil {
+		return ext4Feat{}, fmt.Errorf("read the superblock: %w", err)
+	}
+	if sb[56] != 0x53 || sb[57] != 0xef {
+		return ext4Feat{}, fmt.Errorf("no ext2/3/4 superblock")
+	}
+	incompat := binary.LittleEndian.Uint32(sb[0x60:])
+	roCompat := binary.LittleEndian.Uint32(sb[0x64:])
+	return ext4Feat{metadataCsum: roCompat&0x400 != 0, csumSeed: incompat&0x2000 != 0}, nil
 }

@@ -31,6 +31,7 @@ const (
 const (
 	TagInstance  = "spotroot:instance"   // pool winner (claim tags)
 	TagMovedTo   = "spotroot:moved-to"   // old volume of a cross-AZ move
+	TagMovingTo  = "spotroot:moving-to"  // original of a cross-AZ move under way
 	TagMovedFrom = "spotroot:moved-from" // the move's snapshot and copy
 	TagCreatedBy = "spotroot:created-by"
 	// TagBoot is the instance's own boot state (spotroot:boot=failed:<phase>).
@@ -178,11 +179,11 @@ func Build(o Options) (Policy, error) {
 		Why:       "on a fallback the instance tags itself " + TagBoot + "=failed:<phase> so operators see it in the console; only that key, only on itself"})
 	add(Statement{Sid: "SpotrootNeverRetagVolumes", Effect: "Deny", Action: []string{"ec2:CreateTags", "ec2:DeleteTags"}, Resource: []string{vol, snap},
 		Condition: map[string]map[string]any{
-			"ForAnyValue:StringNotEquals": {"aws:TagKeys": []string{TagInstance, TagMovedTo}},
+			"ForAnyValue:StringNotEquals": {"aws:TagKeys": []string{TagInstance, TagMovingTo, TagMovedTo}},
 			"Null":                        {"ec2:CreateAction": "true"},
 		},
 		Why: "explicit Deny (wins over any other policy on the role): outside a create, no tag of a volume or snapshot may change except spotroot's own " +
-			TagInstance + " and " + TagMovedTo + ", so an instance cannot tag a volume into the managed set, out of it, or onto another instance's selector"})
+			TagInstance + ", " + TagMovingTo + " and " + TagMovedTo + ", so an instance cannot tag a volume into the managed set, out of it, or onto another instance's selector"})
 
 	if o.Create || o.CrossAZMove {
 		cond := map[string]any{"aws:RequestTag/" + o.TagKey: o.TagValue}
@@ -240,8 +241,9 @@ func Build(o Options) (Policy, error) {
 			Condition: map[string]map[string]any{"StringEquals": managed, "Null": {"aws:ResourceTag/" + TagMovedFrom: "false"}},
 			Why:       "the copy is created from the move's own snapshot (managed, tagged " + TagMovedFrom + ")", Flag: FlagCrossAZMove})
 		add(Statement{Sid: "SpotrootMarkMovedVolumes", Effect: "Allow", Action: []string{"ec2:CreateTags"}, Resource: []string{vol},
-			Condition: map[string]map[string]any{"StringEquals": managed, "ForAllValues:StringEquals": {"aws:TagKeys": []string{TagMovedTo}}},
-			Why:       "the old volume is tagged " + TagMovedTo + "=<copy> so it is never claimed again; only that key", Flag: FlagCrossAZMove})
+			Condition: map[string]map[string]any{"StringEquals": managed, "ForAllValues:StringEquals": {"aws:TagKeys": []string{TagMovingTo, TagMovedTo}}},
+			Why: "the move protocol marks the original " + TagMovingTo + "=<zone> before its snapshot and " + TagMovedTo +
+				"=<copy> when the copy is complete, so every cut leaves exactly one claimable volume; only those keys", Flag: FlagCrossAZMove})
 	}
 	if o.DetachDeadOwner {
 		add(Statement{Sid: "SpotrootDetachManagedVolumes", Effect: "Allow", Action: []string{"ec2:DetachVolume"},

@@ -263,6 +263,11 @@ func waitFor(ctx context.Context, what string, out io.Writer, resume string, con
 	for {
 		ok, prog, err := cond()
 		if err != nil {
+			// A call cut by the deadline is the timeout, not a failure:
+			// the operation goes on in EC2 and the resume command applies.
+			if ctx.Err() != nil {
+				return &WaitTimeout{What: what, Elapsed: time.Since(start), Resume: resume, Err: ctx.Err()}
+			}
 			return err
 		}
 		if ok {
