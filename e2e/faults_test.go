@@ -437,11 +437,13 @@ func TestFaultMatrix(t *testing.T) {
 		}},
 		{"on-failure-retry", func(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})
-			// Denied once (not retried by the SDK): the whole claim is retried.
-			w.Sim.SetFault("DescribeVolumes", sim.Fault{Code: "UnauthorizedOperation", Status: 403, Times: 1})
+			// Denied once (not retried by the SDK): the whole claim is
+			// retried. On AttachVolume: a denied DescribeVolumes may land in
+			// a poll that tolerates errors under EC2's lagging views.
+			w.Sim.SetFault("AttachVolume", sim.Fault{Code: "UnauthorizedOperation", Status: 403, Times: 1})
 			r := bootOpts(t, w, harness.BootOpts{UserData: userData(tagRoot + "  on_failure: retry-then-image-init\n")})
 			expect(t, r, "persistent", execPersistent, `^spotroot: attempt 1 failed: claim: .*UnauthorizedOperation.* — undoing it and retrying once$`)
-			fired(t, w, "DescribeVolumes", 1)
+			fired(t, w, "AttachVolume", 1)
 		}},
 		{"on-failure-poweroff", func(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{NoVolume: true})

@@ -25,7 +25,7 @@ const BootTagKey = "spotroot:boot"
 
 // FailTagTimeout bounds the whole tagging attempt: a failed boot must not
 // wait on an EC2 that may be the reason it failed.
-var FailTagTimeout = 5 * time.Second
+var FailTagTimeout = 15 * time.Second
 
 type instanceTagger interface {
 	CreateTags(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
@@ -41,8 +41,10 @@ func TagFailure(ctx context.Context, c instanceTagger, instanceID, phase string)
 		Resources: []string{instanceID},
 		Tags:      []types.Tag{{Key: aws.String(BootTagKey), Value: aws.String(value)}},
 	}, func(o *ec2.Options) {
-		// One quick retry at most: the budget is FailTagTimeout in all.
-		o.RetryMaxAttempts = 2
+		// A few retries within FailTagTimeout: a fresh instance's first
+		// call meets late credentials, a skewed clock (RequestExpired is
+		// retried once the SDK has read EC2's Date) and lost answers.
+		o.RetryMaxAttempts = 5
 	})
 	if err != nil {
 		return fmt.Errorf("tag %s %s=%s: %w", instanceID, BootTagKey, value, err)
@@ -67,7 +69,10 @@ func (b *booter) armFailTag(w *world) {
 		// The configuration failed; its (https://) endpoint may still be readable.
 		endpoint = config.EndpointHint(b.userData)
 	}
-	c := claim.NewClient(claim.ClientOptions{Region: w.id.Region, Endpoint: endpoint, IMDS: b.imds.SDK(), Resolver: w.handle.Resolver()})
+	// The same CA roots as the claim (from an initramfs, Go's system roots
+	// are not there); without a bundle the call fails and only warns.
+	roots, _ := b.caRoots(endpoint)
+	c := claim.NewClient(claim.ClientOptions{Region: w.id.Region, Endpoint: endpoint, IMDS: b.imds.SDK(), Resolver: w.handle.Resolver(), RootCAs: roots})
 	id := w.id.InstanceID
 	b.failTag = func(phase string) {
 		start := time.Now()
