@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # commands run from a workstation need (README: "Two builds").
 GOFLAGS_BIN := -trimpath -ldflags='-s -w -X main.version=$(VERSION)'
 PID1_TAGS   := -tags pid1
-TEST_TIMEOUT ?= 40m
+TEST_TIMEOUT ?= 70m
 
 .PHONY: all build build-ops initramfs deb lintian release setup demo test unit e2e e2e-distro e2e-arm64 lint bench soak clean
 
