@@ -13,6 +13,8 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv6/nclient6"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/spotroot/spotroot/internal/safego"
 )
 
 // IPv6 addresses of the EC2 services on Nitro instances (EC2 User Guide,
@@ -55,7 +57,7 @@ func up6(ctx context.Context, link netlink.Link, log *slog.Logger) (lease6, erro
 		if ll.IsValid() && !dhcpStarted {
 			log.Debug("ipv6 link-local address usable; starting DHCPv6", "address", ll, "after", time.Since(start).Round(time.Millisecond))
 			dhcpStarted = true
-			go func() { dhcpDone <- dhcp6(ctx, link, log) }()
+			safego.Go("dhcpv6 client", func() { dhcpDone <- dhcp6(ctx, link, log) })
 		}
 		select {
 		case r := <-dhcpDone:

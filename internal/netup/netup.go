@@ -158,14 +158,14 @@ func (h *Handle) dual(ctx context.Context, link netlink.Link, cfg Config, rng <-
 	ctx6, cancel6 := context.WithTimeout(ctx, cfg.DHCPTimeout)
 	defer cancel6()
 	c4, c6 := make(chan res4, 1), make(chan res6, 1)
-	go func() {
+	safego.Go("dhcpv4 client", func() {
 		l, err := dhcp(ctx4, link, cfg.DHCPTimeout, rng, h.log)
 		c4 <- res4{l, err}
-	}()
-	go func() {
+	})
+	safego.Go("ipv6 setup", func() {
 		l, err := up6(ctx6, link, h.log)
 		c6 <- res6{l, err}
-	}()
+	})
 	var r4 *res4
 	var r6 *res6
 	var grace <-chan time.Time
