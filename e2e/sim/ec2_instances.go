@@ -80,7 +80,11 @@ func (s *Server) describeInstances(c *call) (response, *APIError) {
 	if e != nil {
 		return nil, e
 	}
-	insts, e := byIDs(w.viewLocked().Instances, ids, "i", errInstanceMalformed, errInstanceNotFound)
+	// One view for the instances and the volumes they render their
+	// attachments from: a lagging instance next to the live volumes would
+	// name a device whose attachment is already gone.
+	view := w.viewLocked()
+	insts, e := byIDs(view.Instances, ids, "i", errInstanceMalformed, errInstanceNotFound)
 	if e != nil {
 		return nil, e
 	}
@@ -100,13 +104,13 @@ func (s *Server) describeInstances(c *call) (response, *APIError) {
 		resp.Reservations = append(resp.Reservations, xmlReservation{
 			ReservationID: reservationID(i.ID),
 			OwnerID:       w.AccountID,
-			Instances:     []xmlInstance{s.toXMLInstanceLocked(i)},
+			Instances:     []xmlInstance{s.toXMLInstanceLocked(i, view.Volumes)},
 		})
 	}
 	return resp, nil
 }
 
-func (s *Server) toXMLInstanceLocked(i *Instance) xmlInstance {
+func (s *Server) toXMLInstanceLocked(i *Instance, volumes map[string]*Volume) xmlInstance {
 	w := s.World
 	x := xmlInstance{
 		InstanceID:         i.ID,
@@ -138,14 +142,20 @@ func (s *Server) toXMLInstanceLocked(i *Instance) xmlInstance {
 	}
 	for _, dev := range slices.Sorted(maps.Keys(i.BlockDevices)) {
 		vid := i.BlockDevices[dev]
-		b := xmlInstanceBlockDevice{DeviceName: dev, Ebs: xmlEbsInstanceBlockDevice{VolumeID: vid, Status: AttachAttached}}
-		if v, ok := w.Volumes[vid]; ok {
-			if k := v.attachment(i.ID); k >= 0 {
-				a := v.Attachments[k]
-				b.Ebs.Status, b.Ebs.AttachTime, b.Ebs.DeleteOnTermination = a.State, awsTime(a.AttachTime), a.DeleteOnTermination
-			}
+		// EC2 lists a mapping only with its attachment, and always with
+		// its attachTime: the SDK fails the whole DescribeInstances on an
+		// empty timestamp, so a mapping without one is left out.
+		v, ok := volumes[vid]
+		if !ok {
+			continue
 		}
-		x.BlockDeviceMapping = append(x.BlockDeviceMapping, b)
+		k := v.attachment(i.ID)
+		if k < 0 {
+			continue
+		}
+		a := v.Attachments[k]
+		x.BlockDeviceMapping = append(x.BlockDeviceMapping, xmlInstanceBlockDevice{DeviceName: dev,
+			Ebs: xmlEbsInstanceBlockDevice{VolumeID: vid, Status: a.State, AttachTime: awsTime(a.AttachTime), DeleteOnTermination: a.DeleteOnTermination}})
 	}
 	return x
 }

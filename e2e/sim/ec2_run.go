@@ -256,7 +256,7 @@ func (s *Server) runInstances(c *call) (response, *APIError) {
 				Tags: maps.Clone(specs["spot-instances-request"]), CreateTime: now}
 			w.SpotRequests[r.ID] = r
 		}
-		resp.Instances = append(resp.Instances, s.toXMLInstanceLocked(i))
+		resp.Instances = append(resp.Instances, s.toXMLInstanceLocked(i, w.Volumes))
 	}
 	return resp, nil
 }

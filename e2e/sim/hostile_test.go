@@ -222,3 +222,40 @@ func TestCredentialsLateAndRotating(t *testing.T) {
 		t.Fatalf("expiry %v is not the 600ms lifetime", time.Until(first.Credentials.Expires))
 	}
 }
+
+// A lagging DescribeInstances renders its block-device mappings from the
+// volumes of the same moment: a mapping that has no attachment would have
+// an empty attachTime, on which the SDK fails the whole call (CI run of
+// stop 18: "unable to parse time string" after a detach). Every view of
+// an instance around a detach must parse.
+func TestLaggingInstanceViewAroundDetachParses(t *testing.T) {
+	e := newEnv(t)
+	e.hostile(func(h *Hostile) { h.ConsistencyLag = 300 * time.Millisecond })
+	ctx := context.Background()
+	vol := e.addVolume("us-east-1a", nil)
+	if _, err := e.op.AttachVolume(ctx, &ec2.AttachVolumeInput{VolumeId: aws.String(vol),
+		InstanceId: aws.String(e.inst.ID), Device: aws.String("/dev/sdf")}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitVolume(vol, func(v Volume) bool { return len(v.Attachments) == 1 && v.Attachments[0].State == AttachAttached })
+	if _, err := e.op.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(vol)}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitVolume(vol, func(v Volume) bool { return v.State == VolumeAvailable })
+	seen := map[int]bool{}
+	for end := time.Now().Add(400 * time.Millisecond); time.Now().Before(end); {
+		out, err := e.op.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{e.inst.ID}})
+		if err != nil {
+			t.Fatalf("DescribeInstances around a detach: %v", err)
+		}
+		for _, b := range out.Reservations[0].Instances[0].BlockDeviceMappings {
+			if b.Ebs == nil || b.Ebs.AttachTime == nil {
+				t.Fatalf("mapping %s without an attach time", aws.ToString(b.DeviceName))
+			}
+		}
+		seen[len(out.Reservations[0].Instances[0].BlockDeviceMappings)] = true
+	}
+	if !seen[1] {
+		t.Fatalf("never saw the detached state (mapping counts seen: %v)", seen)
+	}
+}
