@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,21 +44,48 @@ func cutAt(t *testing.T, w *harness.World, o harness.BootOpts, at string) (strin
 }
 
 // terminateLater is EC2 ending the killed instance: shutting-down (the
-// volume still attached) until well after the replacement has launched
-// (its boot reaches the claim 3-6 s after QEMU starts under TCG), then
-// terminated.
+// volume still attached) until the replacement has looked at it, then
+// terminated. The trigger is the replacement's own DescribeInstances of
+// the dead owner in the audit log, plus a few seconds in which it must
+// wait rather than force: a fixed timer raced the guest's boot speed
+// (under a loaded TCG host the replacement reached the claim after the
+// old instance was already gone, so the wait was never exercised).
 func terminateLater(w *harness.World, id string) {
 	_ = w.Sim.SetInstanceState(id, sim.InstanceShuttingDown)
-	count := func() (n int) { w.Sim.View(func(sw *sim.World) { n = len(sw.Instances) }); return n }
-	before := count()
-	go func() {
-		deadline := time.Now().Add(time.Minute)
-		for count() == before && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
+	path := sim.AuditPath(w.Sim.Path())
+	looked := func() bool {
+		evs, _ := sim.ReadAudit(path)
+		for _, e := range evs {
+			if e.EventName != "DescribeInstances" || e.UserIdentity.SourceInstance == "" || e.UserIdentity.SourceInstance == id {
+				continue
+			}
+			for _, v := range e.RequestParameters {
+				if v == id {
+					return true
+				}
+			}
 		}
-		time.Sleep(12 * time.Second)
+		return false
+	}
+	go func() {
+		deadline := time.Now().Add(3 * time.Minute)
+		for !looked() && time.Now().Before(deadline) {
+			time.Sleep(200 * time.Millisecond)
+		}
+		time.Sleep(6 * time.Second)
 		_ = w.Sim.TerminateInstance(id)
 	}()
+}
+
+// noForcedDetach: the replacement never forced the volume off the dead
+// instance (the audit log holds every DetachVolume and its parameters).
+func noForcedDetach(t *testing.T, w *harness.World) {
+	t.Helper()
+	for _, e := range audit(t, w) {
+		if e.EventName == "DetachVolume" && strings.EqualFold(e.RequestParameters["Force"], "true") {
+			t.Errorf("forced detach by %s: %v", e.UserIdentity.SourceInstance, e.RequestParameters)
+		}
+	}
 }
 
 func checkOneIdentity(t *testing.T, w *harness.World) {
@@ -126,6 +154,7 @@ func TestCrashQEMU(t *testing.T) {
 			r := bootOpts(t, w, harness.BootOpts{UserData: ud})
 			expect(t, r, "persistent", execPersistent, `volume still attached to a dead instance; waiting for the detach .*state=shutting-down`)
 			checkPersistent(t, r, 1)
+			noForcedDetach(t, w)
 			checkOneIdentity(t, w)
 		}},
 		// The persistent init ran (and wrote its counter), then power is

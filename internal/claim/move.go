@@ -158,7 +158,13 @@ func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (Claim, e
 			return Claim{}, err
 		}
 		// Last writer wins: a mover from another AZ that wrote after us
-		// owns the move.
+		// owns the move. Tags are eventually consistent, so the read that
+		// decides comes only after the consistency grace: read at once, each
+		// of two movers can see the other's older tag (or none) and both
+		// back off, or both see their own and both move.
+		if !sleep(mctx, c.grace()) {
+			return Claim{}, fmt.Errorf("%s: %w", what, mctx.Err())
+		}
 		vols, err := c.describe(mctx, &ec2.DescribeVolumesInput{VolumeIds: []string{oldID}}, what)
 		if err != nil {
 			return Claim{}, err
@@ -363,7 +369,7 @@ func (c *Claimer) moveSnapshot(ctx context.Context, old types.Volume, what strin
 			if snaps, err := c.moveSnapshots(ctx, oldID); err == nil && len(snaps) > 0 {
 				return aws.ToString(snaps[0].SnapshotId), true, nil
 			}
-			if !sleepCtx(ctx, c.maxPoll()) {
+			if !sleep(ctx, c.maxPoll()) {
 				return "", false, fmt.Errorf("%s: %w", what, ctx.Err())
 			}
 		}
@@ -384,17 +390,6 @@ func unclear(err error) bool {
 		return code == 0 || code >= 500 // 0: no answer arrived
 	}
 	return ErrorCode(err) == "" // transport: reset, timeout
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // moveProgress describes a move under way (for the one line a boot prints
@@ -446,7 +441,7 @@ func (c *Claimer) dropIfUnused(ctx context.Context, oldID, snapID string) {
 		if err == nil && len(copies) > 0 {
 			break
 		}
-		if time.Now().After(deadline) || !sleepCtx(ctx, c.maxPoll()) {
+		if time.Now().After(deadline) || !sleep(ctx, c.maxPoll()) {
 			return // cannot tell: a later boot's clean-up (finishMove) removes it
 		}
 	}
