@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,7 +27,9 @@ import (
 
 func main() {
 	runs := flag.Int("runs", 5, "QEMU runs per configuration")
-	latency := flag.Duration("latency", 2*time.Second, "the realistic AttachVolume latency (EBS on Nitro: ~1–3 s)")
+	flag.DurationVar(&benchLatency, "latency", benchLatency, "the realistic AttachVolume latency (EBS on Nitro: ~1–3 s)")
+	profileList := flag.String("profile", "kind,hostile", "simulator profiles of the QEMU runs (kind: hostile behaviours off, stable; hostile: sim.DefaultHostile)")
+	only := flag.String("only", "floor,spotroot,two-boot", "QEMU configurations to run (floor, spotroot, two-boot)")
 	pools := flag.String("pool", "10,100,1000", "pool race sizes (comma-separated; empty = none)")
 	out := flag.String("out", "build/bench", "output directory (CSV, work files)")
 	noQEMU := flag.Bool("no-qemu", false, "skip the QEMU runs")
@@ -34,7 +37,8 @@ func main() {
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *runs, *latency, *pools, *out, *noQEMU); err != nil {
+	sel := qemuSelection{profiles: splitList(*profileList), configs: splitList(*only)}
+	if err := run(ctx, *runs, benchLatency, sel, *pools, *out, *noQEMU); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -44,7 +48,25 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
 }
 
-func run(ctx context.Context, runs int, latency time.Duration, pools, out string, noQEMU bool) error {
+// benchLatency is the realistic AttachVolume latency (-latency).
+var benchLatency = 2 * time.Second
+
+// qemuSelection is what -profile and -only pick.
+type qemuSelection struct{ profiles, configs []string }
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+const secBinary = "binary and memory"
+
+func run(ctx context.Context, runs int, latency time.Duration, sel qemuSelection, pools, out string, noQEMU bool) error {
 	began := time.Now()
 	rep := &Report{}
 	for _, t := range []string{"binary and memory", secSpotroot, secFloor, secTwoBoot, secCompare, secPool} {
@@ -78,12 +100,11 @@ func run(ctx context.Context, runs int, latency time.Duration, pools, out string
 	if err != nil {
 		return err
 	}
-	const secBinary = "binary and memory"
 	rep.Add(secBinary, "spotroot", "PID 1 binary size (-tags pid1, -trimpath -s -w, static)", "B", float64(fi.Size()))
 	rep.Add(secBinary, "spotroot", "PID 1 binary size", "MiB", float64(fi.Size())/(1<<20))
 
 	if !noQEMU && runs > 0 {
-		if err := qemuRuns(ctx, rep, work, spotroot, runs, latency); err != nil {
+		if err := qemuRuns(ctx, rep, work, spotroot, runs, latency, sel); err != nil {
 			return err
 		}
 	}
@@ -105,6 +126,7 @@ func run(ctx context.Context, runs int, latency time.Duration, pools, out string
 
 	rep.Note("Total bench time %s on %d CPU(s). Raw console logs: %s/runs.", time.Since(began).Round(time.Second), cpus(), work)
 	rep.WriteTable(os.Stdout)
+	WriteGoals(os.Stdout, CheckGoals(rep, goals))
 	csvPath := filepath.Join(out, "bench.csv")
 	if err := rep.Save(csvPath); err != nil {
 		return err
@@ -152,7 +174,17 @@ func addPoolResult(rep *Report, r PoolResult) error {
 	return nil
 }
 
-func qemuRuns(ctx context.Context, rep *Report, work, spotroot string, runs int, latency time.Duration) error {
+func qemuRuns(ctx context.Context, rep *Report, work, spotroot string, runs int, latency time.Duration, sel qemuSelection) error {
+	for _, p := range sel.profiles {
+		if !slices.Contains(profiles, p) {
+			return fmt.Errorf("unknown profile %q (known: %s)", p, strings.Join(profiles, ", "))
+		}
+	}
+	for _, c := range sel.configs {
+		if !slices.Contains([]string{"floor", "spotroot", "two-boot"}, c) {
+			return fmt.Errorf("unknown configuration %q (known: floor, spotroot, two-boot)", c)
+		}
+	}
 	logf("preparing kernel, binaries and images")
 	env, err := harness.Prepare(ctx, filepath.Join(work, "env"), harness.PrepareOpts{SpotrootBin: spotroot})
 	if err != nil {
@@ -181,18 +213,32 @@ func qemuRuns(ctx context.Context, rep *Report, work, spotroot string, runs int,
 		return fmt.Errorf("bench volume: %w", err)
 	}
 	_ = os.RemoveAll(filepath.Join(work, "runs"))
-	b := &Bench{Env: &benv, WorkDir: work, Rep: rep}
+	b := &Bench{Env: &benv, WorkDir: work, Rep: rep, counter: new(int), seeds: new([]uint64)}
 
 	type cfg struct {
 		name string
 		fn   func(context.Context) error
 	}
-	cfgs := []cfg{
-		{"floor", b.Floor},
-		{"spotroot " + latName(0), func(ctx context.Context) error { return b.Spotroot(ctx, 0) }},
-		{"spotroot " + latName(latency), func(ctx context.Context) error { return b.Spotroot(ctx, latency) }},
-		{"two-boot " + latName(0), func(ctx context.Context) error { return b.TwoBoot(ctx, 0) }},
-		{"two-boot " + latName(latency), func(ctx context.Context) error { return b.TwoBoot(ctx, latency) }},
+	var cfgs []cfg
+	if slices.Contains(sel.configs, "floor") {
+		cfgs = append(cfgs, cfg{"floor", b.Floor})
+	}
+	// One Bench per profile: they share the environment, not the sim.
+	for _, kind := range []string{"spotroot", "two-boot"} {
+		if !slices.Contains(sel.configs, kind) {
+			continue
+		}
+		for _, p := range sel.profiles {
+			pb := *b
+			pb.Profile = p
+			for _, l := range []time.Duration{0, latency} {
+				fn := func(ctx context.Context) error { return pb.Spotroot(ctx, l) }
+				if kind == "two-boot" {
+					fn = func(ctx context.Context) error { return pb.TwoBoot(ctx, l) }
+				}
+				cfgs = append(cfgs, cfg{kind + ", " + colName(p, l), fn})
+			}
+		}
 	}
 	// Round-robin, so drift in the machine's load spreads over all configs.
 	for i := 1; i <= runs; i++ {
@@ -204,15 +250,24 @@ func qemuRuns(ctx context.Context, rep *Report, work, spotroot string, runs int,
 			logf("%-22s run %d/%d: %v", c.name, i, runs, time.Since(t).Round(10*time.Millisecond))
 		}
 	}
-	for _, l := range []time.Duration{0, latency} {
-		sp, ok1 := rep.Stats(secCompare, "spotroot "+latName(l), "QEMU start → init (host clock)")
-		tb, ok2 := rep.Stats(secCompare, "two-boot "+latName(l), "QEMU start → init (host clock)")
-		ks, _ := rep.Stats(secCompare, "spotroot "+latName(l), "kernel time (sum of uptimes)")
-		kt, _ := rep.Stats(secCompare, "two-boot "+latName(l), "kernel time (sum of uptimes)")
-		if ok1 && ok2 && tb.Median > 0 && kt.Median > 0 {
-			rep.Add(secCompare, "ratio spotroot / two-boot, "+latName(l), "QEMU start → init (host clock)", "x", sp.Median/tb.Median)
-			rep.Add(secCompare, "ratio spotroot / two-boot, "+latName(l), "kernel time (sum of uptimes)", "x", ks.Median/kt.Median)
+	for _, p := range sel.profiles {
+		for _, l := range []time.Duration{0, latency} {
+			c := colName(p, l)
+			sp, ok1 := rep.Stats(secCompare, "spotroot, "+c, "QEMU start → init (host clock)")
+			tb, ok2 := rep.Stats(secCompare, "two-boot, "+c, "QEMU start → init (host clock)")
+			ks, _ := rep.Stats(secCompare, "spotroot, "+c, "kernel time (sum of uptimes)")
+			kt, _ := rep.Stats(secCompare, "two-boot, "+c, "kernel time (sum of uptimes)")
+			if ok1 && ok2 && tb.Median > 0 && kt.Median > 0 {
+				rep.Add(secCompare, "ratio spotroot / two-boot, "+c, "QEMU start → init (host clock)", "x", sp.Median/tb.Median)
+				rep.Add(secCompare, "ratio spotroot / two-boot, "+c, "kernel time (sum of uptimes)", "x", ks.Median/kt.Median)
+			}
 		}
+	}
+	if slices.Contains(sel.profiles, profileKind) {
+		rep.Note("Profile kind: every hostile behaviour of the simulator off (%s).", kindReason)
+	}
+	if len(*b.seeds) > 0 {
+		rep.Note("Profile hostile: sim.DefaultHostile, seeds %v (replay one: SPOTROOT_SEED=N).", *b.seeds)
 	}
 	rep.Note("Ratios are of medians. Realistic AttachVolume latency: %v (EBS attach on Nitro is typically 1–3 s; the sim delays the hot-plug by this much).", latency)
 	return nil

@@ -85,7 +85,13 @@ type Bench struct {
 	WorkDir string
 	Rep     *Report
 	Verbose bool
-	n       int
+	// Profile is the simulator's cloud for the runs that call EC2: kind
+	// or hostile (profiles.go).
+	Profile string
+	// counter numbers the run directories, seeds lists the hostile runs'
+	// seeds; shared by the per-profile copies of a Bench.
+	counter *int
+	seeds   *[]uint64
 }
 
 const (
@@ -109,17 +115,29 @@ var benchUserData = append(append([]byte{}, harness.DefaultUserData...), "  init
 
 func latName(d time.Duration) string { return "attach " + d.String() }
 
+// colName is a configuration's column: the profile, then the latency.
+func colName(profile string, d time.Duration) string { return profile + ", " + latName(d) }
+
 func (b *Bench) world(ctx context.Context, name string, noVolume bool, latency time.Duration) (*harness.World, string, error) {
-	b.n++
-	dir := filepath.Join(b.WorkDir, "runs", fmt.Sprintf("%03d-%s", b.n, name))
+	if b.counter == nil {
+		b.counter, b.seeds = new(int), new([]uint64)
+	}
+	*b.counter++
+	dir := filepath.Join(b.WorkDir, "runs", fmt.Sprintf("%03d-%s", *b.counter, name))
 	_ = os.RemoveAll(dir)
 	w, err := harness.NewWorld(ctx, b.Env, dir, harness.WorldOpts{NoVolume: noVolume})
 	if err != nil {
 		return nil, "", err
 	}
-	if err := w.Sim.Update(func(sw *sim.World) error { sw.AttachLatency = latency; return nil }); err != nil {
+	if err := w.Sim.Update(func(sw *sim.World) error {
+		sw.AttachLatency = latency
+		return applyProfile(sw, b.Profile)
+	}); err != nil {
 		w.Close()
 		return nil, "", err
+	}
+	if !noVolume && b.Profile != profileKind {
+		*b.seeds = append(*b.seeds, w.Sim.HostileSeed())
 	}
 	return w, dir, nil
 }
@@ -181,7 +199,7 @@ func (b *Bench) Spotroot(ctx context.Context, latency time.Duration) error {
 	if !strings.Contains(res.Line, "kind=persistent") {
 		return fmt.Errorf("spotroot: init ran from the wrong root: %s\n%s", res.Line, strings.Join(res.Timeline, "\n"))
 	}
-	c := latName(latency)
+	c := colName(b.Profile, latency)
 	start, _, err := uptimeOf(st, "spotroot: start pid=1")
 	if err != nil {
 		return err
@@ -216,10 +234,10 @@ func (b *Bench) Spotroot(ctx context.Context, latency time.Duration) error {
 	// (" nvme1n1: p1", logged by add_disk just before the block uevent) vs
 	// spotroot's own "block device" record in /dev/kmsg.
 	if err := b.deviceLatency(st, c); err != nil {
-		b.Rep.Note("warning: %s run %d: %v", c, b.n, err)
+		b.Rep.Note("warning: %s run %d: %v", c, *b.counter, err)
 	}
-	b.Rep.Add(secCompare, "spotroot "+c, "QEMU start → init (host clock)", "s", wall)
-	b.Rep.Add(secCompare, "spotroot "+c, "kernel time (sum of uptimes)", "s", up)
+	b.Rep.Add(secCompare, "spotroot, "+c, "QEMU start → init (host clock)", "s", wall)
+	b.Rep.Add(secCompare, "spotroot, "+c, "kernel time (sum of uptimes)", "s", up)
 	return nil
 }
 
@@ -289,7 +307,7 @@ func (b *Bench) TwoBoot(ctx context.Context, latency time.Duration) error {
 		return fmt.Errorf("copy AMI: %v: %s", err, out)
 	}
 	defer cleanup(dir)
-	c := latName(latency)
+	c := colName(b.Profile, latency)
 	st1 := &stamper{}
 	r1, err := w.Boot(ctx, harness.BootOpts{UserData: benchUserData, AMI: root, RootDirect: true, Keep: true,
 		KernelArgs: kargs("init=/sbin/bench-userdata"),
@@ -363,7 +381,7 @@ func (b *Bench) TwoBoot(ctx context.Context, latency time.Duration) error {
 	b.Rep.Add(secTwoBoot, c, "boot 2: kernel start → persistent init running", "s", u2init)
 	b.Rep.Add(secTwoBoot, c, "boot 2: QEMU start → persistent init", "s", boot2)
 	b.Rep.Add(secTwoBoot, c, "both boots: QEMU start → persistent init (excl. harness gap)", "s", boot1+boot2)
-	b.Rep.Add(secCompare, "two-boot "+c, "QEMU start → init (host clock)", "s", boot1+boot2)
-	b.Rep.Add(secCompare, "two-boot "+c, "kernel time (sum of uptimes)", "s", u1reboot+u2init)
+	b.Rep.Add(secCompare, "two-boot, "+c, "QEMU start → init (host clock)", "s", boot1+boot2)
+	b.Rep.Add(secCompare, "two-boot, "+c, "kernel time (sum of uptimes)", "s", u1reboot+u2init)
 	return nil
 }

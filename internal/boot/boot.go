@@ -80,6 +80,7 @@ type booter struct {
 	initramfs bool
 	imds      *imds.Client
 	tools     fsutil.Tools
+	ca        caRootsLoad
 	kmod      *kmod.Loader
 	// mounted lists what spotroot mounted, undone before a fallback;
 	// mountedDevs guards against mounting one device twice.

@@ -3,6 +3,7 @@ package boot
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -69,13 +70,26 @@ func (b *booter) armFailTag(w *world) {
 		// The configuration failed; its (https://) endpoint may still be readable.
 		endpoint = config.EndpointHint(b.userData)
 	}
-	// The same CA roots as the claim (from an initramfs, Go's system roots
-	// are not there); without a bundle the call fails and only warns.
-	roots, _ := b.caRoots(endpoint)
-	c := claim.NewClient(claim.ClientOptions{Region: w.id.Region, Endpoint: endpoint, IMDS: b.imds.SDK(), Resolver: w.handle.Resolver(), RootCAs: roots})
+	region, instanceSDK, resolver := w.id.Region, b.imds.SDK(), w.handle.Resolver()
 	id := w.id.InstanceID
 	b.failTag = func(phase string) {
 		start := time.Now()
+		// Built only on failure: a boot that hands over never pays for it.
+		// The same CA roots as the claim (from an initramfs, Go's system
+		// roots are not there); without a bundle the call fails and only warns.
+		// The claim's own client when it talks to the same endpoint: its
+		// connection and credentials are there already. A missing CA
+		// bundle only warns: the call fails and says so.
+		var c instanceTagger
+		if w.ec2 != nil && w.ec2Endpoint == endpoint {
+			c = w.ec2
+		} else {
+			o := claim.ClientOptions{Region: region, Endpoint: endpoint, IMDS: instanceSDK, Resolver: resolver}
+			if !strings.HasPrefix(endpoint, "http://") {
+				o.Verify = b.verifyEC2
+			}
+			c = claim.NewClient(o)
+		}
 		if err := TagFailure(context.Background(), c, id, phase); err != nil {
 			b.slog.Warn("could not mark the failed boot on the instance", "error", err)
 			return

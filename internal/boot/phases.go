@@ -7,8 +7,11 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"golang.org/x/sys/unix"
 
 	"github.com/spotroot/spotroot/internal/apifs"
@@ -16,6 +19,7 @@ import (
 	"github.com/spotroot/spotroot/internal/bootlog"
 	"github.com/spotroot/spotroot/internal/claim"
 	"github.com/spotroot/spotroot/internal/config"
+	"github.com/spotroot/spotroot/internal/fsutil"
 	"github.com/spotroot/spotroot/internal/imds"
 	"github.com/spotroot/spotroot/internal/kmod"
 	"github.com/spotroot/spotroot/internal/netup"
@@ -33,6 +37,12 @@ type world struct {
 	uev           *blockdev.Listener
 	sys           blockdev.Sys
 	handle        *netup.Handle
+	// The EC2 client opened ahead (ec2client.go): its credentials, and
+	// the endpoint and address family it was made for.
+	creds       *aws.CredentialsCache
+	ec2         *ec2.Client
+	ec2Endpoint string
+	ec2Dual     bool
 }
 
 func (b *booter) claimAndSwitch() error {
@@ -49,17 +59,16 @@ func (b *booter) claimAndSwitch() error {
 	}
 	defer uev.Close()
 	w.uev = uev
-	roots, err := b.caRoots(cfg.EC2Endpoint)
-	if err != nil {
-		return &bootlog.PhaseError{Phase: "claim", Err: err}
+	var client *ec2.Client
+	if err := b.log.Phase("ec2-client", func() error {
+		var err error
+		client, err = b.ec2Client(w, cfg.EC2Endpoint)
+		return err
+	}); err != nil {
+		return &bootlog.PhaseError{Phase: "claim", Err: errors.Unwrap(err)}
 	}
 	w.claimer = &claim.Claimer{
-		EC2: claim.NewClient(claim.ClientOptions{
-			Region: w.id.Region, Endpoint: cfg.EC2Endpoint, IMDS: b.imds.SDK(), Resolver: w.handle.Resolver(),
-			RootCAs: roots,
-			// Without IPv4 only the dual-stack endpoint is reachable.
-			DualStack: !w.handle.Lease().HasIPv4(),
-		}),
+		EC2:         client,
 		Instance:    claim.Instance{ID: w.id.InstanceID, AZ: w.id.AZ},
 		ImageID:     w.id.ImageID,
 		ForceDetach: cfg.ForceDetach,
@@ -143,6 +152,7 @@ func (b *booter) bringUp(w *world) error {
 	}); err != nil {
 		return err
 	}
+	b.startCARoots()
 	if err := b.log.Phase("network", func() error {
 		ctx, cancel := withTimeout(early.Timeouts.Network.D(), 20*time.Second)
 		defer cancel()
@@ -172,19 +182,41 @@ func (b *booter) bringUp(w *world) error {
 			b.slog.Info("metadata service over IPv6", "endpoint", ep)
 		}
 		b.imds = imds.New(ep, nil)
+		// The three reads are independent: in parallel, each on its own
+		// connection (the SDK fetches one token for all of them).
+		var udErr, bdmErr error
+		var wg sync.WaitGroup
+		wg.Add(2)
+		safego.Go("imds user-data", func() {
+			defer wg.Done()
+			userData, udErr = b.imds.UserData(ctx)
+		})
+		safego.Go("imds block-device-mapping", func() {
+			defer wg.Done()
+			// Instance-store mappings: their names are off limits.
+			w.instanceStore, bdmErr = b.imds.InstanceStoreDevices(ctx)
+		})
 		var err error
-		if w.id, err = b.imds.Identity(ctx); err != nil {
+		w.id, err = b.imds.Identity(ctx)
+		if err == nil {
+			// With the region known, the claim's needs start now: the
+			// instance-profile credentials and the TLS connection to EC2
+			// (at the endpoint the image or command line names; user-data
+			// naming another one gets its own client after the config).
+			b.ec2Ahead(w, early.EC2Endpoint)
+		}
+		wg.Wait()
+		if err != nil {
 			return err
 		}
-		if userData, err = b.imds.UserData(ctx); err != nil {
-			return err
+		if udErr != nil {
+			return udErr
 		}
 		b.userData = userData
 		b.slog.Info("instance", "id", w.id.InstanceID, "region", w.id.Region, "az", w.id.AZ, "user-data-bytes", len(userData))
-		// Instance-store mappings: their names are off limits. Best effort:
-		// the disks themselves are recognised without IMDS.
-		if w.instanceStore, err = b.imds.InstanceStoreDevices(ctx); err != nil {
-			b.slog.Warn("cannot list instance-store mappings; relying on the disks' identity", "err", err)
+		// Best effort: the disks themselves are recognised without IMDS.
+		if bdmErr != nil {
+			b.slog.Warn("cannot list instance-store mappings; relying on the disks' identity", "err", bdmErr)
 		}
 		return nil
 	}); err != nil {
@@ -379,7 +411,15 @@ func (b *booter) check(ctx context.Context, dev, fstype string) error {
 			return fmt.Errorf("refusing to mount: %w", err)
 		}
 	}
-	b.slog.Info("checking the filesystem", "device", dev, "fs", fstype)
+	// The superblock says whether e2fsck has anything to do (an unclean
+	// shutdown, a journal to replay, errors, a due check): a clean one
+	// skips the checker's start, the slowest step here under a slow CPU.
+	needs, why := fsutil.NeedsCheck(dev, fstype, time.Now())
+	if !needs {
+		b.slog.Info("filesystem clean; no check needed", "device", dev, "fs", fstype, "why", why)
+		return nil
+	}
+	b.slog.Info("checking the filesystem", "device", dev, "fs", fstype, "why", why)
 	res, err := b.tools.Check(ctx, dev, fstype)
 	if errors.Is(err, errNoTool) {
 		b.slog.Info("no checker for the filesystem in the image; skipping fsck", "device", dev, "fs", fstype)

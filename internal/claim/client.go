@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"time"
@@ -52,6 +53,27 @@ type ClientOptions struct {
 	// RootCAs verify the endpoint's certificate (nil = crypto/x509's
 	// system roots); PID 1 passes the bundle of the root it runs from.
 	RootCAs *x509.CertPool
+	// Credentials, if set, replace the instance-profile provider built
+	// from IMDS: PID 1 builds its cache early (Credentials) and starts the
+	// fetch while it still reads IMDS, so the first EC2 call finds them.
+	Credentials aws.CredentialsProvider
+	// Verify, if set, verifies the server's chain for the name dialed
+	// instead of crypto/tls with RootCAs (caroots.Bundle.Verify: roots
+	// parsed only when a chain names them).
+	Verify func(serverName string, chain []*x509.Certificate) error
+	// Prewarm opens the TLS connection to the endpoint at once, in the
+	// background: the first call finds DNS, TCP and the handshake done.
+	Prewarm bool
+}
+
+// Credentials is the instance-profile credentials cache NewClient uses:
+// refreshed 10 s before expiry (EC2 offers new keys well before the old
+// ones expire, and a request signed just before expiry may land after).
+// Its Retrieve is single-flight: a fetch started early is joined, not
+// repeated, by the first EC2 call.
+func Credentials(sdk *imds.Client, budget time.Duration) *aws.CredentialsCache {
+	return aws.NewCredentialsCache(spotimds.RoleCredentials(sdk, budget),
+		func(co *aws.CredentialsCacheOptions) { co.ExpiryWindow = 10 * time.Second })
 }
 
 // RetryableCodes are EC2 error codes the client retries beyond the SDK's
@@ -68,22 +90,34 @@ var RetryableCodes = map[string]struct{}{"RequestExpired": {}}
 // Credentials come from the instance profile through IMDS.
 func NewClient(o ClientOptions) *ec2.Client {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second, Resolver: o.Resolver}
+	tlsd := &tlsDialer{dial: dialer.DialContext, verify: o.Verify, timeout: 5 * time.Second,
+		// The session cache lets a new connection (after a reset, a lost
+		// answer, an idle timeout) resume the TLS session instead of a
+		// full handshake; ALPN as the transport would offer it.
+		config: &tls.Config{RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12,
+			ClientSessionCache: tls.NewLRUClientSessionCache(8), NextProtos: []string{"h2", "http/1.1"}}}
 	transport := &http.Transport{
 		DialContext:           dialer.DialContext,
+		DialTLSContext:        tlsd.DialTLSContext,
 		TLSHandshakeTimeout:   5 * time.Second,
-		TLSClientConfig:       &tls.Config{RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12},
 		ResponseHeaderTimeout: 20 * time.Second,
 		MaxIdleConnsPerHost:   4,
 		IdleConnTimeout:       30 * time.Second,
 		ForceAttemptHTTP2:     true,
 	}
+	if o.Prewarm {
+		if addr, err := endpointAddr(o); err == nil {
+			tlsd.Prewarm(addr)
+		}
+	}
+	creds := o.Credentials
+	if creds == nil {
+		creds = Credentials(o.IMDS, o.CredentialsBudget)
+	}
 	cfg := aws.Config{
-		Region:     o.Region,
-		HTTPClient: &http.Client{Transport: transport},
-		// Refresh 10s before expiry: EC2 offers new keys well before the old
-		// ones expire, and a request signed just before expiry may land after.
-		Credentials: aws.NewCredentialsCache(spotimds.RoleCredentials(o.IMDS, o.CredentialsBudget),
-			func(co *aws.CredentialsCacheOptions) { co.ExpiryWindow = 10 * time.Second }),
+		Region:      o.Region,
+		HTTPClient:  &http.Client{Transport: transport},
+		Credentials: creds,
 		// Throttling (RequestLimitExceeded), 5xx, resets and RequestExpired
 		// are retried with full-jitter exponential backoff (the standard
 		// retryer's ExponentialJitterBackoff: rand·2^attempt s, capped at
@@ -113,6 +147,27 @@ func NewClient(o ClientOptions) *ec2.Client {
 			eo.EndpointOptions.UseDualStackEndpoint = aws.DualStackEndpointStateEnabled
 		}
 	})
+}
+
+// endpointAddr is the host:port the client's calls go to, by the SDK's
+// own endpoint rules (BaseEndpoint, or the regional or dual-stack name).
+func endpointAddr(o ClientOptions) (string, error) {
+	p := ec2.EndpointParameters{Region: aws.String(o.Region), UseDualStack: aws.Bool(o.DualStack && o.Endpoint == ""), UseFIPS: aws.Bool(false)}
+	if o.Endpoint != "" {
+		p.Endpoint = aws.String(o.Endpoint)
+	}
+	ep, err := ec2.NewDefaultEndpointResolverV2().ResolveEndpoint(context.Background(), p)
+	if err != nil {
+		return "", err
+	}
+	if ep.URI.Scheme != "https" {
+		return "", fmt.Errorf("endpoint %s is not https", ep.URI.String())
+	}
+	port := ep.URI.Port()
+	if port == "" {
+		port = "443"
+	}
+	return net.JoinHostPort(ep.URI.Hostname(), port), nil
 }
 
 // certificateError marks TLS certificate verification failures (unknown

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spotroot/spotroot/internal/blockdev"
 	"github.com/spotroot/spotroot/internal/testenv"
@@ -105,5 +106,67 @@ func TestXFS(t *testing.T) {
 	}
 	if after := probe(t, img); after.UUID == before.UUID {
 		t.Fatal("xfs UUID not changed")
+	}
+}
+
+// TestNeedsCheck: the superblock decides whether e2fsck runs; every state
+// e2fsck -p itself would check (or replay) says so, only a clean one skips.
+func TestNeedsCheck(t *testing.T) {
+	need(t, "mkfs.ext4", "debugfs", "e2fsck")
+	now := time.Now()
+	fresh := func() string {
+		img := image(t, "16M")
+		if err := DefaultTools.Format(context.Background(), img, "ext4", ""); err != nil {
+			t.Fatal(err)
+		}
+		return img
+	}
+	img := fresh()
+	if needs, why := NeedsCheck(img, "ext4", now); needs {
+		t.Fatalf("fresh ext4: needs a check (%s)", why)
+	}
+	for _, tc := range []struct {
+		reqs []string
+		// stricter: e2fsck -p itself would skip it; we check anyway.
+		stricter bool
+	}{
+		{reqs: []string{"ssv state 0"}},                       // not cleanly unmounted
+		{reqs: []string{"ssv state 3"}},                       // errors
+		{reqs: []string{"ssv error_count 1"}, stricter: true}, // errors the kernel recorded
+		{reqs: []string{"feature needs_recovery"}},            // journal to replay
+		{reqs: []string{"ssv last_orphan 12"}},                // orphans
+		{reqs: []string{"ssv max_mnt_count 3", "ssv mnt_count 3"}},
+		{reqs: []string{"ssv checkinterval 60", "ssv lastcheck 20000101"}},
+		{reqs: []string{"ssv checkinterval 60", "ssv lastcheck 29990101"}},
+	} {
+		img := fresh()
+		for _, req := range tc.reqs {
+			if out, err := exec.Command("debugfs", "-w", "-R", req, img).CombinedOutput(); err != nil || strings.Contains(string(out), "not found") {
+				t.Fatalf("debugfs %s: %v %s", req, err, out)
+			}
+		}
+		needs, why := NeedsCheck(img, "ext4", now)
+		if !needs {
+			t.Errorf("%v: no check needed, want one", tc.reqs)
+			continue
+		}
+		// e2fsck -p agrees that it has work to do: it does more than
+		// print its one "clean," line.
+		out, _ := exec.Command("e2fsck", "-p", img).CombinedOutput()
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if !tc.stricter && len(lines) == 1 && strings.Contains(lines[0], "clean,") {
+			t.Errorf("%v (%s): e2fsck -p skipped it as clean: %s", tc.reqs, why, out)
+		}
+	}
+	if needs, _ := NeedsCheck(img, "xfs", now); !needs {
+		t.Error("xfs: no check needed")
+	}
+	if needs, _ := NeedsCheck("/nonexistent", "ext4", now); !needs {
+		t.Error("unreadable device: no check needed")
+	}
+	// A clean filesystem e2fsck -p would skip as clean: so do we.
+	out, err := exec.Command("e2fsck", "-p", img).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "clean,") {
+		t.Fatalf("e2fsck -p on the fresh image: %v %s", err, out)
 	}
 }
