@@ -139,3 +139,36 @@ func TestPoolRaceSmall(t *testing.T) {
 	}
 	t.Logf("pool race 10: %v, %s", r.Wall, r.CallsSummary())
 }
+
+// Every goal prints one line: ✔ when the run's figure meets it, ✘ when it
+// does not or the run did not measure it; new goals append to the table.
+func TestGoals(t *testing.T) {
+	r := &Report{}
+	for _, v := range []float64{900, 950, 1200} {
+		r.Add(secSpotroot, colName(profileKind, 0), "spotroot start → exec of the volume's init", "ms", v)
+	}
+	r.Add(secSpotroot, colName(profileKind, benchLatency), "spotroot start → exec of the volume's init", "ms", 3500)
+	r.Add(secSpotroot, colName(profileKind, 0), "kernel start → persistent init running", "s", 3.0)
+	r.Add(secFloor, "image init", "kernel start → init", "s", 2.0)
+	extra := Goal{Item: "99.1", Name: "a later goal", Target: "≤ 1", Check: func(*Report) (string, bool, bool) { return "0.5", true, true }}
+	res := CheckGoals(r, append(goals, extra))
+	var b bytes.Buffer
+	WriteGoals(&b, res)
+	out := b.String()
+	for _, want := range []string{
+		"== goals: 3 of 7 hold ==",
+		"✔ 16.1 handoff, kind, attach 0s: spotroot start → exec (median): 950 [900 … 1200] ms (goal ≤ 1000 ms)",
+		"✘ 16.1 handoff, kind, attach 2s: spotroot start → exec (median): 3500 ms (goal ≤ attach latency + 1000 ms = 3000 ms)",
+		"✔ 16.1 spotroot's addition over the floor",
+		"✘ 16.2 PID 1 binary size: not measured in this run",
+		"✘ 16.3 pool race, 1000 claimants at once: AttachVolume requests per claim: not measured in this run (goal ≤ 2.0)",
+		"✔ 99.1 a later goal: 0.5 (goal ≤ 1)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Index(out, "16.3") > strings.Index(out, "99.1") {
+		t.Errorf("goals not in item order:\n%s", out)
+	}
+}

@@ -33,6 +33,7 @@ func main() {
 	pools := flag.String("pool", "10,100,1000", "pool race sizes (comma-separated; empty = none)")
 	out := flag.String("out", "build/bench", "output directory (CSV, work files)")
 	noQEMU := flag.Bool("no-qemu", false, "skip the QEMU runs")
+	flag.StringVar(&prebuilt, "spotroot", "", "boot this PID 1 binary instead of building ./cmd/spotroot (another commit's, to compare)")
 	flag.DurationVar(&poolBudget, "pool-budget", poolBudget, "time limit of one pool race")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -47,6 +48,9 @@ func main() {
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
 }
+
+// prebuilt is -spotroot: a PID 1 binary to boot instead of building one.
+var prebuilt string
 
 // benchLatency is the realistic AttachVolume latency (-latency).
 var benchLatency = 2 * time.Second
@@ -89,12 +93,22 @@ func run(ctx context.Context, runs int, latency time.Duration, sel qemuSelection
 	}
 	bin := filepath.Join(work, "bin")
 	spotroot := filepath.Join(bin, "spotroot")
-	logf("building spotroot (PID 1 build)")
-	cmd := exec.CommandContext(ctx, "go", "build", "-tags", "pid1", "-trimpath", "-ldflags=-s -w", "-o", spotroot, "./cmd/spotroot")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/spotroot: %v\n%s", err, b)
+	if prebuilt != "" {
+		logf("using %s as the PID 1 binary", prebuilt)
+		if err := os.MkdirAll(bin, 0o755); err != nil {
+			return err
+		}
+		if b, err := exec.CommandContext(ctx, "cp", prebuilt, spotroot).CombinedOutput(); err != nil {
+			return fmt.Errorf("copy %s: %v: %s", prebuilt, err, b)
+		}
+	} else {
+		logf("building spotroot (PID 1 build)")
+		cmd := exec.CommandContext(ctx, "go", "build", "-tags", "pid1", "-trimpath", "-ldflags=-s -w", "-o", spotroot, "./cmd/spotroot")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build ./cmd/spotroot: %v\n%s", err, b)
+		}
 	}
 	fi, err := os.Stat(spotroot)
 	if err != nil {

@@ -59,7 +59,7 @@ func (s *stamper) first(marker string) (stamped, bool) {
 
 var (
 	reUptime   = regexp.MustCompile(`uptime=([0-9.]+)s?`)
-	rePhase    = regexp.MustCompile(`^spotroot: ([a-z-]+) ok in ([0-9]+)ms`)
+	rePhase    = regexp.MustCompile(`^spotroot: ([a-z0-9-]+) ok in ([0-9]+)ms`)
 	reExec     = regexp.MustCompile(`^spotroot: exec (\S+) \(pid 1 start→exec ([0-9]+)ms, peak rss ([0-9]+)kB\)`)
 	reBlockDev = regexp.MustCompile(`spotroot: block device .*disk=/dev/(nvme[0-9]+)n[0-9]+`)
 	reKmsg     = regexp.MustCompile(`^BENCHKMSG ([0-9]+) (.*)$`)

@@ -23,7 +23,10 @@ func (b *booter) ec2Ahead(w *world, endpoint string) {
 		// Errors are the first call's to report: it joins or repeats this.
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		_, _ = creds.Retrieve(ctx)
+		start := time.Now()
+		if _, err := creds.Retrieve(ctx); err == nil {
+			b.slog.Info("credentials ready", "ms", time.Since(start).Milliseconds(), "uptime", uptime())
+		}
 	})
 	w.ec2, w.ec2Endpoint, w.ec2Dual = b.newEC2(w, endpoint), endpoint, b.dualStack(w)
 }
@@ -52,6 +55,13 @@ func (b *booter) newEC2(w *world, endpoint string) *ec2.Client {
 	o := claim.ClientOptions{
 		Region: w.id.Region, Endpoint: endpoint, IMDS: b.imds.SDK(), Resolver: w.handle.Resolver(),
 		DualStack: b.dualStack(w), Credentials: w.creds, Prewarm: true,
+		Warmed: func(addr string, took time.Duration, err error) {
+			if err != nil {
+				b.slog.Info("EC2 connection ahead failed; the first call dials again", "endpoint", addr, "error", err)
+				return
+			}
+			b.slog.Info("EC2 connection ready", "endpoint", addr, "ms", took.Milliseconds(), "uptime", uptime())
+		},
 	}
 	if !strings.HasPrefix(endpoint, "http://") {
 		o.Verify = b.verifyEC2

@@ -65,6 +65,8 @@ type Claimer struct {
 	// device is the free device name chosen for this instance, kept across
 	// attempts (a lost pool race does not use it up).
 	device string
+	// ahead is this instance's mappings, asked while Find runs.
+	ahead *mappingsAhead
 }
 
 // Claim is an attached volume.
@@ -496,12 +498,9 @@ func (c *Claimer) maxPoll() time.Duration {
 // use": held after a detach, or instance storage DescribeInstances never
 // lists). xvdX aliases sdX, so letters count, not names.
 func (c *Claimer) freeDevice(ctx context.Context, skip map[string]bool) (string, error) {
-	cctx, cancel := c.call(ctx)
-	defer cancel()
-	out, err := c.EC2.DescribeInstances(cctx, &ec2.DescribeInstancesInput{Filters: []types.Filter{
-		{Name: aws.String("instance-id"), Values: []string{c.Instance.ID}}}})
+	out, err := c.mappings(ctx)
 	if err != nil {
-		return "", apiError("DescribeInstances", "describe "+c.Instance.ID, err)
+		return "", err
 	}
 	used := map[string]bool{}
 	for _, d := range c.Reserved {

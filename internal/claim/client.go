@@ -64,6 +64,9 @@ type ClientOptions struct {
 	// Prewarm opens the TLS connection to the endpoint at once, in the
 	// background: the first call finds DNS, TCP and the handshake done.
 	Prewarm bool
+	// Warmed, if set, is told when the connection opened ahead is ready
+	// (or failed), for the boot's timeline.
+	Warmed func(addr string, took time.Duration, err error)
 }
 
 // Credentials is the instance-profile credentials cache NewClient uses:
@@ -90,7 +93,7 @@ var RetryableCodes = map[string]struct{}{"RequestExpired": {}}
 // Credentials come from the instance profile through IMDS.
 func NewClient(o ClientOptions) *ec2.Client {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second, Resolver: o.Resolver}
-	tlsd := &tlsDialer{dial: dialer.DialContext, verify: o.Verify, timeout: 5 * time.Second,
+	tlsd := &tlsDialer{dial: dialer.DialContext, verify: o.Verify, timeout: 5 * time.Second, warmed: o.Warmed,
 		// The session cache lets a new connection (after a reset, a lost
 		// answer, an idle timeout) resume the TLS session instead of a
 		// full handshake; ALPN as the transport would offer it.

@@ -22,6 +22,8 @@ func (c *Claimer) Claim(ctx context.Context, v config.Volume) (Claim, error) {
 	if len(v.Pool) > 0 {
 		return c.claimPool(ctx, v)
 	}
+	c.askMappingsAhead(ctx)
+	defer func() { c.ahead = nil }() // unused (found attached, or failed): dropped
 	vol, err := c.Find(ctx, v)
 	var notFound *NotFoundError
 	var otherAZ *OtherAZError

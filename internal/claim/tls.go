@@ -22,6 +22,7 @@ type tlsDialer struct {
 	config  *tls.Config // RootCAs, session cache, ALPN
 	verify  func(serverName string, chain []*x509.Certificate) error
 	timeout time.Duration
+	warmed  func(addr string, took time.Duration, err error)
 
 	mu   sync.Mutex
 	warm map[string]chan warmConn // by "host:port", taken by the first dial
@@ -109,8 +110,12 @@ func (d *tlsDialer) Prewarm(addr string) {
 	safego.Go("open EC2 connection ahead", func() {
 		ctx, cancel := context.WithTimeout(context.Background(), d.timeout+5*time.Second)
 		defer cancel()
+		start := time.Now()
 		c, err := d.handshake(ctx, "tcp", addr)
 		ch <- warmConn{c, err}
+		if d.warmed != nil {
+			d.warmed(addr, time.Since(start), err)
+		}
 		// Nobody took it: close it rather than leave it open.
 		time.AfterFunc(warmUnused, func() {
 			d.mu.Lock()
