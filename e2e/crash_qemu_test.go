@@ -171,6 +171,9 @@ func TestCrashQEMU(t *testing.T) {
 		// made from the AMI's snapshot, each cut while it runs.
 		{"cut-during-fsck", func(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})
+			// Left unclean, as a crash leaves it: a clean volume needs no
+			// check (its superblock says so) and there would be none to cut.
+			rebuildVolume(t, w, images.VolumeOpts{Unclean: true})
 			id, _ := cutAt(t, w, harness.BootOpts{UserData: ud}, `checking the filesystem device=`)
 			terminateLater(w, id)
 			r := bootOpts(t, w, harness.BootOpts{UserData: ud})

@@ -136,6 +136,9 @@ type VolumeOpts struct {
 	UUID string
 	// Corrupt damages the filesystem so that e2fsck -p cannot repair it.
 	Corrupt bool
+	// Unclean marks the filesystem not cleanly unmounted: spotroot runs
+	// the checker on it (a clean one needs none).
+	Unclean bool
 	// NoInit leaves /sbin/init out.
 	NoInit bool
 }
@@ -231,15 +234,18 @@ func BuildVolume(ctx context.Context, o VolumeOpts) error {
 		if o.Corrupt {
 			return corrupt(ctx, o.Out)
 		}
+		if o.Unclean {
+			return unclean(ctx, o.Out)
+		}
 		return nil
 	case "gpt":
-		return gptVolume(ctx, stage, o.Out, size, o.PartLabel, o.UUID, o.Corrupt)
+		return gptVolume(ctx, stage, o.Out, size, o.PartLabel, o.UUID, o.Corrupt, o.Unclean)
 	default:
 		return fmt.Errorf("BuildVolume: layout %q not supported (gpt or whole)", o.Layout)
 	}
 }
 
-func gptVolume(ctx context.Context, stage, out string, size int64, label, uuid string, damage bool) error {
+func gptVolume(ctx context.Context, stage, out string, size int64, label, uuid string, damage, dirty bool) error {
 	const mib = 1 << 20
 	if size < 4*mib {
 		return fmt.Errorf("BuildVolume: %d bytes is too small for GPT", size)
@@ -252,6 +258,11 @@ func gptVolume(ctx context.Context, stage, out string, size int64, label, uuid s
 	}
 	if damage {
 		if err := corrupt(ctx, fsImg); err != nil {
+			return err
+		}
+	}
+	if dirty {
+		if err := unclean(ctx, fsImg); err != nil {
 			return err
 		}
 	}

@@ -73,3 +73,13 @@ func corrupt(ctx context.Context, img string) error {
 	}
 	return nil
 }
+
+// unclean marks the filesystem as not cleanly unmounted (s_state without
+// VALID), as a crash of a filesystem without a journal leaves it: the
+// checker must run on the next boot.
+func unclean(ctx context.Context, img string) error {
+	if out, err := exec.CommandContext(ctx, "debugfs", "-w", "-R", "ssv state 0", img).CombinedOutput(); err != nil {
+		return fmt.Errorf("debugfs -w -R %q %s: %w: %s", "ssv state 0", img, err, out)
+	}
+	return nil
+}
