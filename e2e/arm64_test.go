@@ -168,7 +168,7 @@ func TestArm64(t *testing.T) {
 	t.Run("attached-to-terminated", func(t *testing.T) {
 		w := arm64World(t, harness.WorldOpts{})
 		prev := otherInstance(t, w, "shutting-down", w.VolumeID)
-		terminateLater(w, prev)
+		terminateLater(t, w, prev)
 		r := arm64Boot(t, w, harness.BootOpts{UserData: userData(tagRoot + "  timeouts: {detach: 90s}\n")})
 		expect(t, r, "persistent", execPersistent, `volume still attached to a dead instance; waiting for the detach .*instance=`+prev+` state=shutting-down`)
 	})

@@ -197,7 +197,7 @@ func TestMoveBudgetRunsOut(t *testing.T) {
 	w.sim.Update(func(sw *sim.World) error { sw.CreateLatency = 8 * time.Second; return nil })
 	old := w.volume("us-east-1b", map[string]string{"Name": "home-root"})
 	c := w.claimer("us-east-1a", nil)
-	c.MoveBudget = 3 * time.Second
+	c.MoveBudget = 6 * time.Second // past the mover's consistency grace (3 s) and a lagging view
 	_, err := c.Claim(context.Background(), home)
 	var mip *claim.MoveInProgressError
 	if !errorsAs(err, &mip) || mip.Snapshot == "" || !strings.Contains(err.Error(), "move of volume "+old+" from us-east-1b to us-east-1a is under way (snapshot snap-") {
