@@ -196,16 +196,7 @@ func TestCrashQEMU(t *testing.T) {
 		}},
 		{"cut-during-uuid-rewrite", func(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})
-			f, err := os.Open(w.Env.AMI)
-			if err != nil {
-				t.Fatal(err)
-			}
-			amiFS, ok := blockdev.Probe(f, 0)
-			f.Close()
-			if !ok {
-				t.Fatal("cannot read the AMI's filesystem UUID")
-			}
-			rebuildVolume(t, w, images.VolumeOpts{UUID: amiFS.UUID})
+			amiFS := cloneAMIUUID(t, w)
 			id, _ := cutAt(t, w, harness.BootOpts{UserData: ud}, `the volume has the image root's filesystem UUID`)
 			terminateLater(t, w, id)
 			r := bootOpts(t, w, harness.BootOpts{UserData: ud})
