@@ -56,15 +56,71 @@ type crashWorld struct {
 	srv    *sim.Server
 	ec2    *httptest.Server
 	marker string
+	tm     Timing
 	ids    []string // instance ids in boot order
 }
 
-func newCrashWorld(t T, seed uint64) *crashWorld {
+// Timing is the clock a run of the matrix keeps: the hostile profile's
+// waits and the claimer's timing knobs, all scaled to EC2's consistency
+// lag.
+type Timing struct {
+	Name string
+	// Lag is the hostile profile's ConsistencyLag (always > 0: every
+	// Describe may answer from a view this old). The answer stall of a
+	// lost response, the credential delay and the pending time scale with
+	// it; the device-name hold (which costs no time, only names) does not.
+	Lag time.Duration
+}
+
+var (
+	// Full is sim.DefaultHostile's timing (a 2 s lag): make crash-soak
+	// and make soak.
+	Full = Timing{Name: "full", Lag: 2 * time.Second}
+	// Quick is make test's: a 500 ms lag. The matrix is about where a
+	// boot is cut and what the next boot makes of it; every hostile
+	// behaviour still fires (views lag, answers get lost after commit,
+	// buckets throttle, credentials come late, the instance starts
+	// pending, names are held, the clock is skewed), only four times
+	// sooner, with the claimer's waits scaled alike. The 2 s lag itself
+	// is what the other suites and the soak run under.
+	Quick = Timing{Name: "quick", Lag: 500 * time.Millisecond}
+)
+
+// TimingFromEnv is SPOTROOT_CRASH_TIMING (full or quick), def otherwise.
+func TimingFromEnv(def Timing) Timing {
+	switch os.Getenv("SPOTROOT_CRASH_TIMING") {
+	case "full":
+		return Full
+	case "quick":
+		return Quick
+	}
+	return def
+}
+
+// hostile is sim.DefaultHostile for the crash seed, its waits scaled to
+// the timing.
+func (tm Timing) hostile(seed uint64) *sim.Hostile {
+	h := sim.DefaultHostile(seed)
+	scale := func(d time.Duration) time.Duration { return d * tm.Lag / h.ConsistencyLag }
+	h.LostStall = scale(h.LostStall)
+	h.CredentialDelay = scale(h.CredentialDelay)
+	h.PendingFor = scale(h.PendingFor)
+	h.ConsistencyLag = tm.Lag
+	return h
+}
+
+// scenarioTimeout bounds one scenario (up to three boots, one of them
+// moving a volume), generously: a scenario that needs it is stuck.
+func (tm Timing) scenarioTimeout() time.Duration { return 30*time.Second + 30*tm.Lag }
+
+func newCrashWorld(t T, seed uint64, tm Timing) *crashWorld {
 	t.Helper()
 	w, err := sim.Load("")
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The crash seed picks the hostile dice too, so a seed replays.
+	w.Hostile = tm.hostile(seed)
 	w.DataDir = t.TempDir()
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	w.AttachLatency = time.Duration(rng.IntN(30)) * time.Millisecond
@@ -73,7 +129,7 @@ func newCrashWorld(t T, seed uint64) *crashWorld {
 	s := sim.NewServer(w)
 	e := httptest.NewServer(s.EC2Handler())
 	t.Cleanup(func() { e.Close(); s.Close() })
-	return &crashWorld{t: t, sim: w, srv: s, ec2: e, marker: fmt.Sprintf("written-before-the-cut-%d", seed)}
+	return &crashWorld{t: t, sim: w, srv: s, ec2: e, tm: tm, marker: fmt.Sprintf("written-before-the-cut-%d", seed)}
 }
 
 // image writes a small disk image holding the marker.
@@ -125,11 +181,13 @@ func (w *crashWorld) claimer(id string, h http.Handler, flow Flow) *claim.Claime
 	c := &claim.Claimer{
 		EC2:      claim.NewClient(claim.ClientOptions{Region: "us-east-1", Endpoint: api.URL, IMDS: imds.New(md.URL, nil).SDK()}),
 		Instance: claim.Instance{ID: id, AZ: inst.AZ}, ImageID: crashAMI,
-		PollInterval: 5 * time.Millisecond, MaxPoll: 40 * time.Millisecond,
-		// Longer than the hostile simulator's lagging views (2 s).
-		WaitDetach: 6 * time.Second, MoveBudget: 60 * time.Second,
-		ConsistencyGrace: 3 * time.Second,
-		Log:              slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// Polls a few times per lag; every wait for EC2's views to
+		// settle outlasts the lag (PID 1's defaults do the same for the
+		// seconds a real EC2 lags: 200 ms to 1 s polls, a 10 s grace).
+		PollInterval: w.tm.Lag / 40, MaxPoll: w.tm.Lag / 10,
+		ConsistencyGrace: w.tm.Lag * 3 / 2,
+		WaitDetach:       w.tm.Lag * 3, MoveBudget: 60 * time.Second,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	if flow.Configure != nil {
 		flow.Configure(c)
@@ -224,21 +282,23 @@ func claimAndWait(ctx context.Context, c *claim.Claimer, v config.Volume) (claim
 	return cl, c.WaitAttached(ctx, cl.VolumeID)
 }
 
-// steps runs the flow once without a crash and returns its mutating calls.
-func (f Flow) Steps(t T, seed uint64) []string {
-	w := newCrashWorld(t, seed)
+// Steps runs the flow once without a crash and returns its steps: its
+// mutating calls, the attempts of one call (retries, the next device
+// name) counted once (sim.Tap's CrashAtStep).
+func (f Flow) Steps(t T, seed uint64, tm Timing) []string {
+	w := newCrashWorld(t, seed, tm)
 	v, az := f.Setup(w)
 	tap := &sim.Tap{Next: w.srv.EC2Handler()}
 	c := w.claimer(w.instance(az), tap, f)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), tm.scenarioTimeout())
 	defer cancel()
 	if _, err := claimAndWait(ctx, c, v); err != nil {
 		t.Fatalf("%s without a crash: %v", f.Name, err)
 	}
 	var steps []string
 	for _, call := range tap.Calls() {
-		if sim.Mutates(call.Action) {
-			steps = append(steps, describeCall(call))
+		if d := describeCall(call); sim.Mutates(call.Action) && (len(steps) == 0 || steps[len(steps)-1] != d) {
+			steps = append(steps, d)
 		}
 	}
 	return steps
@@ -255,22 +315,25 @@ func describeCall(c sim.TapCall) string {
 	return s
 }
 
-// Run powers the first boot off at mutating call n, then boots the
-// replacements and checks the invariants.
-func Run(t T, seed uint64, f Flow, n int, after bool, thenAZ string) {
-	w := newCrashWorld(t, seed)
+// Run powers the first boot off at step n (before EC2 sees its first
+// attempt, or after EC2 took one), then boots the replacements and checks
+// the invariants. reached is false when the boot ended before step n (the
+// hostile dice took it down another path): the replacements still run.
+func Run(t T, seed uint64, tm Timing, f Flow, n int, after bool, thenAZ string) (reached bool) {
+	w := newCrashWorld(t, seed, tm)
 	v, az := f.Setup(w)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), tm.scenarioTimeout())
 	defer cancel()
 	bootCtx, powerOff := context.WithCancel(ctx)
-	tap := &sim.Tap{Next: w.srv.EC2Handler(), CrashAt: n, CrashAfter: after, OnCrash: powerOff}
+	tap := &sim.Tap{Next: w.srv.EC2Handler(), CrashAtStep: n, StepOf: describeCall, CrashAfter: after, OnCrash: powerOff}
 	first := w.instance(az)
 	_, err := claimAndWait(bootCtx, w.claimer(first, tap, f), v)
-	if !tap.Crashed() {
-		// Retries and lost answers can change how many calls a flow
-		// makes; the point then falls past the end of this run, which
-		// is still a boot to replace.
-		t.Logf("the boot never reached mutating call %d (err %v)", n, err)
+	reached = tap.Crashed()
+	if !reached {
+		// The hostile dice can take a boot down another path (a lost
+		// answer, a lagging view); the point then falls past the end of
+		// this run, which is still a boot to replace.
+		t.Logf("the boot never reached step %d (err %v)", n, err)
 	}
 	w.terminate(first)
 
@@ -297,6 +360,7 @@ func Run(t T, seed uint64, f Flow, n int, after bool, thenAZ string) {
 	time.Sleep(300 * time.Millisecond)
 	w.srv.Wait()
 	checkInvariants(t, w, f, cl, last)
+	return reached
 }
 
 func checkInvariants(t T, w *crashWorld, f Flow, cl claim.Claim, owner string) {
@@ -445,53 +509,64 @@ func (r *recorder) TempDir() string {
 	return d
 }
 
-// Point is one crash point: the n-th mutating call of a flow, cut before
-// EC2 sees it or after it committed, with the replacement in ThenAZ.
+// Point is one crash point: step N of a flow, cut before EC2 sees it or
+// after it committed, with the replacement in ThenAZ.
 type Point struct {
 	Flow   Flow
 	N      int
+	Step   string // what step N is (for names)
 	After  bool
 	ThenAZ string
 }
 
+// String names the point; Points and the matrix's subtests use it, and
+// SPOTROOT_CRASH_POINT selects by it.
 func (p Point) String() string {
 	when := "before"
 	if p.After {
 		when = "after"
 	}
-	return fmt.Sprintf("%s/%s-%d/then-%s", p.Flow.Name, when, p.N, p.ThenAZ)
+	return fmt.Sprintf("%s/%s-%d-%s/then-%s", p.Flow.Name, when, p.N, strings.ReplaceAll(p.Step, " ", "-"), p.ThenAZ)
 }
 
 // Points lists every crash point of the flows for seed.
-func Points(seed uint64) ([]Point, error) {
+func Points(seed uint64, tm Timing) ([]Point, error) {
 	var out []Point
 	for _, f := range Flows {
 		var steps []string
-		if err := record(func(t T) { steps = f.Steps(t, seed) }); err != nil {
+		if _, err := record(func(t T) { steps = f.Steps(t, seed, tm) }); err != nil {
 			return nil, err
 		}
-		for n := range steps {
-			for _, after := range []bool{false, true} {
-				for _, az := range f.Then {
-					out = append(out, Point{Flow: f, N: n + 1, After: after, ThenAZ: az})
-				}
-			}
-		}
+		out = append(out, f.points(steps)...)
 	}
 	return out, nil
 }
 
-// Check runs one crash point and returns what went wrong, if anything.
-func Check(seed uint64, p Point) error {
-	return record(func(t T) { Run(t, seed, p.Flow, p.N, p.After, p.ThenAZ) })
+func (f Flow) points(steps []string) []Point {
+	var out []Point
+	for n, step := range steps {
+		for _, after := range []bool{false, true} {
+			for _, az := range f.Then {
+				out = append(out, Point{Flow: f, N: n + 1, Step: step, After: after, ThenAZ: az})
+			}
+		}
+	}
+	return out
 }
 
-func record(fn func(T)) (err error) {
+// Check runs one crash point and returns what went wrong, if anything.
+func Check(seed uint64, tm Timing, p Point) error {
+	_, err := record(func(t T) { Run(t, seed, tm, p.Flow, p.N, p.After, p.ThenAZ) })
+	return err
+}
+
+func record(fn func(T)) (logs []string, err error) {
 	r := &recorder{}
 	defer func() {
 		for i := len(r.cleanups) - 1; i >= 0; i-- {
 			r.cleanups[i]()
 		}
+		logs = r.logs
 		if len(r.errs) > 0 {
 			err = errors.New(strings.Join(r.errs, "; "))
 		}
@@ -504,5 +579,5 @@ func record(fn func(T)) (err error) {
 		}
 	}()
 	fn(r)
-	return nil
+	return nil, nil
 }
