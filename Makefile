@@ -10,7 +10,7 @@ GOFLAGS_BIN := -trimpath -ldflags='-s -w -X main.version=$(VERSION)'
 PID1_TAGS   := -tags pid1
 TEST_TIMEOUT ?= 70m
 
-.PHONY: all build build-ops initramfs deb lintian release setup demo test unit e2e e2e-distro e2e-arm64 lint bench soak clean
+.PHONY: all build build-ops initramfs deb lintian release setup demo test unit e2e e2e-distro e2e-arm64 lint bench soak crash-soak clean
 
 # The hostile simulator's seed (README: "The hostile cloud"): empty = a
 # random one, printed on failure; SEED=N replays it.
@@ -62,6 +62,7 @@ SEEDS ?= 50
 FLOWS ?= pool,create,other-az,dead
 soak:
 	$(GO) run ./e2e/soak -seeds $(SEEDS) -flows $(FLOWS) $(if $(SEED),-seed $(SEED))
+	$(MAKE) crash-soak
 
 # The slower tier: Debian (systemd, cloud-init) built from Debian's packages
 # with mmdebstrap (cached in ~/.cache/spotroot/distro) on the persistent
@@ -134,9 +135,13 @@ release:
 clean:
 	rm -rf $(BUILD)
 
-# The simulator-level crash matrix (e2e/crash_test.go) over many seeds:
-# every step of the claim, detach-wait, create, move and pool flows cut
-# before and after EC2 commits it. `make soak` runs it too.
+# The simulator-level crash matrix (e2e/crash_test.go) over CRASH_SEEDS
+# seeds from SEED (else a random one): every step of the claim,
+# detach-wait, create, move and pool flows cut before and after EC2
+# commits it, under the default hostile profile. `make test` runs one
+# seed; `make soak` runs this. ~25 s per seed on 2 cores.
 CRASH_SEEDS ?= 20
 crash-soak:
-	SPOTROOT_CRASH_SEEDS=$(CRASH_SEEDS) CGO_ENABLED=0 $(GO) test -count=1 -timeout 60m -run TestCrashMatrix ./e2e
+	@mkdir -p $(BUILD); SPOTROOT_CRASH_SEEDS=$(CRASH_SEEDS) CGO_ENABLED=0 $(GO) test -count=1 -timeout 60m \
+		-run '^TestCrashMatrix$$' -v ./e2e >$(BUILD)/crash-soak.log 2>&1 \
+		|| { grep -Ev '^ *(=== |--- PASS)' $(BUILD)/crash-soak.log; exit 1; }; grep 'crash matrix:' $(BUILD)/crash-soak.log

@@ -5,10 +5,11 @@ package e2e_test
 // and after it committed, each followed by replacement boots, under the
 // hostile simulator; see e2e/crash for what every scenario asserts.
 //
-// make test runs one seed (SPOTROOT_SEED, else a random one) with the
-// quick timing (a 500 ms consistency lag; crash.Quick says why);
-// make crash-soak runs seeds 1..SPOTROOT_CRASH_SEEDS with the full 2 s
-// one. A failing point prints its seed and the command that replays it.
+// make test runs one seed (SPOTROOT_SEED, else a random one) under the
+// default hostile profile (crash.Full); make crash-soak and make soak run
+// SPOTROOT_CRASH_SEEDS seeds from it. A failing point prints its seed and
+// the one-line command that replays it (SPOTROOT_CRASH_SEED,
+// SPOTROOT_CRASH_POINT).
 
 import (
 	"strings"
@@ -21,7 +22,7 @@ import (
 )
 
 func TestCrashMatrix(t *testing.T) {
-	o := crash.OptionsFromEnv(sim.SeedFromEnv(), crash.Quick)
+	o := crash.OptionsFromEnv(sim.SeedFromEnv(), crash.Full)
 	start := time.Now()
 	results := crash.Matrix(o)
 	passed, reached := 0, 0

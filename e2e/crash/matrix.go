@@ -25,8 +25,12 @@ func (r Result) Name() string { return fmt.Sprintf("seed%d/%s", r.Seed, r.Point)
 
 // Repro is the one-line command that runs this point again.
 func (r Result) Repro(tm Timing) string {
+	point := r.Point.String()
+	if r.Point.N == 0 { // the flow failed without a crash: all its points
+		point = r.Point.Flow.Name + "/"
+	}
 	return fmt.Sprintf("SPOTROOT_CRASH_SEED=%d SPOTROOT_CRASH_POINT='%s' SPOTROOT_CRASH_TIMING=%s go test -count=1 -run TestCrashMatrix ./e2e",
-		r.Seed, r.Point, tm.Name)
+		r.Seed, point, tm.Name)
 }
 
 // Options select what Matrix runs.
@@ -43,17 +47,17 @@ type Options struct {
 }
 
 // OptionsFromEnv reads the matrix's knobs: SPOTROOT_CRASH_SEED=N (that
-// seed alone) or SPOTROOT_CRASH_SEEDS=N (seeds 1..N; otherwise one seed,
-// def), SPOTROOT_CRASH_TIMING (full or quick), SPOTROOT_CRASH_POINT (a
-// substring of the points to run), SPOTROOT_CRASH_PARALLEL.
-func OptionsFromEnv(def uint64, tm Timing) Options {
-	o := Options{Seeds: []uint64{def}, Timing: TimingFromEnv(tm), Parallel: 48, Only: os.Getenv("SPOTROOT_CRASH_POINT")}
+// seed alone), else SPOTROOT_CRASH_SEEDS=N (N seeds from first), else
+// first alone; SPOTROOT_CRASH_TIMING (full or quick, else tm);
+// SPOTROOT_CRASH_POINT (a substring of the names of the points to run);
+// SPOTROOT_CRASH_PARALLEL (scenarios at once, 128).
+func OptionsFromEnv(first uint64, tm Timing) Options {
+	o := Options{Seeds: []uint64{first}, Timing: TimingFromEnv(tm), Parallel: 128, Only: os.Getenv("SPOTROOT_CRASH_POINT")}
 	if n, err := strconv.ParseUint(os.Getenv("SPOTROOT_CRASH_SEED"), 10, 64); err == nil {
 		o.Seeds = []uint64{n}
-	} else if n, err := strconv.Atoi(os.Getenv("SPOTROOT_CRASH_SEEDS")); err == nil && n > 0 {
-		o.Seeds = nil
-		for k := 1; k <= n; k++ {
-			o.Seeds = append(o.Seeds, uint64(k))
+	} else if n, err := strconv.Atoi(os.Getenv("SPOTROOT_CRASH_SEEDS")); err == nil && n > 1 {
+		for k := 1; k < n; k++ {
+			o.Seeds = append(o.Seeds, first+uint64(k))
 		}
 	}
 	if n, err := strconv.Atoi(os.Getenv("SPOTROOT_CRASH_PARALLEL")); err == nil && n > 0 {

@@ -129,7 +129,7 @@ func (c *Claimer) classify(ctx context.Context, vols []types.Volume) (live, movi
 // moveAndAttach moves old (in another AZ, maybe mid-move) here and attaches
 // the copy. A boot that cannot finish within the budget returns a
 // MoveInProgressError; the next boot resumes.
-func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (Claim, error) {
+func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (_ Claim, err error) {
 	oldID := aws.ToString(old.VolumeId)
 	from := aws.ToString(old.AvailabilityZone)
 	what := fmt.Sprintf("move %s from %s to %s", oldID, from, c.Instance.AZ)
@@ -139,6 +139,17 @@ func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (Claim, e
 	}
 	mctx, cancel := budgetContext(ctx, budget)
 	defer cancel()
+	// Once the move is marked and until it commits, a budget that runs
+	// out in any step (the wait for a consistent view of the mark
+	// included, not only the snapshot's) ends the boot with the one line
+	// saying how far the move is, never a bare "context deadline exceeded".
+	var midMove bool
+	defer func() {
+		var mip *MoveInProgressError
+		if err != nil && midMove && mctx.Err() != nil && ctx.Err() == nil && !errors.As(err, &mip) {
+			err = c.moveProgress(ctx, old, fmt.Sprintf("this boot's budget (%v) ran out; the next boot resumes it", budget))
+		}
+	}()
 	// A copy whose own move was cut before its clean-up.
 	c.finishMove(mctx, old)
 	// 0. The original's owner must be done with it (the detach rules).
@@ -153,10 +164,12 @@ func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (Claim, e
 	switch to := tagValue(old, TagMovingTo); to {
 	case c.Instance.AZ:
 		c.log().Info("resuming the move of the volume", "volume", oldID, "from", from, "to", to)
+		midMove = true
 	case "":
 		if err := c.tag(mctx, oldID, TagMovingTo, c.Instance.AZ, what); err != nil {
 			return Claim{}, err
 		}
+		midMove = true
 		// Last writer wins: a mover from another AZ that wrote after us
 		// owns the move. Tags are eventually consistent, so the read that
 		// decides comes only after the consistency grace: read at once, each
@@ -259,6 +272,7 @@ func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (Claim, e
 	if err := c.tag(mctx, oldID, TagMovedTo, newID, what+": commit"); err != nil {
 		return Claim{}, err
 	}
+	midMove = false
 	c.log().Info("moved volume", "from", oldID, "to", newID, "snapshot", snapID, "took", time.Since(start).Round(time.Millisecond).String())
 	// 5b.
 	if c.DeleteMoved {
