@@ -530,7 +530,7 @@ type Point struct {
 	ThenAZ string
 }
 
-// String names the point; Points and the matrix's subtests use it, and
+// String names the point; the matrix's subtests use it, and
 // SPOTROOT_CRASH_POINT selects by it.
 func (p Point) String() string {
 	when := "before"
@@ -540,19 +540,7 @@ func (p Point) String() string {
 	return fmt.Sprintf("%s/%s-%d-%s/then-%s", p.Flow.Name, when, p.N, strings.ReplaceAll(p.Step, " ", "-"), p.ThenAZ)
 }
 
-// Points lists every crash point of the flows for seed.
-func Points(seed uint64, tm Timing) ([]Point, error) {
-	var out []Point
-	for _, f := range Flows {
-		var steps []string
-		if _, err := record(func(t T) { steps = f.Steps(t, seed, tm) }); err != nil {
-			return nil, err
-		}
-		out = append(out, f.points(steps)...)
-	}
-	return out, nil
-}
-
+// points are the crash points of a flow with these steps.
 func (f Flow) points(steps []string) []Point {
 	var out []Point
 	for n, step := range steps {
