@@ -45,8 +45,8 @@ func TestCrashMatrix(t *testing.T) {
 			t.Errorf("seed %d, %s (%s timing, %v): %v\nreproduce: %s", r.Seed, r.Point, o.Timing.Name, r.Took.Round(time.Millisecond), r.Err, r.Repro(o.Timing))
 		})
 	}
-	t.Logf("crash matrix: %d of %d scenarios passed (%d cut at their point, the rest past the end of a shorter run), seeds %v, %s timing (lag %v), %d at once, %v (slowest %s, %v)",
-		passed, len(results), reached, o.Seeds, o.Timing.Name, o.Timing.Lag, o.Parallel, time.Since(start).Round(time.Second), slowest.Name(), slowest.Took.Round(time.Millisecond))
+	t.Logf("crash matrix: %d of %d scenarios passed (%d cut at their point, %d past the end of a shorter run), seeds %v, %s timing (lag %v), %d at once, %v (slowest %s, %v)",
+		passed, len(results), reached, len(results)-reached, o.Seeds, o.Timing.Name, o.Timing.Lag, o.Parallel, time.Since(start).Round(time.Second), slowest.Name(), slowest.Took.Round(time.Millisecond))
 	if len(results) == 0 {
 		t.Fatalf("no crash point matched SPOTROOT_CRASH_POINT=%q", o.Only)
 	}
