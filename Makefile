@@ -7,10 +7,11 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # leaves out the AWS SDK's default credential chain that only the operator
 # commands run from a workstation need (README: "Two builds");
 # nethttpomithttp2 drops net/http's HTTP/2 (EC2's Query API is HTTP/1.1) and
-# the SDK's cold code is compiled without inlining: the 10 MiB budget
-# (README: "Where the PID 1 binary's bytes go"; e2e/images.PID1Tags).
+# everything outside the standard library is compiled without inlining (the
+# last -gcflags pattern a package matches wins): the 10 MiB budget (README:
+# "Where the PID 1 binary's bytes go"; e2e/images.PID1BuildArgs).
 GOFLAGS_BIN := -trimpath -ldflags='-s -w -X main.version=$(VERSION)'
-PID1_TAGS   := -tags pid1,nethttpomithttp2 -gcflags='github.com/aws/...=-l'
+PID1_TAGS   := -tags pid1,nethttpomithttp2 -gcflags=all=-l -gcflags=std=
 TEST_TIMEOUT ?= 70m
 
 .PHONY: size-report all build build-ops initramfs deb lintian release setup demo test unit e2e e2e-distro e2e-arm64 lint bench soak clean

@@ -581,17 +581,20 @@ func BuildFaultSpotroot(ctx context.Context, outDir string) (string, error) {
 	return out, goBuild(ctx, root, out, "amd64", PID1Tags+",spotroot_faults", "-s -w", "./cmd/spotroot")
 }
 
-// The PID 1 build, as the Makefile's PID1_TAGS and PID1_GCFLAGS make it
-// (README: "Where the PID 1 binary's bytes go"): -tags pid1 leaves out the
-// operator code, nethttpomithttp2 net/http's HTTP/2 (EC2's Query API is
-// HTTP/1.1), and the AWS SDK's packages are compiled without inlining
-// (cold code: ~200 KB less). PID1Budget is its size goal, with
-// -tags fallbackroots added (CA roots and all).
+// The PID 1 build, as the Makefile's PID1_TAGS makes it (README: "Where
+// the PID 1 binary's bytes go"): -tags pid1 leaves out the operator code,
+// nethttpomithttp2 net/http's HTTP/2 (EC2's Query API is HTTP/1.1), and
+// PID1GCFlags compile everything outside the standard library without
+// inlining (cold code: the SDK's middleware, YAML, DHCP, netlink, ours;
+// ~0.6 MB less), while the runtime, crypto and net keep it. PID1Budget is
+// its size goal, with -tags fallbackroots added: CA roots and all.
 const (
-	PID1Tags    = "pid1,nethttpomithttp2"
-	PID1GCFlags = "github.com/aws/...=-l"
-	PID1Budget  = 10 << 20
+	PID1Tags   = "pid1,nethttpomithttp2"
+	PID1Budget = 10 << 20
 )
+
+// PID1GCFlags: the last pattern a package matches wins.
+var PID1GCFlags = []string{"-gcflags=all=-l", "-gcflags=std="}
 
 // PID1BuildArgs are the go build arguments of the PID 1 build (plus any
 // extra tags), before -o.
@@ -600,11 +603,13 @@ func PID1BuildArgs(extraTags string) []string {
 	if extraTags != "" {
 		tags += "," + extraTags
 	}
-	return []string{"build", "-tags", tags, "-gcflags=" + PID1GCFlags, "-trimpath", "-ldflags=-s -w"}
+	args := append([]string{"build", "-tags", tags}, PID1GCFlags...)
+	return append(args, "-trimpath", "-ldflags=-s -w")
 }
 
 func goBuild(ctx context.Context, root, out, arch, tags, ldflags string, pkgs ...string) error {
-	args := append([]string{"build", "-tags", tags, "-gcflags=" + PID1GCFlags, "-trimpath", "-ldflags=" + ldflags, "-o", out}, pkgs...)
+	args := append([]string{"build", "-tags", tags}, PID1GCFlags...)
+	args = append(append(args, "-trimpath", "-ldflags="+ldflags, "-o", out), pkgs...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)

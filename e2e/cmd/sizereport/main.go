@@ -27,7 +27,7 @@ import (
 func main() {
 	base := flag.String("base", "", "git revision to compare with (built with -base-tags, -base-gcflags)")
 	baseTags := flag.String("base-tags", "pid1", "the base revision's PID 1 build tags")
-	baseGC := flag.String("base-gcflags", "", "the base revision's PID 1 -gcflags")
+	baseGC := flag.String("base-gcflags", "", "the base revision's PID 1 -gcflags=… arguments (space-separated)")
 	top := flag.Int("top", 25, "packages to list")
 	flag.Parse()
 	root, err := images.ModuleRoot()
@@ -45,10 +45,14 @@ func main() {
 		if b, err := arch.CombinedOutput(); err != nil {
 			check(fmt.Errorf("git archive %s: %v\n%s", *base, err, b))
 		}
-		before = measure(src, filepath.Join(tmp, "before"), *baseTags, *baseGC)
+		var gc []string
+		if *baseGC != "" {
+			gc = strings.Fields(*baseGC)
+		}
+		before = measure(src, filepath.Join(tmp, "before"), *baseTags, gc)
 	}
 
-	fmt.Printf("PID 1 build: go build -tags %s -gcflags=%s -trimpath -ldflags='-s -w' (CGO_ENABLED=0, %s)\n\n", images.PID1Tags, images.PID1GCFlags, goVersion())
+	fmt.Printf("PID 1 build: CGO_ENABLED=0 go %s (%s)\n\n", strings.Join(images.PID1BuildArgs(""), " "), goVersion())
 	row := func(name string, f func(*result) int64) {
 		if before != nil {
 			a, b := f(after), f(before)
@@ -108,14 +112,11 @@ type result struct {
 	pkgs            map[string]int64
 }
 
-func measure(src, out, tags, gcflags string) *result {
+func measure(src, out, tags string, gcflags []string) *result {
 	check(os.MkdirAll(out, 0o755))
 	build := func(name, tags, ldflags string) string {
 		bin := filepath.Join(out, name)
-		args := []string{"build", "-tags", tags}
-		if gcflags != "" {
-			args = append(args, "-gcflags="+gcflags)
-		}
+		args := append([]string{"build", "-tags", tags}, gcflags...)
 		args = append(args, "-trimpath", "-ldflags="+ldflags, "-o", bin, "./cmd/spotroot")
 		cmd := exec.Command("go", args...)
 		cmd.Dir = src
