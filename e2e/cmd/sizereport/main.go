@@ -80,8 +80,10 @@ func main() {
 		names = names[:*top]
 	}
 	if before != nil {
-		for _, p := range sortedPkgs(before.pkgs)[:min(*top, len(before.pkgs))] {
-			if !contains(names, p) {
+		// The base's top, and every package of 8 KB or more that is gone.
+		for i, p := range sortedPkgs(before.pkgs) {
+			gone := after.pkgs[p] == 0 && before.pkgs[p] >= 8<<10
+			if (i < *top || gone) && !contains(names, p) {
 				names = append(names, p)
 			}
 		}
