@@ -127,9 +127,8 @@ func TestForcedDetachOfLiveOwnerIsDataLoss(t *testing.T) {
 			t.Fatal(err)
 		}
 		w.sim.Update(func(sw *sim.World) error { sw.Instances[prev.Instance.ID].State = state; return nil })
-		// IncorrectState "… is in the 'available' state": the hostile
-		// profile lost the answer after EC2 detached, and the SDK's retry
-		// found the volume free.
+		// A lost answer makes the SDK send it again, and the retry of the
+		// committed detach finds the volume available: IncorrectState.
 		if _, err := prev.EC2.DetachVolume(ctx, detachInput(id, prev.Instance.ID, true)); err != nil && claim.ErrorCode(err) != "IncorrectState" {
 			t.Fatal(err)
 		}
@@ -195,13 +194,12 @@ func TestMoveRace(t *testing.T) {
 // the same snapshot and finishes.
 func TestMoveBudgetRunsOut(t *testing.T) {
 	w := newWorld(t)
-	// The budget outlasts the mover's wait for a consistent view of its
-	// mark (ConsistencyGrace, 3 s) and then EC2's lagging views (2 s: the
-	// snapshot must be visible to be reported), but not the snapshot.
-	w.sim.Update(func(sw *sim.World) error { sw.CreateLatency = 10 * time.Second; return nil })
+	// The budget outlasts EC2's lagging views (the snapshot must be
+	// visible to be reported) but not the snapshot.
+	w.sim.Update(func(sw *sim.World) error { sw.CreateLatency = 8 * time.Second; return nil })
 	old := w.volume("us-east-1b", map[string]string{"Name": "home-root"})
 	c := w.claimer("us-east-1a", nil)
-	c.MoveBudget = 7 * time.Second
+	c.MoveBudget = 6 * time.Second // past the mover's consistency grace (3 s) and a lagging view
 	_, err := c.Claim(context.Background(), home)
 	var mip *claim.MoveInProgressError
 	if !errorsAs(err, &mip) || mip.Snapshot == "" || !strings.Contains(err.Error(), "move of volume "+old+" from us-east-1b to us-east-1a is under way (snapshot snap-") {
