@@ -8,8 +8,9 @@
 // still under way there, by one in the move's target AZ). Every scenario
 // asserts: the replacement claims the volume, exactly one volume carries
 // the identity, the data written before the cut is on it, nothing is left
-// untagged or orphaned (no dangling move, no stray copy or snapshot), and
-// the simulator recorded no data-loss event.
+// untagged or orphaned (no dangling move, no stray copy or snapshot), the
+// simulator recorded no data-loss event, and its audit log shows no forced
+// detach in a flow without force_detach.
 //
 // The crash points are steps, not calls: the attempts of one call (the
 // SDK's retries after a lost answer or throttling, the next device name,
@@ -378,6 +379,21 @@ func checkInvariants(t T, w *crashWorld, f Flow, cl claim.Claim, owner string) {
 	t.Helper()
 	if ev := w.sim.DataLossEvents(); len(ev) != 0 {
 		t.Errorf("data-loss events: %+v", ev)
+	}
+	// The audit log: a flow without force_detach never forced a detach
+	// EC2 carried out (with it, the data-loss events above judge whom).
+	probe := &claim.Claimer{}
+	if f.Configure != nil {
+		f.Configure(probe)
+	}
+	evs, err := w.srv.AuditEvents()
+	if err != nil {
+		t.Errorf("audit log: %v", err)
+	}
+	for _, e := range evs {
+		if e.EventName == "DetachVolume" && strings.EqualFold(e.RequestParameters["Force"], "true") && e.ErrorCode == "" && !probe.ForceDetach {
+			t.Errorf("audit log: a forced DetachVolume of %s by %s without force_detach", e.RequestParameters["VolumeId"], e.UserIdentity.SourceInstance)
+		}
 	}
 	var vols map[string]sim.Volume
 	var snaps map[string]sim.Snapshot
