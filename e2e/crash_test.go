@@ -50,6 +50,15 @@ func TestCrashMatrix(t *testing.T) {
 	if len(results) == 0 {
 		t.Fatalf("no crash point matched SPOTROOT_CRASH_POINT=%q", o.Only)
 	}
+	// A matrix whose boots end before their points tests nothing: the
+	// cut must land where it says for nearly every point (the hostile
+	// dice may take a boot down a shorter path now and then).
+	if reached*10 < len(results)*9 {
+		t.Errorf("only %d of %d scenarios were cut at their point", reached, len(results))
+	}
+	if o.Only == "" && len(results) < 12*len(o.Seeds) {
+		t.Errorf("%d crash points for %d seeds, want at least 12 a seed", len(results), len(o.Seeds))
+	}
 }
 
 // TestCrashCheck: the entry point the soak uses outside the testing
