@@ -150,7 +150,7 @@ clean:
 # seeds from SEED (else a random one): every step of the claim,
 # detach-wait, create, move and pool flows cut before and after EC2
 # commits it, under the default hostile profile. `make test` runs one
-# seed; `make soak` runs this. ~25 s per seed on 2 cores.
+# seed; `make soak` runs this. One seed ~50 s, 20 seeds ~4 min on 2 cores.
 CRASH_SEEDS ?= 20
 crash-soak:
 	@mkdir -p $(BUILD); SPOTROOT_CRASH_SEEDS=$(CRASH_SEEDS) CGO_ENABLED=0 $(GO) test -count=1 -timeout 60m \
