@@ -5,6 +5,8 @@ import (
 	"io"
 	"slices"
 	"strings"
+
+	"github.com/spotroot/spotroot/e2e/images"
 )
 
 // Goal is one line of the bench's summary: a target an issue set, and how
@@ -106,10 +108,10 @@ func init() {
 				d := sp.Median - fl.Median
 				return fmt.Sprintf("%.3f s (%.3f − %.3f)", d, sp.Median, fl.Median), d <= 1.2, true
 			}},
-		Goal{Item: "16.2", Name: "PID 1 binary size", Target: "≤ 10.00 MiB",
+		Goal{Item: "16.2", Name: "PID 1 binary size, CA roots and all (-tags fallbackroots)", Target: fmt.Sprintf("≤ %d B (10 MiB)", images.PID1Budget),
 			Check: func(r *Report) (string, bool, bool) {
-				st, ok := r.Stats(secBinary, "spotroot", "PID 1 binary size")
-				return fmt.Sprintf("%.2f MiB", st.Median), st.Median <= 10, ok && st.N > 0
+				st, ok := r.Stats(secBinary, "spotroot", "PID 1 binary size with CA roots (+fallbackroots)")
+				return fmt.Sprintf("%.0f B (%.2f MiB)", st.Median, st.Median/(1<<20)), st.Median <= images.PID1Budget, ok && st.N > 0
 			}},
 	)
 }

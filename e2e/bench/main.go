@@ -103,7 +103,7 @@ func run(ctx context.Context, runs int, latency time.Duration, sel qemuSelection
 		}
 	} else {
 		logf("building spotroot (PID 1 build)")
-		cmd := exec.CommandContext(ctx, "go", "build", "-tags", "pid1", "-trimpath", "-ldflags=-s -w", "-o", spotroot, "./cmd/spotroot")
+		cmd := exec.CommandContext(ctx, "go", append(images.PID1BuildArgs(""), "-o", spotroot, "./cmd/spotroot")...)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if b, err := cmd.CombinedOutput(); err != nil {
@@ -114,8 +114,11 @@ func run(ctx context.Context, runs int, latency time.Duration, sel qemuSelection
 	if err != nil {
 		return err
 	}
-	rep.Add(secBinary, "spotroot", "PID 1 binary size (-tags pid1, -trimpath -s -w, static)", "B", float64(fi.Size()))
+	rep.Add(secBinary, "spotroot", "PID 1 binary size (-tags "+images.PID1Tags+", -trimpath -s -w, static)", "B", float64(fi.Size()))
 	rep.Add(secBinary, "spotroot", "PID 1 binary size", "MiB", float64(fi.Size())/(1<<20))
+	if err := addSizeGoal(ctx, rep, root, work); err != nil {
+		return err
+	}
 
 	if !noQEMU && runs > 0 {
 		if err := qemuRuns(ctx, rep, work, spotroot, runs, latency, sel); err != nil {
@@ -146,6 +149,9 @@ func run(ctx context.Context, runs int, latency time.Duration, sel qemuSelection
 		return err
 	}
 	fmt.Printf("\nCSV: %s\n", csvPath)
+	if sizeGoalFailed {
+		return fmt.Errorf("the PID 1 binary is over its %d B budget (make size-report)", images.PID1Budget)
+	}
 	return nil
 }
 

@@ -96,9 +96,11 @@ func NewClient(o ClientOptions) *ec2.Client {
 	tlsd := &tlsDialer{dial: dialer.DialContext, verify: o.Verify, timeout: 5 * time.Second, warmed: o.Warmed,
 		// The session cache lets a new connection (after a reset, a lost
 		// answer, an idle timeout) resume the TLS session instead of a
-		// full handshake; ALPN as the transport would offer it.
+		// full handshake. ALPN offers HTTP/1.1 only: the PID 1 build leaves
+		// HTTP/2 out of net/http (nethttpomithttp2), and a server that
+		// picked h2 would then get HTTP/1.1 on an h2 connection.
 		config: &tls.Config{RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12,
-			ClientSessionCache: tls.NewLRUClientSessionCache(8), NextProtos: []string{"h2", "http/1.1"}}}
+			ClientSessionCache: tls.NewLRUClientSessionCache(8), NextProtos: []string{"http/1.1"}}}
 	transport := &http.Transport{
 		DialContext:           dialer.DialContext,
 		DialTLSContext:        tlsd.DialTLSContext,
