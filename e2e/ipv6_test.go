@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -171,8 +173,15 @@ func testIPv6Only(t *testing.T) {
 	cloud := serveIPv6EC2(t, ns, w)
 	imdsPeers := &peerLog{}
 	ud := []byte("#cloud-config\nspotroot:\n" + tagRoot)
+	statusCalls := map[string]bool{} // request ids of `spotroot status`'s calls
+	guestIMDS := -1                  // IMDS calls made by the guest
 	r, err := w.Boot(context.Background(), harness.BootOpts{UserData: ud, Timeout: 3 * time.Minute,
-		Net: &harness.TapNet{NetNS: ns, Tap: "tap0", IMDS: v6IMDSAddr, WrapIMDS: imdsPeers.wrap}})
+		Net: &harness.TapNet{NetNS: ns, Tap: "tap0", IMDS: v6IMDSAddr, WrapIMDS: imdsPeers.wrap},
+		WhileUp: func(ctx context.Context, vm *harness.Running) error {
+			guestIMDS = len(imdsPeers.list()) // the rest are status's, from the router's side
+			statusOnIPv6(t, ctx, ns, w, vm.InstanceID, statusCalls)
+			return nil
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,6 +192,9 @@ func testIPv6Only(t *testing.T) {
 	checkPersistentRoot(t, r, 1) // no IPv4 lease; the callers below prove IPv6
 	subnet := netip.MustParsePrefix(v6Subnet)
 	peers := imdsPeers.list()
+	if guestIMDS >= 0 {
+		peers = peers[:guestIMDS]
+	}
 	if len(peers) == 0 {
 		t.Errorf("IMDS was never called")
 	}
@@ -194,7 +206,7 @@ func testIPv6Only(t *testing.T) {
 
 	// EC2's side: every call the instance made came over TLS for the
 	// dual-stack name, from the subnet, and the volume was attached.
-	evs := ipv6EC2Calls(t, w, r.InstanceID)
+	evs := ipv6EC2Calls(t, w, r.InstanceID, statusCalls)
 	attached := false
 	for _, ev := range evs {
 		if ev.EventName == "AttachVolume" && ev.ErrorCode == "" && ev.RequestParameters["VolumeId"] == w.VolumeID {
@@ -230,7 +242,7 @@ func testIPv6Only(t *testing.T) {
 	}
 	expectFallback(t, r, "config")
 	tagged := false
-	for _, ev := range ipv6EC2Calls(t, w, r.InstanceID) {
+	for _, ev := range ipv6EC2Calls(t, w, r.InstanceID, nil) {
 		tagged = tagged || ev.EventName == "CreateTags" && ev.ErrorCode == ""
 	}
 	if inst, _ := w.Sim.Instance(r.InstanceID); !tagged || inst.Tags["spotroot:boot"] != "failed:config" {
@@ -238,10 +250,11 @@ func testIPv6Only(t *testing.T) {
 	}
 }
 
-// ipv6EC2Calls returns the audit log's calls by instance id, checking that
-// each came over TLS for EC2's dual-stack name from the IPv6 subnet; it
-// fails the test when there are none.
-func ipv6EC2Calls(t *testing.T, w *harness.World, id string) []sim.AuditEvent {
+// ipv6EC2Calls returns the audit log's calls by instance id (but not those
+// of the request ids in skip), checking that each came over TLS for EC2's
+// dual-stack name from the IPv6 subnet; it fails the test when there are
+// none.
+func ipv6EC2Calls(t *testing.T, w *harness.World, id string, skip map[string]bool) []sim.AuditEvent {
 	t.Helper()
 	all, err := w.Server.AuditEvents()
 	if err != nil {
@@ -251,7 +264,7 @@ func ipv6EC2Calls(t *testing.T, w *harness.World, id string) []sim.AuditEvent {
 	var evs []sim.AuditEvent
 	versions := map[string]int{}
 	for _, ev := range all {
-		if ev.UserIdentity.SourceInstance != id {
+		if ev.UserIdentity.SourceInstance != id || skip[ev.RequestID] {
 			continue
 		}
 		evs = append(evs, ev)
@@ -271,4 +284,66 @@ func ipv6EC2Calls(t *testing.T, w *harness.World, id string) []sim.AuditEvent {
 		t.Logf("audit: %d EC2 calls from %s (%s), over TLS %v for %s", len(evs), id, evs[0].SourceIP, versions, harness.EC2DualStackHost)
 	}
 	return evs
+}
+
+// statusOnIPv6 runs `spotroot status` (the image's binary) on the subnet's
+// own IPv6-only side of the namespace, as on an IPv6-only instance: with
+// nothing set it must find IMDS at [fd00:ec2::254] and EC2 by its
+// dual-stack name (resolved by the namespace's resolv.conf, the certificate
+// checked against the image's bundle) and list the instance's volume. Its
+// calls' request ids go into calls.
+func statusOnIPv6(t *testing.T, ctx context.Context, ns string, w *harness.World, id string, calls map[string]bool) {
+	t.Helper()
+	etc := filepath.Join("/etc/netns", ns) // `ip netns exec` binds these over /etc
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(etc)
+	if err := os.WriteFile(filepath.Join(etc, "resolv.conf"), []byte("nameserver "+v6DNS+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before, err := w.Server.AuditEvents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := filepath.Join(t.TempDir(), "timeline.log")
+	if err := os.WriteFile(tl, []byte("spotroot: start pid=1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, w.Env.SpotrootBin, "status", "--output", "json", "--timeline", tl)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "SSL_CERT_FILE=" + w.Env.CABundle}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var rep struct {
+		InstanceID string `json:"instance_id"`
+		Volumes    []struct {
+			ID string `json:"volume_id"`
+		} `json:"volumes"`
+	}
+	if jerr := json.Unmarshal(out, &rep); err != nil || jerr != nil || rep.InstanceID != id || len(rep.Volumes) != 1 || rep.Volumes[0].ID != w.VolumeID {
+		t.Errorf("spotroot status on the IPv6-only subnet: %v, %v; want instance %s with volume %s\nstdout: %s\nstderr: %s", err, jerr, id, w.VolumeID, out, stderr.String())
+	}
+	after, err := w.Server.AuditEvents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, ev := range after[len(before):] {
+		if ev.UserIdentity.SourceInstance != id {
+			continue
+		}
+		calls[ev.RequestID] = true
+		n++
+		if d := ev.TLSDetails; d == nil || d.ClientProvidedHostHeader != harness.EC2DualStackHost || ev.EventName != "DescribeVolumes" {
+			t.Errorf("spotroot status: %s with tlsDetails %+v, want DescribeVolumes over TLS for %s", ev.EventName, d, harness.EC2DualStackHost)
+		}
+	}
+	if n == 0 {
+		t.Errorf("spotroot status made no EC2 call")
+	} else {
+		t.Logf("spotroot status on the subnet: %d EC2 calls over TLS for %s; volumes %+v", n, harness.EC2DualStackHost, rep.Volumes)
+	}
 }
