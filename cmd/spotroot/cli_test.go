@@ -146,7 +146,7 @@ func TestStatusOnInstanceJSON(t *testing.T) {
 	// The same with the image's build (-tags pid1, no default credential
 	// chain), which used to print "… <nil>" and exit 1.
 	bin := filepath.Join(t.TempDir(), "spotroot-pid1")
-	build := exec.Command("go", "build", "-tags", "pid1", "-trimpath", "-ldflags=-s -w", "-o", bin, ".")
+	build := exec.Command("go", "build", "-tags", "pid1,nethttpomithttp2", "-trimpath", "-ldflags=-s -w", "-o", bin, ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("pid1 build: %v\n%s", err, b)

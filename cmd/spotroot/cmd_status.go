@@ -45,6 +45,10 @@ func statusCmd(args []string, stdio stdio) int {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if *volume != "" {
+		if !ops.OperatorBuild {
+			fmt.Fprintf(stdio.err, "spotroot status: %v\n", ops.ErrPID1Build)
+			return exitFail
+		}
 		c, _, err := a.Client(ctx)
 		if err != nil {
 			fmt.Fprintf(stdio.err, "spotroot status: %v\n", err)

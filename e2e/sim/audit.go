@@ -102,12 +102,7 @@ type auditLog struct {
 	events []AuditEvent // only for worlds without a file
 }
 
-var auditLogs sync.Map // *Server → *auditLog
-
-func (s *Server) audit() *auditLog {
-	l, _ := auditLogs.LoadOrStore(s, &auditLog{})
-	return l.(*auditLog)
-}
+func (s *Server) audit() *auditLog { return &s.auditMem }
 
 // AuditEvents returns the calls served so far, oldest first.
 func (s *Server) AuditEvents() ([]AuditEvent, error) {
