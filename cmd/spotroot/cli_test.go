@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -281,5 +282,17 @@ func TestWatchCheckEC2(t *testing.T) {
 	}
 	if code, _, errOut := runCmd("", "watch", "--check-ec2", "--imds-endpoint", "http://127.0.0.1:1"); code != 1 || !strings.Contains(errOut, "not an EC2 instance") {
 		t.Fatalf("without IMDS: %d %s", code, errOut)
+	}
+}
+
+// The unit runs --check-ec2 with the default endpoint, "auto": the probe
+// asks EC2's real IMDS addresses (a URL "auto/latest/api/token" never
+// answered, so every instance without Amazon DMI data skipped the watcher).
+func TestWatchCheckEC2AutoProbesBothAddresses(t *testing.T) {
+	if got := probeEndpoints("auto"); !slices.Equal(got, []string{"http://169.254.169.254", "http://[fd00:ec2::254]"}) {
+		t.Fatalf("auto probes %q", got)
+	}
+	if got := probeEndpoints("http://127.0.0.1:9"); !slices.Equal(got, []string{"http://127.0.0.1:9"}) {
+		t.Fatalf("an explicit endpoint probes %q", got)
 	}
 }

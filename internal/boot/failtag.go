@@ -70,21 +70,21 @@ func (b *booter) armFailTag(w *world) {
 		// The configuration failed; its (https://) endpoint may still be readable.
 		endpoint = config.EndpointHint(b.userData)
 	}
-	region, instanceSDK, resolver := w.id.Region, b.imds.SDK(), w.handle.Resolver()
+	region, instanceSDK, resolver, dual := w.id.Region, b.imds.SDK(), w.handle.Resolver(), b.dualStack(w)
 	id := w.id.InstanceID
 	b.failTag = func(phase string) {
 		start := time.Now()
-		// Built only on failure: a boot that hands over never pays for it.
-		// The same CA roots as the claim (from an initramfs, Go's system
-		// roots are not there); without a bundle the call fails and only warns.
 		// The claim's own client when it talks to the same endpoint: its
-		// connection and credentials are there already. A missing CA
-		// bundle only warns: the call fails and says so.
+		// connection and credentials are there already. Otherwise one built
+		// now (a boot that hands over never pays for it), with the same CA
+		// bundle: without one the call fails and only warns.
 		var c instanceTagger
 		if w.ec2 != nil && w.ec2Endpoint == endpoint {
 			c = w.ec2
 		} else {
-			o := claim.ClientOptions{Region: region, Endpoint: endpoint, IMDS: instanceSDK, Resolver: resolver}
+			// The lease's resolver, and without IPv4 the dual-stack
+			// endpoint (the only one reachable over IPv6), as the claim.
+			o := claim.ClientOptions{Region: region, Endpoint: endpoint, IMDS: instanceSDK, Resolver: resolver, DualStack: dual}
 			if !strings.HasPrefix(endpoint, "http://") {
 				o.Verify = b.verifyEC2
 			}
