@@ -29,10 +29,13 @@ type world struct {
 	id imds.Identity
 	// instanceStore are the instance-store device names IMDS maps (sdb…).
 	instanceStore []string
-	claimer       *claim.Claimer
-	uev           *blockdev.Listener
-	sys           blockdev.Sys
-	handle        *netup.Handle
+	// mapped are all the device names IMDS maps (mappedKnown: read).
+	mapped      []string
+	mappedKnown bool
+	claimer     *claim.Claimer
+	uev         *blockdev.Listener
+	sys         blockdev.Sys
+	handle      *netup.Handle
 }
 
 func (b *booter) claimAndSwitch() error {
@@ -70,7 +73,9 @@ func (b *booter) claimAndSwitch() error {
 		Log:         b.slog,
 		// Never offer instance storage's names (nor a Xen instance's own
 		// disks) to AttachVolume: DescribeInstances does not list them.
-		Reserved: append(append([]string{}, w.instanceStore...), w.sys.XenDiskNames()...),
+		Reserved:    append(append([]string{}, w.instanceStore...), w.sys.XenDiskNames()...),
+		Mapped:      w.mapped,
+		MappedKnown: w.mappedKnown,
 	}
 	if local := w.sys.InstanceStoreDisks(); len(local) > 0 || len(w.instanceStore) > 0 {
 		b.slog.Info("instance storage present; never chosen", "disks", strings.Join(local, ","), "mappings", strings.Join(w.instanceStore, ","))
@@ -182,9 +187,14 @@ func (b *booter) bringUp(w *world) error {
 		b.userData = userData
 		b.slog.Info("instance", "id", w.id.InstanceID, "region", w.id.Region, "az", w.id.AZ, "user-data-bytes", len(userData))
 		// Instance-store mappings: their names are off limits. Best effort:
-		// the disks themselves are recognised without IMDS.
-		if w.instanceStore, err = b.imds.InstanceStoreDevices(ctx); err != nil {
-			b.slog.Warn("cannot list instance-store mappings; relying on the disks' identity", "err", err)
+		// the disks themselves are recognised without IMDS. The whole
+		// mapping lets the claim choose a device name without asking
+		// DescribeInstances.
+		m, err := b.imds.BlockDeviceMappings(ctx)
+		if err != nil {
+			b.slog.Warn("cannot list the block-device mappings; relying on the disks' identity and DescribeInstances", "err", err)
+		} else {
+			w.instanceStore, w.mapped, w.mappedKnown = m.InstanceStores, m.Devices, true
 		}
 		return nil
 	}); err != nil {
