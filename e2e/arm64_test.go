@@ -168,19 +168,7 @@ func TestArm64(t *testing.T) {
 	t.Run("attached-to-terminated", func(t *testing.T) {
 		w := arm64World(t, harness.WorldOpts{})
 		prev := otherInstance(t, w, "shutting-down", w.VolumeID)
-		go func() {
-			deadline := time.Now().Add(2 * time.Minute)
-			for time.Now().Before(deadline) {
-				n := 0
-				w.Sim.View(func(sw *sim.World) { n = len(sw.Instances) })
-				if n >= 2 {
-					break
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-			time.Sleep(12 * time.Second)
-			w.Sim.TerminateInstance(prev)
-		}()
+		terminateLater(t, w, prev)
 		r := arm64Boot(t, w, harness.BootOpts{UserData: userData(tagRoot + "  timeouts: {detach: 90s}\n")})
 		expect(t, r, "persistent", execPersistent, `volume still attached to a dead instance; waiting for the detach .*instance=`+prev+` state=shutting-down`)
 	})

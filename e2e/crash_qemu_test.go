@@ -50,8 +50,11 @@ func cutAt(t *testing.T, w *harness.World, o harness.BootOpts, at string) (strin
 // wait rather than force: a fixed timer raced the guest's boot speed
 // (under a loaded TCG host the replacement reached the claim after the
 // old instance was already gone, so the wait was never exercised).
-func terminateLater(w *harness.World, id string) {
-	_ = w.Sim.SetInstanceState(id, sim.InstanceShuttingDown)
+func terminateLater(t *testing.T, w *harness.World, id string) {
+	t.Helper()
+	if err := w.Sim.SetInstanceState(id, sim.InstanceShuttingDown); err != nil {
+		t.Fatal(err)
+	}
 	path := sim.AuditPath(w.Sim.Path())
 	looked := func() bool {
 		evs, _ := sim.ReadAudit(path)
@@ -67,13 +70,27 @@ func terminateLater(w *harness.World, id string) {
 		}
 		return false
 	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	// The test joins the goroutine: it ends with the test, never outlives it.
+	t.Cleanup(func() { close(stop); <-done })
 	go func() {
-		deadline := time.Now().Add(3 * time.Minute)
-		for !looked() && time.Now().Before(deadline) {
-			time.Sleep(200 * time.Millisecond)
+		defer close(done)
+		wait := func(d time.Duration) bool {
+			select {
+			case <-stop:
+				return false
+			case <-time.After(d):
+				return true
+			}
 		}
-		time.Sleep(6 * time.Second)
-		_ = w.Sim.TerminateInstance(id)
+		for deadline := time.Now().Add(3 * time.Minute); !looked() && time.Now().Before(deadline); {
+			if !wait(200 * time.Millisecond) {
+				return
+			}
+		}
+		if wait(6 * time.Second) {
+			_ = w.Sim.TerminateInstance(id)
+		}
 	}()
 }
 
@@ -150,7 +167,7 @@ func TestCrashQEMU(t *testing.T) {
 		{"cut-after-attach", func(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})
 			id, _ := cutAt(t, w, harness.BootOpts{UserData: ud}, `^spotroot: attach ok`)
-			terminateLater(w, id)
+			terminateLater(t, w, id)
 			r := bootOpts(t, w, harness.BootOpts{UserData: ud})
 			expect(t, r, "persistent", execPersistent, `volume still attached to a dead instance; waiting for the detach .*state=shutting-down`)
 			checkPersistent(t, r, 1)
@@ -162,7 +179,7 @@ func TestCrashQEMU(t *testing.T) {
 		{"cut-at-persistent-init", func(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})
 			id, _ := cutAt(t, w, harness.BootOpts{UserData: ud}, `^TESTINIT `)
-			terminateLater(w, id)
+			terminateLater(t, w, id)
 			r := bootOpts(t, w, harness.BootOpts{UserData: ud})
 			checkPersistent(t, r, 2)
 			checkOneIdentity(t, w)
@@ -172,25 +189,16 @@ func TestCrashQEMU(t *testing.T) {
 		{"cut-during-fsck", func(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})
 			id, _ := cutAt(t, w, harness.BootOpts{UserData: ud}, `checking the filesystem device=`)
-			terminateLater(w, id)
+			terminateLater(t, w, id)
 			r := bootOpts(t, w, harness.BootOpts{UserData: ud})
 			checkPersistent(t, r, 1)
 			checkOneIdentity(t, w)
 		}},
 		{"cut-during-uuid-rewrite", func(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})
-			f, err := os.Open(w.Env.AMI)
-			if err != nil {
-				t.Fatal(err)
-			}
-			amiFS, ok := blockdev.Probe(f, 0)
-			f.Close()
-			if !ok {
-				t.Fatal("cannot read the AMI's filesystem UUID")
-			}
-			rebuildVolume(t, w, images.VolumeOpts{UUID: amiFS.UUID})
+			amiFS := cloneAMIUUID(t, w)
 			id, _ := cutAt(t, w, harness.BootOpts{UserData: ud}, `the volume has the image root's filesystem UUID`)
-			terminateLater(w, id)
+			terminateLater(t, w, id)
 			r := bootOpts(t, w, harness.BootOpts{UserData: ud})
 			checkPersistent(t, r, 1)
 			checkOneIdentity(t, w)
@@ -224,7 +232,7 @@ func TestCrashQEMU(t *testing.T) {
 			buildDirtyXFSVolume(t, w, v.ImagePath)
 			ami := xfsAMI(t, w)
 			id, _ := cutAt(t, w, harness.BootOpts{UserData: ud, AMI: ami}, `replaying the filesystem log`)
-			terminateLater(w, id)
+			terminateLater(t, w, id)
 			r := bootOpts(t, w, harness.BootOpts{UserData: ud, AMI: ami})
 			expect(t, r, "persistent", execPersistent, `fsck device=/dev/nvme1n1 result=clean`)
 			if r.Counter != 2 {

@@ -411,16 +411,7 @@ func TestFaultMatrix(t *testing.T) {
 		}},
 		{"uuid-clash", func(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})
-			f, err := os.Open(w.Env.AMI)
-			if err != nil {
-				t.Fatal(err)
-			}
-			amiFS, ok := blockdev.Probe(f, 0)
-			f.Close()
-			if !ok {
-				t.Fatal("cannot read the AMI's filesystem UUID")
-			}
-			rebuildVolume(t, w, images.VolumeOpts{UUID: amiFS.UUID})
+			amiFS := cloneAMIUUID(t, w)
 			r := bootOpts(t, w, harness.BootOpts{UserData: userData(tagRoot)})
 			expect(t, r, "persistent", execPersistent, `warn: the volume has the image root's filesystem UUID .*uuid=`+amiFS.UUID, `new filesystem UUID device=/dev/nvme1n1p1 uuid=`)
 			// The disk itself now carries another UUID.
@@ -509,4 +500,22 @@ func copyFileT(src, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, b, 0o644)
+}
+
+// cloneAMIUUID rebuilds the world's volume with the AMI root's filesystem
+// UUID (a volume made from the AMI's snapshot) and returns the AMI's
+// filesystem.
+func cloneAMIUUID(t *testing.T, w *harness.World) blockdev.FS {
+	t.Helper()
+	f, err := os.Open(w.Env.AMI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	amiFS, ok := blockdev.Probe(f, 0)
+	f.Close()
+	if !ok {
+		t.Fatal("cannot read the AMI's filesystem UUID")
+	}
+	rebuildVolume(t, w, images.VolumeOpts{UUID: amiFS.UUID})
+	return amiFS
 }

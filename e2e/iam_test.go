@@ -138,10 +138,13 @@ func TestIAMScenarios(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})
 			prev := otherInstance(t, w, "stopped", w.VolumeID)
 			r := bootOpts(t, w, harness.BootOpts{UserData: userData(tagRoot + "  force_detach: true\n  cross_az: fail\n  timeouts: {detach: 1s}\n")})
-			expect(t, r, "persistent", execPersistent, `force-detaching volume from dead instance volume=`+w.VolumeID+` instance=`+prev)
+			// A stopped owner gets a plain DetachVolume, never a forced one
+			// (the detach rules, issue 13); force_detach is what grants it.
+			expect(t, r, "persistent", execPersistent, `volume attached to a stopped instance; detaching it \(not forced\) volume=`+w.VolumeID+` instance=`+prev)
 			if n := calls(t, w, r.InstanceID); n["DetachVolume"] < 1 {
 				t.Errorf("calls %v", n)
 			}
+			noForcedDetach(t, w)
 		}},
 		{"iam-claim-tags", func(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{VolumeTags: map[string]string{"spotroot:pool": "web"}})

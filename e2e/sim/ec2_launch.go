@@ -307,23 +307,10 @@ func (s *Server) requestSpotInstances(c *call) (response, *APIError) {
 	if m, ok := w.Images[image]; !ok || m.State != "available" {
 		return nil, errf("InvalidAMIID.NotFound", "The image id '[%s]' does not exist", image)
 	}
-	az := c.str(ls + "Placement.AvailabilityZone")
 	subnet := c.str(ls + "SubnetId")
-	if subnet != "" {
-		sn, ok := w.Subnets[subnet]
-		if !ok {
-			return nil, errf("InvalidSubnetID.NotFound", "The subnet ID '%s' does not exist", subnet)
-		}
-		if az != "" && az != sn.AZ {
-			return nil, errf("InvalidParameterCombination", "The specified Availability Zone %s does not match subnet %s's zone %s.", az, subnet, sn.AZ)
-		}
-		az = sn.AZ
-	}
-	if az == "" {
-		az = w.Region + "a"
-	}
-	if !validZone(az, w.Region) {
-		return nil, errInvalidParam("Invalid availability zone: [%s]", az)
+	az, e := w.placementLocked(c.str(ls+"Placement.AvailabilityZone"), subnet)
+	if e != nil {
+		return nil, e
 	}
 	ud := c.str(ls + "UserData")
 	raw, err := base64.StdEncoding.DecodeString(ud)

@@ -185,23 +185,10 @@ func (s *Server) runInstances(c *call) (response, *APIError) {
 	default:
 		return nil, errInvalidParam("Value (%s) for parameter MarketType is invalid.", mt)
 	}
-	az := get("Placement.AvailabilityZone")
 	subnet := get("SubnetId")
-	if subnet != "" {
-		sn, ok := w.Subnets[subnet]
-		if !ok {
-			return nil, errf("InvalidSubnetID.NotFound", "The subnet ID '%s' does not exist", subnet)
-		}
-		if az != "" && az != sn.AZ {
-			return nil, errf("InvalidParameterCombination", "The specified Availability Zone %s does not match subnet %s's zone %s.", az, subnet, sn.AZ)
-		}
-		az = sn.AZ
-	}
-	if az == "" {
-		az = w.Region + "a"
-	}
-	if !validZone(az, w.Region) {
-		return nil, errInvalidParam("Invalid availability zone: [%s]", az)
+	az, e := w.placementLocked(get("Placement.AvailabilityZone"), subnet)
+	if e != nil {
+		return nil, e
 	}
 	raw, err := base64.StdEncoding.DecodeString(get("UserData"))
 	if err != nil {
@@ -300,4 +287,26 @@ func (s *Server) describeInstanceAttribute(c *call) (response, *APIError) {
 		return nil, errInvalidParam("Value (%s) for parameter attribute is invalid.", attr)
 	}
 	return resp, nil
+}
+
+// placementLocked is the zone of a launch: the subnet's, which a named
+// zone must match, else the named zone or the region's "a" zone.
+func (w *World) placementLocked(az, subnet string) (string, *APIError) {
+	if subnet != "" {
+		sn, ok := w.Subnets[subnet]
+		if !ok {
+			return "", errf("InvalidSubnetID.NotFound", "The subnet ID '%s' does not exist", subnet)
+		}
+		if az != "" && az != sn.AZ {
+			return "", errf("InvalidParameterCombination", "The specified Availability Zone %s does not match subnet %s's zone %s.", az, subnet, sn.AZ)
+		}
+		az = sn.AZ
+	}
+	if az == "" {
+		az = w.Region + "a"
+	}
+	if !validZone(az, w.Region) {
+		return "", errInvalidParam("Invalid availability zone: [%s]", az)
+	}
+	return az, nil
 }

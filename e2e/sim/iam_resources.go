@@ -352,6 +352,15 @@ func (s *Server) authzRequestsLocked(c *call) []authzRequest {
 // (an organisation-wide Deny, like an SCP), then the role's policy
 // document. The operator key is unrestricted. It records the resources
 // authorised on c for the audit log.
+// authorizeLocked runs before the existence check, as EC2's does: a call
+// on a resource that no longer exists (a retried DeleteVolume whose first
+// attempt committed) carries no aws:ResourceTag keys, so a permission
+// scoped by them does not match and the answer is UnauthorizedOperation,
+// not NotFound (the well-known trap of tag-scoped policies: "the resource
+// doesn't exist ..., so it doesn't have a Name tag attached to it.
+// Therefore, the role can't act on it", https://denizgenc.co.uk/microblog/2025-08-27.html;
+// IAM's condition operators on missing keys,
+// https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html#Conditions_IfExists).
 func (s *Server) authorizeLocked(c *call) *APIError {
 	w := s.World
 	reqs := s.authzRequestsLocked(c)

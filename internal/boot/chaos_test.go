@@ -45,7 +45,18 @@ func chaosBoot(t *testing.T, seed uint64) (phase, kind, console, init string, ma
 	phase = chaosPhases[rng.IntN(len(chaosPhases))]
 	kind = chaosKinds[rng.IntN(len(chaosKinds))]
 	point := []string{"start", "end"}[rng.IntN(2)]
-	dir := t.TempDir()
+	dir, err := os.MkdirTemp("", "spotroot-chaos-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for range 50 {
+			if os.RemoveAll(dir) == nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 	imageInit := filepath.Join(dir, "sbin/init.real")
 	if err := os.MkdirAll(filepath.Dir(imageInit), 0o755); err != nil {
 		t.Fatal(err)
@@ -95,7 +106,14 @@ func chaosBoot(t *testing.T, seed uint64) (phase, kind, console, init string, ma
 	rebootDelay = 0
 	t.Cleanup(func() { execve, reboot = nil, nil })
 
+	// In a test an exec does not end the other goroutines: the body goes
+	// on after an injected goroutine's panic exec'd the image's init, and
+	// writes below dir until it parks in fail (where, in PID 1, the exec
+	// has already replaced it). The seed waits a moment for it, and dir's
+	// removal retries.
+	bodyDone := make(chan struct{})
 	body := func() {
+		defer close(bodyDone)
 		if err := b.log.Phase("mounts", func() error { return fakeWork(kind, phase, "mounts") }); err != nil {
 			b.fail(err)
 		}
@@ -131,8 +149,12 @@ func chaosBoot(t *testing.T, seed uint64) (phase, kind, console, init string, ma
 		t.Errorf("seed %d: a second exec (%s)", seed, r.init)
 	case <-time.After(20 * time.Millisecond):
 	}
+	select {
+	case <-bodyDone:
+	case <-time.After(200 * time.Millisecond):
+	}
 	safego.SetHandler(nil)
-	_, err := os.Lstat(b.paths.Attempt)
+	_, err = os.Lstat(b.paths.Attempt)
 	return phase, kind, out.String(), init, err == nil
 }
 

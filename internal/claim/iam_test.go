@@ -127,6 +127,36 @@ func TestCapabilitiesUnderDerivedPolicy(t *testing.T) {
 		}
 		noDenials(t, w)
 	})
+	// Every delete's answer is lost after EC2 committed it. A blind retry
+	// is judged against a resource that no longer has the tags its
+	// permission is scoped by, and is denied; the claimer judges an
+	// unclear delete by looking instead, so the audit log holds no denial
+	// and nothing of the move is left.
+	t.Run("cross-az-move-and-delete-lost-answers", func(t *testing.T) {
+		w := newWorld(t)
+		w.sim.Update(func(sw *sim.World) error {
+			sw.Hostile.LostResponses, sw.Hostile.LostStall = 1, 100*time.Millisecond
+			sw.Hostile.LostOnly = []string{"DeleteVolume", "DeleteSnapshot"}
+			return nil
+		})
+		policyFor(t, w, "  volume:\n    tag: {Name: home-root}\n  delete_moved: true\n")
+		old := w.volume("us-east-1b", with(managed, "Name", "home-root"))
+		c := w.claimer("us-east-1a", nil)
+		c.DeleteMoved = true
+		if _, err := claimAndWait(ctx, c, home); err != nil {
+			t.Fatal(err)
+		}
+		w.srv.Wait()
+		var vols, snaps int
+		w.sim.View(func(sw *sim.World) {
+			_, still := sw.Volumes[old]
+			vols, snaps = map[bool]int{true: 1}[still], len(sw.Snapshots)
+		})
+		if vols != 0 || snaps != 0 {
+			t.Errorf("after the move: original left %d, snapshots left %d (want 0, 0)", vols, snaps)
+		}
+		noDenials(t, w)
+	})
 	t.Run("detach-dead-owner", func(t *testing.T) {
 		w := newWorld(t)
 		policyFor(t, w, "  volume:\n    tag: {Name: home-root}\n  force_detach: true\n  cross_az: fail\n")

@@ -130,15 +130,29 @@ func (c *Claimer) classify(ctx context.Context, vols []types.Volume) (live, movi
 // the copy. A boot that cannot finish within the budget returns a
 // MoveInProgressError; the next boot resumes.
 func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (Claim, error) {
-	oldID := aws.ToString(old.VolumeId)
-	from := aws.ToString(old.AvailabilityZone)
-	what := fmt.Sprintf("move %s from %s to %s", oldID, from, c.Instance.AZ)
 	budget := c.MoveBudget
 	if budget <= 0 {
 		budget = MoveBudgetFor(aws.ToInt32(old.Size))
 	}
 	mctx, cancel := budgetContext(ctx, budget)
 	defer cancel()
+	committed := false
+	cl, err := c.move(ctx, mctx, old, budget, &committed)
+	// Whatever step the budget ran out in (a call cut by it, a wait), the
+	// boot's one line says how far the move is; the next boot resumes.
+	var mip *MoveInProgressError
+	if err != nil && !committed && mctx.Err() != nil && ctx.Err() == nil && !errors.As(err, &mip) {
+		return Claim{}, c.moveProgress(ctx, old, fmt.Sprintf("this boot's budget (%v) ran out; the next boot resumes it", budget))
+	}
+	return cl, err
+}
+
+// move is moveAndAttach within the move's budget (mctx); committed is set
+// once the original names the copy.
+func (c *Claimer) move(ctx, mctx context.Context, old types.Volume, budget time.Duration, committed *bool) (Claim, error) {
+	oldID := aws.ToString(old.VolumeId)
+	from := aws.ToString(old.AvailabilityZone)
+	what := fmt.Sprintf("move %s from %s to %s", oldID, from, c.Instance.AZ)
 	// A copy whose own move was cut before its clean-up.
 	c.finishMove(mctx, old)
 	// 0. The original's owner must be done with it (the detach rules).
@@ -259,6 +273,7 @@ func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (Claim, e
 	if err := c.tag(mctx, oldID, TagMovedTo, newID, what+": commit"); err != nil {
 		return Claim{}, err
 	}
+	*committed = true
 	c.log().Info("moved volume", "from", oldID, "to", newID, "snapshot", snapID, "took", time.Since(start).Round(time.Millisecond).String())
 	// 5b.
 	if c.DeleteMoved {
@@ -457,10 +472,8 @@ func (c *Claimer) dropSnapshot(ctx context.Context, id, keep string) {
 	if id == "" || id == keep {
 		return
 	}
-	cctx, cancel := c.call(ctx)
-	defer cancel()
-	if _, err := c.EC2.DeleteSnapshot(cctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)}); err != nil && ErrorCode(err) != "InvalidSnapshot.NotFound" {
-		c.log().Warn("could not delete a snapshot the move does not need", "snapshot", id, "error", apiError("DeleteSnapshot", "delete "+id, err))
+	if err := c.deleteSnapshot(ctx, id); err != nil {
+		c.log().Warn("could not delete a snapshot the move does not need", "snapshot", id, "error", err)
 	}
 }
 
@@ -508,10 +521,8 @@ func (c *Claimer) waitSnapshot(ctx context.Context, id string) error {
 
 // deleteMoved removes what a move left behind; failures only warn.
 func (c *Claimer) deleteMoved(ctx context.Context, oldID, snapID string) {
-	cctx, cancel := c.call(ctx)
-	defer cancel()
-	if _, err := c.EC2.DeleteVolume(cctx, &ec2.DeleteVolumeInput{VolumeId: aws.String(oldID)}); err != nil {
-		c.log().Warn("could not delete the moved volume", "volume", oldID, "error", apiError("DeleteVolume", "delete "+oldID, err))
+	if err := c.deleteVolume(ctx, oldID); err != nil {
+		c.log().Warn("could not delete the moved volume", "volume", oldID, "error", err)
 	}
 	c.dropSnapshot(ctx, snapID, "")
 }
@@ -547,11 +558,8 @@ func (c *Claimer) abandonMove(ctx context.Context, old types.Volume, copyID, by 
 	oldID := aws.ToString(old.VolumeId)
 	e := &MoveInProgressError{Volume: oldID, From: aws.ToString(old.AvailabilityZone), To: c.Instance.AZ, Copy: copyID,
 		Reason: "abandoned: " + by + " attached the original meanwhile"}
-	cctx, cancel := c.call(ctx)
-	_, err := c.EC2.DeleteVolume(cctx, &ec2.DeleteVolumeInput{VolumeId: aws.String(copyID)})
-	cancel()
-	if err != nil && ErrorCode(err) != "InvalidVolume.NotFound" {
-		e.Reason += fmt.Sprintf("; the stale copy %s could not be deleted (%v): delete it, then remove the tag %s from %s", copyID, apiError("DeleteVolume", "delete "+copyID, err), TagMovingTo, oldID)
+	if err := c.deleteVolume(ctx, copyID); err != nil {
+		e.Reason += fmt.Sprintf("; the stale copy %s could not be deleted (%v): delete it, then remove the tag %s from %s", copyID, err, TagMovingTo, oldID)
 		return e
 	}
 	c.dropMoveSnapshots(ctx, oldID, "")
