@@ -77,13 +77,18 @@ func (c *callCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		action = v.Get("Action")
 	}
 	sw := &statusWriter{ResponseWriter: w, status: 200}
+	// Deferred: an answer the hostile simulator loses by aborting the
+	// connection (a reset, a stall then a reset) panics out of ServeHTTP,
+	// and the request still counts.
+	defer func() {
+		c.mu.Lock()
+		c.calls[action]++
+		if sw.status >= 400 {
+			c.errors[action]++
+		}
+		c.mu.Unlock()
+	}()
 	c.next.ServeHTTP(sw, r)
-	c.mu.Lock()
-	c.calls[action]++
-	if sw.status >= 400 {
-		c.errors[action]++
-	}
-	c.mu.Unlock()
 }
 
 type statusWriter struct {

@@ -25,7 +25,7 @@ const (
 	// only be refused again. The longer the window, the more of the herd
 	// can attach on the listing it gets then (turn), without a second one;
 	// the shorter, the sooner a small herd is done.
-	poolListWindow    = 90 * time.Second
+	poolListWindow    = 60 * time.Second
 	poolListWindowMax = 5 * time.Minute
 	// poolFresh is how long one listing is used for further attempts after
 	// a lost race: a little more than EC2's view lags. Older, a listing
@@ -158,12 +158,12 @@ func (c *Claimer) claimPool(ctx context.Context, v config.Volume) (Claim, error)
 		}
 		if refused {
 			// Throttled: take a turn within what the rate limit needs for
-			// the free members (a second refusal: a shorter one, the
-			// turns are under way).
+			// the free members (a second refusal: half of it, the turns
+			// are under way).
 			contended = true
 			w := turnWindow(len(free))
 			if spread {
-				w = max(2*time.Second, w/4)
+				w = max(2*time.Second, w/2)
 			}
 			spread = true
 			d := jitter(w)
