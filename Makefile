@@ -5,12 +5,16 @@ BUILD   ?= build
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # The PID 1 binary: static, no paths, no symbols, and -tags pid1, which
 # leaves out the AWS SDK's default credential chain that only the operator
-# commands run from a workstation need (README: "Two builds").
+# commands run from a workstation need (README: "Two builds");
+# nethttpomithttp2 drops net/http's HTTP/2 (EC2's Query API is HTTP/1.1) and
+# everything outside the standard library is compiled without inlining (the
+# last -gcflags pattern a package matches wins): the 10 MiB budget (README:
+# "Where the PID 1 binary's bytes go"; e2e/images.PID1BuildArgs).
 GOFLAGS_BIN := -trimpath -ldflags='-s -w -X main.version=$(VERSION)'
-PID1_TAGS   := -tags pid1
+PID1_TAGS   := -tags pid1,nethttpomithttp2 -gcflags=all=-l -gcflags=std=
 TEST_TIMEOUT ?= 70m
 
-.PHONY: all build build-ops initramfs deb lintian release setup demo test unit e2e e2e-distro e2e-arm64 lint bench soak clean
+.PHONY: size-report all build build-ops initramfs deb lintian release setup demo test unit e2e e2e-distro e2e-arm64 lint bench soak crash-soak clean
 
 # The hostile simulator's seed (README: "The hostile cloud"): empty = a
 # random one, printed on failure; SEED=N replays it.
@@ -22,6 +26,13 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build $(PID1_TAGS) $(GOFLAGS_BIN) -o $(BUILD)/spotroot ./cmd/spotroot
 	@ls -l $(BUILD)/spotroot | awk '{printf "%s: %.2f MiB (PID 1 build)\n", $$9, $$5/1048576}'
+
+# Where the PID 1 binary's bytes go: its size (with and without the
+# compiled-in CA roots) against the 10 MiB budget and the largest packages,
+# beside SIZE_BASE (a git revision; empty = none). Fails over budget.
+SIZE_BASE ?=
+size-report:
+	$(GO) run ./e2e/cmd/sizereport $(if $(SIZE_BASE),-base $(SIZE_BASE))
 
 # The operator build: every command, with the SDK's default credential chain.
 build-ops:
@@ -62,6 +73,7 @@ SEEDS ?= 50
 FLOWS ?= pool,create,other-az,dead
 soak:
 	$(GO) run ./e2e/soak -seeds $(SEEDS) -flows $(FLOWS) $(if $(SEED),-seed $(SEED))
+	$(MAKE) crash-soak
 
 # The slower tier: Debian (systemd, cloud-init) built from Debian's packages
 # with mmdebstrap (cached in ~/.cache/spotroot/distro) on the persistent
@@ -134,9 +146,13 @@ release:
 clean:
 	rm -rf $(BUILD)
 
-# The simulator-level crash matrix (e2e/crash_test.go) over many seeds:
-# every step of the claim, detach-wait, create, move and pool flows cut
-# before and after EC2 commits it. `make soak` runs it too.
+# The simulator-level crash matrix (e2e/crash_test.go) over CRASH_SEEDS
+# seeds from SEED (else a random one): every step of the claim,
+# detach-wait, create, move and pool flows cut before and after EC2
+# commits it, under the default hostile profile. `make test` runs one
+# seed; `make soak` runs this. One seed ~50 s, 20 seeds ~4 min on 2 cores.
 CRASH_SEEDS ?= 20
 crash-soak:
-	SPOTROOT_CRASH_SEEDS=$(CRASH_SEEDS) CGO_ENABLED=0 $(GO) test -count=1 -timeout 60m -run TestCrashMatrix ./e2e
+	@mkdir -p $(BUILD); SPOTROOT_CRASH_SEEDS=$(CRASH_SEEDS) CGO_ENABLED=0 $(GO) test -count=1 -timeout 60m \
+		-run '^TestCrashMatrix$$' -v ./e2e >$(BUILD)/crash-soak.log 2>&1 \
+		|| { grep -Ev '^ *(=== |--- PASS)' $(BUILD)/crash-soak.log; exit 1; }; grep 'crash matrix:' $(BUILD)/crash-soak.log

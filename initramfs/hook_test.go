@@ -38,4 +38,14 @@ func TestInitramfsToolsHookIdempotent(t *testing.T) {
 	if !bytes.Equal(init, want) || !bytes.Contains(real, []byte("initramfs-tools init")) {
 		t.Fatalf("after two runs: /init %q, /init.real %q", init, real)
 	}
+	// The root's xz and zstd come along (the PID 1 build unpacks modules
+	// the kernel cannot with them); e2e/setup.sh installs both.
+	for _, tool := range []string{"xz", "zstd"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testenv.Skip(t, tool+" not installed")
+		}
+		if st, err := os.Stat(filepath.Join(dest, "usr/bin", tool)); err != nil || st.Mode()&0o111 == 0 {
+			t.Errorf("%s not in the initramfs: %v", tool, err)
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -146,7 +147,7 @@ func TestStatusOnInstanceJSON(t *testing.T) {
 	// The same with the image's build (-tags pid1, no default credential
 	// chain), which used to print "… <nil>" and exit 1.
 	bin := filepath.Join(t.TempDir(), "spotroot-pid1")
-	build := exec.Command("go", "build", "-tags", "pid1", "-trimpath", "-ldflags=-s -w", "-o", bin, ".")
+	build := exec.Command("go", "build", "-tags", "pid1,nethttpomithttp2", "-trimpath", "-ldflags=-s -w", "-o", bin, ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("pid1 build: %v\n%s", err, b)
@@ -281,5 +282,17 @@ func TestWatchCheckEC2(t *testing.T) {
 	}
 	if code, _, errOut := runCmd("", "watch", "--check-ec2", "--imds-endpoint", "http://127.0.0.1:1"); code != 1 || !strings.Contains(errOut, "not an EC2 instance") {
 		t.Fatalf("without IMDS: %d %s", code, errOut)
+	}
+}
+
+// The unit runs --check-ec2 with the default endpoint, "auto": the probe
+// asks EC2's real IMDS addresses (a URL "auto/latest/api/token" never
+// answered, so every instance without Amazon DMI data skipped the watcher).
+func TestWatchCheckEC2AutoProbesBothAddresses(t *testing.T) {
+	if got := probeEndpoints("auto"); !slices.Equal(got, []string{"http://169.254.169.254", "http://[fd00:ec2::254]"}) {
+		t.Fatalf("auto probes %q", got)
+	}
+	if got := probeEndpoints("http://127.0.0.1:9"); !slices.Equal(got, []string{"http://127.0.0.1:9"}) {
+		t.Fatalf("an explicit endpoint probes %q", got)
 	}
 }

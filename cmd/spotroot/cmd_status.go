@@ -14,7 +14,7 @@ func init() {
 	register(command{name: "status", summary: "show the volume, its instance and the last boot", run: statusCmd})
 }
 
-const statusUsage = `usage: spotroot status [--output text|json] [--timeline FILE] [--imds-endpoint URL]
+const statusUsage = `usage: spotroot status [--output text|json] [--timeline FILE] [--imds-endpoint URL|auto]
        spotroot status --volume NAME|vol-… [--output text|json] [--region R] [--profile P]
 
 On an instance (no --volume; works in the image build): reads the instance
@@ -34,7 +34,7 @@ func statusCmd(args []string, stdio stdio) int {
 	a.Register(fs)
 	volume := fs.String("volume", "", "the volume's Name tag or vol-… id (from outside the instance)")
 	timeline := fs.String("timeline", ops.DefaultTimeline, "the boot timeline file (on the instance)")
-	imdsEndpoint := fs.String("imds-endpoint", envOr("SPOTROOT_IMDS_ENDPOINT", imds.DefaultEndpoint), "IMDS base URL (env SPOTROOT_IMDS_ENDPOINT)")
+	imdsEndpoint := fs.String("imds-endpoint", envOr("SPOTROOT_IMDS_ENDPOINT", "auto"), "IMDS base URL (env SPOTROOT_IMDS_ENDPOINT); auto = http://169.254.169.254, or http://[fd00:ec2::254] on a machine without IPv4 or whose IPv4 IMDS is silent")
 	output := outputFlag(fs)
 	if code, done := parseFlags(fs, args, stdio); done {
 		return code
@@ -45,6 +45,10 @@ func statusCmd(args []string, stdio stdio) int {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if *volume != "" {
+		if !ops.OperatorBuild {
+			fmt.Fprintf(stdio.err, "spotroot status: %v\n", ops.ErrPID1Build)
+			return exitFail
+		}
 		c, _, err := a.Client(ctx)
 		if err != nil {
 			fmt.Fprintf(stdio.err, "spotroot status: %v\n", err)
@@ -62,6 +66,13 @@ func statusCmd(args []string, stdio stdio) int {
 		}
 		return exitOK
 	}
+	// On an IPv6-only subnet both IMDS and EC2 are reached over IPv6, as
+	// the boot reaches them: IMDS at [fd00:ec2::254], EC2 by its
+	// dual-stack name (the IPv4 endpoint has no IPv6 address).
+	local := imds.LocalNetwork()
+	if *imdsEndpoint == "auto" {
+		*imdsEndpoint = imds.Choose(ctx, "", local, imds.DefaultProbe)
+	}
 	ic := imds.New(*imdsEndpoint, nil)
 	ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
 	id, err := ic.Identity(ictx)
@@ -76,7 +87,7 @@ func statusCmd(args []string, stdio stdio) int {
 	}
 	// The instance profile's credentials, as the boot uses them: the same
 	// in the PID 1 build (no default credential chain) and the operator build.
-	c := claim.NewClient(claim.ClientOptions{Region: region, Endpoint: a.Endpoint, IMDS: ic.SDK()})
+	c := claim.NewClient(claim.ClientOptions{Region: region, Endpoint: a.Endpoint, IMDS: ic.SDK(), DualStack: !local.IPv4})
 	r, err := ops.InstanceStatus(ctx, c, id.InstanceID, region, id.AZ, *timeline)
 	if *output == "json" {
 		writeJSON(stdio.out, r)

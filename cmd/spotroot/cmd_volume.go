@@ -71,6 +71,10 @@ func volumeCmd(args []string, stdio stdio) int {
 	o.SizeGiB = int32(*size)
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
+	if !ops.OperatorBuild {
+		fmt.Fprintf(stdio.err, "spotroot volume create: %v\n", ops.ErrPID1Build)
+		return exitFail
+	}
 	c, region, err := a.Client(ctx)
 	if err != nil {
 		fmt.Fprintf(stdio.err, "spotroot volume create: %v\n", err)

@@ -89,7 +89,7 @@ func watchCmd(args []string, stdio stdio) int {
 		return exitUsage
 	}
 	if *checkEC2 {
-		if watch.OnEC2("/") || imdsAnswers(o.Endpoint, 10*time.Second) {
+		if watch.OnEC2("/") || imdsAnswers(probeEndpoints(o.Endpoint), 10*time.Second) {
 			return exitOK
 		}
 		fmt.Fprintln(stdio.err, "spotroot watch: not an EC2 instance (no Amazon EC2 DMI data, IMDS does not answer): nothing to watch")
@@ -141,23 +141,35 @@ var _ io.Writer = jsonLines{}
 
 // imdsAnswers reports whether an IMDSv2 token PUT succeeds within d,
 // trying again every second (the network may just have come up).
-func imdsAnswers(endpoint string, d time.Duration) bool {
+// probeEndpoints are the IMDS addresses --check-ec2 asks: "auto" is both
+// of EC2's (the IPv4 one, and the IPv6 one of Nitro instances), since the
+// probe runs before anything chose.
+func probeEndpoints(endpoint string) []string {
+	if endpoint == "auto" {
+		return []string{imds.DefaultEndpoint, imds.IPv6Endpoint}
+	}
+	return []string{endpoint}
+}
+
+func imdsAnswers(endpoints []string, d time.Duration) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	for {
-		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
-		req, err := http.NewRequestWithContext(actx, http.MethodPut, strings.TrimRight(endpoint, "/")+"/latest/api/token", nil)
-		if err != nil {
+		for _, endpoint := range endpoints {
+			actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+			req, err := http.NewRequestWithContext(actx, http.MethodPut, strings.TrimRight(endpoint, "/")+"/latest/api/token", nil)
+			if err != nil {
+				acancel()
+				return false
+			}
+			req.Header.Set("X-aws-ec2-metadata-token-ttl-seconds", "60")
+			resp, err := http.DefaultClient.Do(req)
 			acancel()
-			return false
-		}
-		req.Header.Set("X-aws-ec2-metadata-token-ttl-seconds", "60")
-		resp, err := http.DefaultClient.Do(req)
-		acancel()
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return true
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return true
+				}
 			}
 		}
 		select {

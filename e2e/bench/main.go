@@ -69,7 +69,7 @@ func run(ctx context.Context, runs int, latency time.Duration, pools, out string
 	bin := filepath.Join(work, "bin")
 	spotroot := filepath.Join(bin, "spotroot")
 	logf("building spotroot (PID 1 build)")
-	cmd := exec.CommandContext(ctx, "go", "build", "-tags", "pid1", "-trimpath", "-ldflags=-s -w", "-o", spotroot, "./cmd/spotroot")
+	cmd := exec.CommandContext(ctx, "go", append(images.PID1BuildArgs(""), "-o", spotroot, "./cmd/spotroot")...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -80,8 +80,11 @@ func run(ctx context.Context, runs int, latency time.Duration, pools, out string
 		return err
 	}
 	const secBinary = "binary and memory"
-	rep.Add(secBinary, "spotroot", "PID 1 binary size (-tags pid1, -trimpath -s -w, static)", "B", float64(fi.Size()))
+	rep.Add(secBinary, "spotroot", "PID 1 binary size (-tags "+images.PID1Tags+", -trimpath -s -w, static)", "B", float64(fi.Size()))
 	rep.Add(secBinary, "spotroot", "PID 1 binary size", "MiB", float64(fi.Size())/(1<<20))
+	if err := addSizeGoal(ctx, rep, root, work); err != nil {
+		return err
+	}
 
 	if !noQEMU && runs > 0 {
 		if err := qemuRuns(ctx, rep, work, spotroot, runs, latency); err != nil {
@@ -115,6 +118,9 @@ func run(ctx context.Context, runs int, latency time.Duration, pools, out string
 		return err
 	}
 	fmt.Printf("\nCSV: %s\n", csvPath)
+	if sizeGoalFailed {
+		return fmt.Errorf("the PID 1 binary is over its %d B budget (make size-report)", images.PID1Budget)
+	}
 	return nil
 }
 

@@ -8,11 +8,19 @@
 // still under way there, by one in the move's target AZ). Every scenario
 // asserts: the replacement claims the volume, exactly one volume carries
 // the identity, the data written before the cut is on it, nothing is left
-// untagged or orphaned (no dangling move, no stray copy or snapshot), and
-// the simulator recorded no data-loss event.
+// untagged or orphaned (no dangling move, no stray copy or snapshot), the
+// simulator recorded no data-loss event, and its audit log shows no forced
+// detach in a flow without force_detach.
 //
-// e2e/crash_test.go runs it (SPOTROOT_CRASH_SEEDS=N: seeds 1..N, the
-// latencies vary per seed); Check runs one point outside a test (the soak).
+// The crash points are steps, not calls: the attempts of one call (the
+// SDK's retries after a lost answer or throttling, the next device name,
+// a retry while the instance is pending) are one step, and "after" cuts
+// right after the first attempt EC2 did not refuse. Their count varies
+// with the hostile dice; the steps do not.
+//
+// Matrix runs every point of a set of seeds (the seed picks the hostile
+// profile's dice and the latencies), many at once: e2e/crash_test.go
+// (make test: one seed; make crash-soak: many). Check runs one point.
 package crash
 
 import (
@@ -56,15 +64,70 @@ type crashWorld struct {
 	srv    *sim.Server
 	ec2    *httptest.Server
 	marker string
+	tm     Timing
 	ids    []string // instance ids in boot order
 }
 
-func newCrashWorld(t T, seed uint64) *crashWorld {
+// Timing is the clock a run of the matrix keeps: the hostile profile's
+// waits and the claimer's timing knobs, all scaled to EC2's consistency
+// lag.
+type Timing struct {
+	Name string
+	// Lag is the hostile profile's ConsistencyLag (always > 0: every
+	// Describe may answer from a view this old). The answer stall of a
+	// lost response, the credential delay and the pending time scale with
+	// it; the device-name hold (which costs no time, only names) does not.
+	Lag time.Duration
+}
+
+var (
+	// Full is sim.DefaultHostile's timing (a 2 s lag): what make test
+	// and make crash-soak run.
+	Full = Timing{Name: "full", Lag: 2 * time.Second}
+	// Quick is for working on the matrix (SPOTROOT_CRASH_TIMING=quick,
+	// a seed in about 30 s instead of 55): a 500 ms lag. Every hostile
+	// behaviour still fires (views lag, answers get lost after commit,
+	// buckets throttle, credentials come late, the instance starts
+	// pending, names are held, the clock is skewed), four times sooner,
+	// with the claimer's waits scaled alike.
+	Quick = Timing{Name: "quick", Lag: 500 * time.Millisecond}
+)
+
+// TimingFromEnv is SPOTROOT_CRASH_TIMING (full or quick), def otherwise.
+func TimingFromEnv(def Timing) Timing {
+	switch os.Getenv("SPOTROOT_CRASH_TIMING") {
+	case "full":
+		return Full
+	case "quick":
+		return Quick
+	}
+	return def
+}
+
+// hostile is sim.DefaultHostile for the crash seed, its waits scaled to
+// the timing.
+func (tm Timing) hostile(seed uint64) *sim.Hostile {
+	h := sim.DefaultHostile(seed)
+	scale := func(d time.Duration) time.Duration { return d * tm.Lag / h.ConsistencyLag }
+	h.LostStall = scale(h.LostStall)
+	h.CredentialDelay = scale(h.CredentialDelay)
+	h.PendingFor = scale(h.PendingFor)
+	h.ConsistencyLag = tm.Lag
+	return h
+}
+
+// scenarioTimeout bounds one scenario (up to three boots, one of them
+// moving a volume), generously: a scenario that needs it is stuck.
+func (tm Timing) scenarioTimeout() time.Duration { return 30*time.Second + 30*tm.Lag }
+
+func newCrashWorld(t T, seed uint64, tm Timing) *crashWorld {
 	t.Helper()
 	w, err := sim.Load("")
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The crash seed picks the hostile dice too, so a seed replays.
+	w.Hostile = tm.hostile(seed)
 	w.DataDir = t.TempDir()
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	w.AttachLatency = time.Duration(rng.IntN(30)) * time.Millisecond
@@ -73,7 +136,7 @@ func newCrashWorld(t T, seed uint64) *crashWorld {
 	s := sim.NewServer(w)
 	e := httptest.NewServer(s.EC2Handler())
 	t.Cleanup(func() { e.Close(); s.Close() })
-	return &crashWorld{t: t, sim: w, srv: s, ec2: e, marker: fmt.Sprintf("written-before-the-cut-%d", seed)}
+	return &crashWorld{t: t, sim: w, srv: s, ec2: e, tm: tm, marker: fmt.Sprintf("written-before-the-cut-%d", seed)}
 }
 
 // image writes a small disk image holding the marker.
@@ -125,11 +188,18 @@ func (w *crashWorld) claimer(id string, h http.Handler, flow Flow) *claim.Claime
 	c := &claim.Claimer{
 		EC2:      claim.NewClient(claim.ClientOptions{Region: "us-east-1", Endpoint: api.URL, IMDS: imds.New(md.URL, nil).SDK()}),
 		Instance: claim.Instance{ID: id, AZ: inst.AZ}, ImageID: crashAMI,
-		PollInterval: 5 * time.Millisecond, MaxPoll: 40 * time.Millisecond,
-		// Longer than the hostile simulator's lagging views (2 s).
-		WaitDetach: 6 * time.Second, MoveBudget: 60 * time.Second,
-		ConsistencyGrace: 3 * time.Second,
-		Log:              slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// Polls a few times per lag; every wait for EC2's views to
+		// settle outlasts the lag (PID 1's defaults do the same for the
+		// seconds a real EC2 lags: 200 ms to 1 s polls, a 10 s grace).
+		// The grace is twice the lag: the claimer times a view when its
+		// answer arrives, and with 128 scenarios on two shared cores an
+		// answer served from a 2 s old view can arrive a second later
+		// (at 1.5 × the lag, 1 of 1,300 soak scenarios saw a fresh
+		// attachment "gone for 3s").
+		PollInterval: w.tm.Lag / 40, MaxPoll: w.tm.Lag / 10,
+		ConsistencyGrace: w.tm.Lag * 2,
+		WaitDetach:       w.tm.Lag * 3, MoveBudget: 60 * time.Second,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	if flow.Configure != nil {
 		flow.Configure(c)
@@ -224,21 +294,23 @@ func claimAndWait(ctx context.Context, c *claim.Claimer, v config.Volume) (claim
 	return cl, c.WaitAttached(ctx, cl.VolumeID)
 }
 
-// steps runs the flow once without a crash and returns its mutating calls.
-func (f Flow) Steps(t T, seed uint64) []string {
-	w := newCrashWorld(t, seed)
+// Steps runs the flow once without a crash and returns its steps: its
+// mutating calls, the attempts of one call (retries, the next device
+// name) counted once (sim.Tap's CrashAtStep).
+func (f Flow) Steps(t T, seed uint64, tm Timing) []string {
+	w := newCrashWorld(t, seed, tm)
 	v, az := f.Setup(w)
 	tap := &sim.Tap{Next: w.srv.EC2Handler()}
 	c := w.claimer(w.instance(az), tap, f)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), tm.scenarioTimeout())
 	defer cancel()
 	if _, err := claimAndWait(ctx, c, v); err != nil {
 		t.Fatalf("%s without a crash: %v", f.Name, err)
 	}
 	var steps []string
 	for _, call := range tap.Calls() {
-		if sim.Mutates(call.Action) {
-			steps = append(steps, describeCall(call))
+		if d := describeCall(call); sim.Mutates(call.Action) && (len(steps) == 0 || steps[len(steps)-1] != d) {
+			steps = append(steps, d)
 		}
 	}
 	return steps
@@ -255,22 +327,25 @@ func describeCall(c sim.TapCall) string {
 	return s
 }
 
-// Run powers the first boot off at mutating call n, then boots the
-// replacements and checks the invariants.
-func Run(t T, seed uint64, f Flow, n int, after bool, thenAZ string) {
-	w := newCrashWorld(t, seed)
+// Run powers the first boot off at step n (before EC2 sees its first
+// attempt, or after EC2 took one), then boots the replacements and checks
+// the invariants. reached is false when the boot ended before step n (the
+// hostile dice took it down another path): the replacements still run.
+func Run(t T, seed uint64, tm Timing, f Flow, n int, after bool, thenAZ string) (reached bool) {
+	w := newCrashWorld(t, seed, tm)
 	v, az := f.Setup(w)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), tm.scenarioTimeout())
 	defer cancel()
 	bootCtx, powerOff := context.WithCancel(ctx)
-	tap := &sim.Tap{Next: w.srv.EC2Handler(), CrashAt: n, CrashAfter: after, OnCrash: powerOff}
+	tap := &sim.Tap{Next: w.srv.EC2Handler(), CrashAtStep: n, StepOf: describeCall, CrashAfter: after, OnCrash: powerOff}
 	first := w.instance(az)
 	_, err := claimAndWait(bootCtx, w.claimer(first, tap, f), v)
-	if !tap.Crashed() {
-		// Retries and lost answers can change how many calls a flow
-		// makes; the point then falls past the end of this run, which
-		// is still a boot to replace.
-		t.Logf("the boot never reached mutating call %d (err %v)", n, err)
+	reached = tap.Crashed()
+	if !reached {
+		// The hostile dice can take a boot down another path (a lost
+		// answer, a lagging view); the point then falls past the end of
+		// this run, which is still a boot to replace.
+		t.Logf("the boot never reached step %d (err %v)", n, err)
 	}
 	w.terminate(first)
 
@@ -297,12 +372,28 @@ func Run(t T, seed uint64, f Flow, n int, after bool, thenAZ string) {
 	time.Sleep(300 * time.Millisecond)
 	w.srv.Wait()
 	checkInvariants(t, w, f, cl, last)
+	return reached
 }
 
 func checkInvariants(t T, w *crashWorld, f Flow, cl claim.Claim, owner string) {
 	t.Helper()
 	if ev := w.sim.DataLossEvents(); len(ev) != 0 {
 		t.Errorf("data-loss events: %+v", ev)
+	}
+	// The audit log: a flow without force_detach never forced a detach
+	// EC2 carried out (with it, the data-loss events above judge whom).
+	probe := &claim.Claimer{}
+	if f.Configure != nil {
+		f.Configure(probe)
+	}
+	evs, err := w.srv.AuditEvents()
+	if err != nil {
+		t.Errorf("audit log: %v", err)
+	}
+	for _, e := range evs {
+		if e.EventName == "DetachVolume" && strings.EqualFold(e.RequestParameters["Force"], "true") && e.ErrorCode == "" && !probe.ForceDetach {
+			t.Errorf("audit log: a forced DetachVolume of %s by %s without force_detach", e.RequestParameters["VolumeId"], e.UserIdentity.SourceInstance)
+		}
 	}
 	var vols map[string]sim.Volume
 	var snaps map[string]sim.Snapshot
@@ -445,53 +536,52 @@ func (r *recorder) TempDir() string {
 	return d
 }
 
-// Point is one crash point: the n-th mutating call of a flow, cut before
-// EC2 sees it or after it committed, with the replacement in ThenAZ.
+// Point is one crash point: step N of a flow, cut before EC2 sees it or
+// after it committed, with the replacement in ThenAZ.
 type Point struct {
 	Flow   Flow
 	N      int
+	Step   string // what step N is (for names)
 	After  bool
 	ThenAZ string
 }
 
+// String names the point; the matrix's subtests use it, and
+// SPOTROOT_CRASH_POINT selects by it.
 func (p Point) String() string {
 	when := "before"
 	if p.After {
 		when = "after"
 	}
-	return fmt.Sprintf("%s/%s-%d/then-%s", p.Flow.Name, when, p.N, p.ThenAZ)
+	return fmt.Sprintf("%s/%s-%d-%s/then-%s", p.Flow.Name, when, p.N, strings.ReplaceAll(p.Step, " ", "-"), p.ThenAZ)
 }
 
-// Points lists every crash point of the flows for seed.
-func Points(seed uint64) ([]Point, error) {
+// points are the crash points of a flow with these steps.
+func (f Flow) points(steps []string) []Point {
 	var out []Point
-	for _, f := range Flows {
-		var steps []string
-		if err := record(func(t T) { steps = f.Steps(t, seed) }); err != nil {
-			return nil, err
-		}
-		for n := range steps {
-			for _, after := range []bool{false, true} {
-				for _, az := range f.Then {
-					out = append(out, Point{Flow: f, N: n + 1, After: after, ThenAZ: az})
-				}
+	for n, step := range steps {
+		for _, after := range []bool{false, true} {
+			for _, az := range f.Then {
+				out = append(out, Point{Flow: f, N: n + 1, Step: step, After: after, ThenAZ: az})
 			}
 		}
 	}
-	return out, nil
+	return out
 }
 
 // Check runs one crash point and returns what went wrong, if anything.
-func Check(seed uint64, p Point) error {
-	return record(func(t T) { Run(t, seed, p.Flow, p.N, p.After, p.ThenAZ) })
+func Check(seed uint64, tm Timing, p Point) error {
+	_, err := record(func(t T) { Run(t, seed, tm, p.Flow, p.N, p.After, p.ThenAZ) })
+	return err
 }
 
-func record(fn func(T)) (err error) {
+func record(fn func(T)) (logs []string, err error) {
 	r := &recorder{}
 	defer func() {
 		for i := len(r.cleanups) - 1; i >= 0; i-- {
 			r.cleanups[i]()
 		}
+		logs = r.logs
 		if len(r.errs) > 0 {
 			err = errors.New(strings.Join(r.errs, "; "))
 		}
@@ -504,5 +594,5 @@ func record(fn func(T)) (err error) {
 		}
 	}()
 	fn(r)
-	return nil
+	return nil, nil
 }

@@ -67,7 +67,7 @@ func TestPackerProvision(t *testing.T) {
 	}
 	bin := filepath.Join(t.TempDir(), "spotroot")
 	mod, _ := images.ModuleRoot()
-	build := exec.Command("go", "build", "-tags", "pid1", "-trimpath", "-ldflags=-s -w", "-o", bin, "./cmd/spotroot")
+	build := exec.Command("go", append(images.PID1BuildArgs(""), "-o", bin, "./cmd/spotroot")...)
 	build.Dir, build.Env = mod, append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build spotroot: %v\n%s", err, out)

@@ -11,24 +11,34 @@ import (
 )
 
 // DNS is the resolver a VM's DHCP lease names. It answers only the names
-// it knows (A records; other types of a known name get an empty answer,
-// unknown names NXDOMAIN) and never forwards anything: no query leaves the
-// VM's network namespace. It counts the queries it got, per name and type.
+// it knows (A and AAAA records; other types of a known name get an empty
+// answer, unknown names NXDOMAIN) and never forwards anything: no query
+// leaves the VM's network namespace. It counts the queries it got, per name
+// and type.
 type DNS struct {
 	mu      sync.Mutex
-	names   map[string]netip.Addr // lower-case, fully qualified
-	queries map[string]int        // "name TYPE" → count
+	names   map[string][]netip.Addr // lower-case, fully qualified
+	queries map[string]int          // "name TYPE" → count
 	conns   []net.PacketConn
 	wg      sync.WaitGroup
 }
 
-// NewDNS returns a server that knows names (host → IPv4 address).
+// NewDNS returns a server that knows names (host → address: an IPv4
+// address is an A record, an IPv6 one AAAA).
 func NewDNS(names map[string]netip.Addr) *DNS {
-	d := &DNS{names: map[string]netip.Addr{}, queries: map[string]int{}}
+	d := &DNS{names: map[string][]netip.Addr{}, queries: map[string]int{}}
 	for n, a := range names {
-		d.names[fqdn(n)] = a
+		d.Add(n, a)
 	}
 	return d
+}
+
+// Add gives name one more address (a dual-stack name has both an A and an
+// AAAA record).
+func (d *DNS) Add(name string, a netip.Addr) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.names[fqdn(name)] = append(d.names[fqdn(name)], a.Unmap())
 }
 
 func fqdn(n string) string { return strings.ToLower(strings.TrimSuffix(n, ".")) + "." }
@@ -72,7 +82,7 @@ func (d *DNS) answer(q []byte) ([]byte, bool) {
 	name := strings.ToLower(qq.Name.String())
 	d.mu.Lock()
 	d.queries[name+" "+strings.TrimPrefix(qq.Type.String(), "Type")]++
-	addr, known := d.names[name]
+	addrs, known := d.names[name]
 	d.mu.Unlock()
 	// A recursive resolver's answer, like Amazon DNS: RA set, not AA.
 	rh := dnsmessage.Header{ID: h.ID, Response: true, RecursionDesired: h.RecursionDesired, RecursionAvailable: true}
@@ -84,9 +94,17 @@ func (d *DNS) answer(q []byte) ([]byte, bool) {
 	if b.StartQuestions() != nil || b.Question(qq) != nil || b.StartAnswers() != nil {
 		return nil, false
 	}
-	if known && qq.Type == dnsmessage.TypeA && qq.Class == dnsmessage.ClassINET {
-		if b.AResource(dnsmessage.ResourceHeader{Name: qq.Name, Class: dnsmessage.ClassINET, TTL: 60},
-			dnsmessage.AResource{A: addr.As4()}) != nil {
+	rr := dnsmessage.ResourceHeader{Name: qq.Name, Class: dnsmessage.ClassINET, TTL: 60}
+	for _, a := range addrs {
+		var err error
+		switch {
+		case qq.Class != dnsmessage.ClassINET:
+		case qq.Type == dnsmessage.TypeA && a.Is4():
+			err = b.AResource(rr, dnsmessage.AResource{A: a.As4()})
+		case qq.Type == dnsmessage.TypeAAAA && a.Is6():
+			err = b.AAAAResource(rr, dnsmessage.AAAAResource{AAAA: a.As16()})
+		}
+		if err != nil {
 			return nil, false
 		}
 	}

@@ -41,3 +41,36 @@ func TestDNS(t *testing.T) {
 		t.Errorf("queries = %v, want one A and one AAAA for %s", d.AllQueries(), EC2Host)
 	}
 }
+
+// A dual-stack name (EC2's ec2.<region>.api.aws) has an A and an AAAA
+// record; the IPv4-only name still has no AAAA.
+func TestDNSDualStack(t *testing.T) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewDNS(map[string]netip.Addr{EC2Host: EC2IP, EC2DualStackHost: EC2IP})
+	d.Add(EC2DualStackHost, EC2IP6)
+	d.Serve(pc)
+	defer d.Close()
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var dl net.Dialer
+		return dl.DialContext(ctx, "udp4", pc.LocalAddr().String())
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	six, err := r.LookupNetIP(ctx, "ip6", EC2DualStackHost)
+	if err != nil || len(six) != 1 || six[0] != EC2IP6 {
+		t.Errorf("AAAA %s = %v, %v; want %v", EC2DualStackHost, six, err, EC2IP6)
+	}
+	four, err := r.LookupNetIP(ctx, "ip4", EC2DualStackHost)
+	if err != nil || len(four) != 1 || four[0] != EC2IP {
+		t.Errorf("A %s = %v, %v; want %v", EC2DualStackHost, four, err, EC2IP)
+	}
+	if got, err := r.LookupNetIP(ctx, "ip6", EC2Host); err == nil {
+		t.Errorf("AAAA %s = %v, want none (the IPv4 endpoint has no IPv6 address)", EC2Host, got)
+	}
+	if d.Queries(EC2DualStackHost, "AAAA") != 1 {
+		t.Errorf("queries = %v, want one AAAA for %s", d.AllQueries(), EC2DualStackHost)
+	}
+}

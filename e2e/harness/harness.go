@@ -154,7 +154,18 @@ const (
 	// EC2Host is EC2's regional endpoint, which spotroot calls when
 	// ec2_endpoint is unset (the SDK's endpoint resolver).
 	EC2Host = "ec2." + Region + ".amazonaws.com"
+	// EC2DualStackHost is EC2's dual-stack endpoint, which an instance
+	// without IPv4 calls (the SDK's UseDualStackEndpoint): it resolves to
+	// IPv6 and IPv4 addresses, while EC2Host has no AAAA record ("Amazon
+	// EC2 service endpoints", https://docs.aws.amazon.com/ec2/latest/devguide/ec2-endpoints.html).
+	// It is HTTPS only.
+	EC2DualStackHost = "ec2." + Region + ".api.aws"
 )
+
+// EC2IP6 is EC2DualStackHost's IPv6 address in an IPv6-only subnet's
+// namespace: off the subnet (the documentation prefix, RFC 3849, never
+// routed), reached through the subnet's router.
+var EC2IP6 = netip.MustParseAddr("2001:db8:ec2::10")
 
 // EC2IP is what the VM's DNS answers for EC2Host: an address off the
 // guest's link (TEST-NET-3, RFC 5737, never routed), reached through the

@@ -28,36 +28,64 @@ type TapNet struct {
 // thread switches there just for the socket call, and the socket stays in
 // that namespace.
 func ListenIn(ns, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := doIn(ns, func() (err error) {
+		l, err = net.Listen("tcp", addr)
+		return err
+	})
+	if err != nil {
+		if l != nil {
+			l.Close()
+		}
+		return nil, fmt.Errorf("listen on %s in netns %s: %w", addr, ns, err)
+	}
+	return l, nil
+}
+
+// ListenPacketIn opens a UDP socket on addr inside network namespace ns.
+func ListenPacketIn(ns, addr string) (net.PacketConn, error) {
+	var c net.PacketConn
+	err := doIn(ns, func() (err error) {
+		c, err = net.ListenPacket("udp", addr)
+		return err
+	})
+	if err != nil {
+		if c != nil {
+			c.Close()
+		}
+		return nil, fmt.Errorf("listen on udp %s in netns %s: %w", addr, ns, err)
+	}
+	return c, nil
+}
+
+// doIn runs open (which makes sockets) on a thread switched into network
+// namespace ns; the sockets stay there.
+func doIn(ns string, open func() error) error {
 	runtime.LockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
 		runtime.UnlockOSThread()
-		return nil, err
+		return err
 	}
 	defer orig.Close()
 	target, err := netns.GetFromName(ns)
 	if err != nil {
 		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("netns %s: %w", ns, err)
+		return fmt.Errorf("netns %s: %w", ns, err)
 	}
 	defer target.Close()
 	if err := netns.Set(target); err != nil {
 		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("enter netns %s: %w", ns, err)
+		return fmt.Errorf("enter netns %s: %w", ns, err)
 	}
-	l, lerr := net.Listen("tcp", addr)
+	oerr := open()
 	if err := netns.Set(orig); err != nil {
-		// The thread stays locked and is discarded by the runtime.
-		if l != nil {
-			l.Close()
-		}
-		return nil, fmt.Errorf("leave netns %s: %w", ns, err)
+		// The thread stays locked and is discarded by the runtime; the
+		// caller closes what open made.
+		return fmt.Errorf("leave netns %s: %w", ns, err)
 	}
 	runtime.UnlockOSThread()
-	if lerr != nil {
-		return nil, fmt.Errorf("listen on %s in netns %s: %w", addr, ns, lerr)
-	}
-	return l, nil
+	return oerr
 }
 
 // ServeIn serves h on addr inside network namespace ns.

@@ -553,7 +553,7 @@ func GoBuildArch(ctx context.Context, outDir, arch string, pkgs ...string) error
 		}
 	}
 	if len(product) > 0 {
-		if err := goBuild(ctx, root, abs+string(filepath.Separator), arch, "pid1", "-s -w", product...); err != nil {
+		if err := goBuild(ctx, root, abs+string(filepath.Separator), arch, PID1Tags, "-s -w", product...); err != nil {
 			return err
 		}
 	}
@@ -561,7 +561,7 @@ func GoBuildArch(ctx context.Context, outDir, arch string, pkgs ...string) error
 		// testinit reads the signal state it inherited from the runtime's
 		// own record of it (go:linkname, tag e2e_linkname), which the
 		// linker only allows with its check off; product binaries never.
-		return goBuild(ctx, root, abs+string(filepath.Separator), arch, "pid1,e2e_linkname", "-s -w -checklinkname=0", e2e...)
+		return goBuild(ctx, root, abs+string(filepath.Separator), arch, PID1Tags+",e2e_linkname", "-s -w -checklinkname=0", e2e...)
 	}
 	return nil
 }
@@ -578,11 +578,38 @@ func BuildFaultSpotroot(ctx context.Context, outDir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return out, goBuild(ctx, root, out, "amd64", "pid1,spotroot_faults", "-s -w", "./cmd/spotroot")
+	return out, goBuild(ctx, root, out, "amd64", PID1Tags+",spotroot_faults", "-s -w", "./cmd/spotroot")
+}
+
+// The PID 1 build, as the Makefile's PID1_TAGS makes it (README: "Where
+// the PID 1 binary's bytes go"): -tags pid1 leaves out the operator code,
+// nethttpomithttp2 net/http's HTTP/2 (EC2's Query API is HTTP/1.1), and
+// PID1GCFlags compile everything outside the standard library without
+// inlining (cold code: the SDK's middleware, YAML, DHCP, netlink, ours;
+// ~0.6 MB less), while the runtime, crypto and net keep it. PID1Budget is
+// its size goal, with -tags fallbackroots added: CA roots and all.
+const (
+	PID1Tags   = "pid1,nethttpomithttp2"
+	PID1Budget = 10 << 20
+)
+
+// PID1GCFlags: the last pattern a package matches wins.
+var PID1GCFlags = []string{"-gcflags=all=-l", "-gcflags=std="}
+
+// PID1BuildArgs are the go build arguments of the PID 1 build (plus any
+// extra tags), before -o.
+func PID1BuildArgs(extraTags string) []string {
+	tags := PID1Tags
+	if extraTags != "" {
+		tags += "," + extraTags
+	}
+	args := append([]string{"build", "-tags", tags}, PID1GCFlags...)
+	return append(args, "-trimpath", "-ldflags=-s -w")
 }
 
 func goBuild(ctx context.Context, root, out, arch, tags, ldflags string, pkgs ...string) error {
-	args := append([]string{"build", "-tags", tags, "-trimpath", "-ldflags=" + ldflags, "-o", out}, pkgs...)
+	args := append([]string{"build", "-tags", tags}, PID1GCFlags...)
+	args = append(append(args, "-trimpath", "-ldflags="+ldflags, "-o", out), pkgs...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)

@@ -3,6 +3,7 @@ package sim
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,6 +55,38 @@ type AuditEvent struct {
 	RequestID    string   `json:"requestID"`
 	ReadOnly     bool     `json:"readOnly"`
 	DryRun       bool     `json:"dryRun,omitempty"`
+	// TLSDetails is CloudTrail's tlsDetails: set when the call came over
+	// TLS, absent for plain HTTP.
+	TLSDetails *AuditTLS `json:"tlsDetails,omitempty"`
+}
+
+// AuditTLS is how a call's connection was secured (CloudTrail record
+// contents, "tlsDetails").
+type AuditTLS struct {
+	TLSVersion string `json:"tlsVersion"` // "TLSv1.2", "TLSv1.3"
+	// CipherSuite is Go's (IANA) name of the suite; CloudTrail writes
+	// OpenSSL's names.
+	CipherSuite string `json:"cipherSuite"`
+	// ClientProvidedHostHeader is the Host the client asked for: the
+	// endpoint's name (ec2.<region>.amazonaws.com, ec2.<region>.api.aws).
+	ClientProvidedHostHeader string `json:"clientProvidedHostHeader"`
+}
+
+// auditTLS describes the connection r came over (nil: not TLS).
+func auditTLS(r *http.Request) *AuditTLS {
+	if r.TLS == nil {
+		return nil
+	}
+	v := "TLSv1.3"
+	switch r.TLS.Version {
+	case tls.VersionTLS10:
+		v = "TLSv1"
+	case tls.VersionTLS11:
+		v = "TLSv1.1"
+	case tls.VersionTLS12:
+		v = "TLSv1.2"
+	}
+	return &AuditTLS{TLSVersion: v, CipherSuite: tls.CipherSuiteName(r.TLS.CipherSuite), ClientProvidedHostHeader: r.Host}
 }
 
 // AuditPath is the audit log next to a world file: world.json →
@@ -69,12 +102,7 @@ type auditLog struct {
 	events []AuditEvent // only for worlds without a file
 }
 
-var auditLogs sync.Map // *Server → *auditLog
-
-func (s *Server) audit() *auditLog {
-	l, _ := auditLogs.LoadOrStore(s, &auditLog{})
-	return l.(*auditLog)
-}
+func (s *Server) audit() *auditLog { return &s.auditMem }
 
 // AuditEvents returns the calls served so far, oldest first.
 func (s *Server) AuditEvents() ([]AuditEvent, error) {
@@ -152,7 +180,7 @@ func (a *auditResponseWriter) record() {
 	e := AuditEvent{EventVersion: "1.08", EventTime: a.start, EventSource: "ec2.amazonaws.com",
 		EventName: c.action, UserAgent: a.r.UserAgent(), RequestID: c.requestID,
 		ReadOnly: strings.HasPrefix(c.action, "Describe"), DryRun: c.params != nil && c.dryRun(),
-		Resources: c.authorized}
+		Resources: c.authorized, TLSDetails: auditTLS(a.r)}
 	if host, _, err := net.SplitHostPort(a.r.RemoteAddr); err == nil {
 		e.SourceIP = host
 	}

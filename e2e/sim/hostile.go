@@ -288,6 +288,7 @@ func (s *Server) hostileBefore(rw http.ResponseWriter, r *http.Request, c *call)
 			i.PendingUntil = &t
 			i.State = InstancePending
 			s.saveLocked()
+			w.backdatePendingLocked(i.ID)
 		}
 	}
 	if w.Hostile.Throttle && !c.dryRun() {

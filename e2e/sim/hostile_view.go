@@ -161,3 +161,23 @@ func instanceEqual(a, b *Instance) bool {
 func snapshotEqual(a, b *Snapshot) bool {
 	return a.State == b.State && a.Progress == b.Progress && a.VolumeID == b.VolumeID && maps.Equal(a.Tags, b.Tags)
 }
+
+// backdatePendingLocked rewrites the recorded past of an instance that
+// PendingFor just turned pending: on EC2 an instance is pending from launch
+// until running, so no lagging view may show it running before that (the
+// world held it as running only because "launch" stands for its first
+// call). Without this, a client waiting for "running" after IncorrectState
+// reads a stale "running" and retries AttachVolume in a tight loop.
+func (w *World) backdatePendingLocked(id string) {
+	if w.hist == nil {
+		return
+	}
+	h := w.hist.instances.hist[id]
+	for k, p := range h {
+		if p.v != nil && p.v.State == InstanceRunning {
+			c := p.v.clone()
+			c.State = InstancePending
+			h[k].v = &c
+		}
+	}
+}

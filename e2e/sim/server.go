@@ -20,6 +20,8 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	auditMem auditLog // the audit log of a world without a file; goes with the server
+
 	mu      sync.Mutex // guards the fields below; never held while taking World.mu
 	hotplug map[string]Hotplugger
 	tokens  map[string]map[string]time.Time // instance → IMDS token → expiry

@@ -28,6 +28,19 @@ type Tap struct {
 	// cannot tell.
 	LoseAt int
 
+	// CrashAtStep, when > 0, crashes at a step instead of a call: a step
+	// is a run of consecutive mutating calls StepOf names alike (the
+	// SDK's retries of one call, the next device name after "already in
+	// use", a retry after IncorrectState). Their number varies with the
+	// hostile profile's dice and timing; the steps do not. Before: at the
+	// step's first attempt. After (CrashAfter): right after the first
+	// attempt EC2 did not refuse; a refused one (a 4xx, or throttled:
+	// EC2 did nothing) is answered and the step goes on.
+	CrashAtStep int
+	StepOf      func(TapCall) string
+	step        int
+	stepName    string
+
 	mu       sync.Mutex
 	calls    []TapCall
 	mutating int
@@ -65,6 +78,20 @@ func (t *Tap) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		t.mutating++
 		n = t.mutating
 		crashHere = t.CrashAt > 0 && t.mutating == t.CrashAt
+		if t.CrashAtStep > 0 && t.StepOf != nil {
+			name := t.StepOf(TapCall{Action: action, Params: params})
+			first := t.step == 0 || name != t.stepName
+			if first {
+				t.step, t.stepName = t.step+1, name
+			}
+			if t.step == t.CrashAtStep && t.CrashAfter {
+				t.calls = append(t.calls, TapCall{Action: action, Params: params, Served: true})
+				t.mu.Unlock()
+				t.serveThenCrash(rw, r)
+				return
+			}
+			crashHere = t.step == t.CrashAtStep && first
+		}
 	}
 	if crashHere {
 		t.crashed = true
@@ -88,6 +115,52 @@ func (t *Tap) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	panic(http.ErrAbortHandler)
 }
+
+// serveThenCrash serves a call of the crash step (CrashAfter): an answer
+// refusing it goes back to the caller, anything else (EC2 acted, or may
+// have: a 2xx, a 5xx, a lost answer) is the power cut.
+func (t *Tap) serveThenCrash(rw http.ResponseWriter, r *http.Request) {
+	rec := &recorder{header: http.Header{}, status: http.StatusOK}
+	aborted := func() (aborted bool) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v != http.ErrAbortHandler {
+					panic(v)
+				}
+				aborted = true
+			}
+		}()
+		t.Next.ServeHTTP(rec, r)
+		return false
+	}()
+	refused := !aborted && (rec.status >= 400 && rec.status < 500 || bytes.Contains(rec.body.Bytes(), []byte("<Code>RequestLimitExceeded</Code>")))
+	if refused {
+		for k, v := range rec.header {
+			rw.Header()[k] = v
+		}
+		rw.WriteHeader(rec.status)
+		rw.Write(rec.body.Bytes())
+		return
+	}
+	t.mu.Lock()
+	t.crashed = true
+	t.mu.Unlock()
+	if t.OnCrash != nil {
+		t.OnCrash()
+	}
+	panic(http.ErrAbortHandler)
+}
+
+// recorder keeps an answer for serveThenCrash to judge.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header         { return r.header }
+func (r *recorder) Write(b []byte) (int, error) { return r.body.Write(b) }
+func (r *recorder) WriteHeader(s int)           { r.status = s }
 
 // Calls returns the calls so far.
 func (t *Tap) Calls() []TapCall {

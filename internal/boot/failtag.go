@@ -2,6 +2,7 @@ package boot
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"time"
 
@@ -72,7 +73,7 @@ func (b *booter) armFailTag(w *world) {
 	// The same CA roots as the claim (from an initramfs, Go's system roots
 	// are not there); without a bundle the call fails and only warns.
 	roots, _ := b.caRoots(endpoint)
-	c := claim.NewClient(claim.ClientOptions{Region: w.id.Region, Endpoint: endpoint, IMDS: b.imds.SDK(), Resolver: w.handle.Resolver(), RootCAs: roots})
+	c := claim.NewClient(b.ec2Options(w, endpoint, roots))
 	id := w.id.InstanceID
 	b.failTag = func(phase string) {
 		start := time.Now()
@@ -90,4 +91,12 @@ func (b *booter) markFailed(phase string) {
 		b.failTag(phase)
 		b.failTag = nil
 	}
+}
+
+// ec2Options are the EC2 client's options for this boot, the same for the
+// claim and the failure tag: the lease's resolver, and without IPv4 the
+// dual-stack endpoint, the only one reachable over IPv6.
+func (b *booter) ec2Options(w *world, endpoint string, roots *x509.CertPool) claim.ClientOptions {
+	return claim.ClientOptions{Region: w.id.Region, Endpoint: endpoint, IMDS: b.imds.SDK(),
+		Resolver: w.handle.Resolver(), RootCAs: roots, DualStack: !w.handle.Lease().HasIPv4()}
 }

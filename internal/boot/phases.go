@@ -57,12 +57,7 @@ func (b *booter) claimAndSwitch() error {
 		return &bootlog.PhaseError{Phase: "claim", Err: err}
 	}
 	w.claimer = &claim.Claimer{
-		EC2: claim.NewClient(claim.ClientOptions{
-			Region: w.id.Region, Endpoint: cfg.EC2Endpoint, IMDS: b.imds.SDK(), Resolver: w.handle.Resolver(),
-			RootCAs: roots,
-			// Without IPv4 only the dual-stack endpoint is reachable.
-			DualStack: !w.handle.Lease().HasIPv4(),
-		}),
+		EC2:         claim.NewClient(b.ec2Options(w, cfg.EC2Endpoint, roots)),
 		Instance:    claim.Instance{ID: w.id.InstanceID, AZ: w.id.AZ},
 		ImageID:     w.id.ImageID,
 		ForceDetach: cfg.ForceDetach,

@@ -1,4 +1,4 @@
-//go:build !kmod_nouserdecompress
+//go:build !pid1
 
 package kmod
 
@@ -10,13 +10,11 @@ import (
 	"github.com/ulikunitz/xz"
 )
 
-// userDecompress reports whether xz and zstd are decompressed in userspace.
-const userDecompress = true
-
 // userDecompressor handles xz and zstd modules for kernels that cannot
-// decompress them. Build with -tags kmod_nouserdecompress to drop both
-// libraries (~0.8 MB) when every target kernel decompresses in-kernel or
-// ships plain .ko (Debian 12's cloud kernel does).
+// decompress them, in process. The PID 1 build (decompress_pid1.go) runs
+// the image's own xz or zstd instead: these two libraries cost PID 1
+// ~340 KB of its 10 MiB budget (README: "Where the PID 1 binary's bytes
+// go").
 func userDecompressor(r io.Reader, comp string) (io.ReadCloser, error) {
 	switch comp {
 	case "xz":

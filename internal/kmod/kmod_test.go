@@ -19,6 +19,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 	"golang.org/x/sys/unix"
+
+	"github.com/spotroot/spotroot/internal/testenv"
 )
 
 const rel = "6.1.0-test-cloud-amd64"
@@ -394,8 +396,60 @@ func TestDecompress(t *testing.T) {
 			t.Errorf("%s: decompressed %d bytes, want %d", comp, len(got), len(payload))
 		}
 	}
-	if _, err := readModule(strings.NewReader("not xz"), "xz"); err == nil && userDecompress {
+	if _, err := readModule(strings.NewReader("not xz"), "xz"); err == nil {
 		t.Error("corrupt xz accepted")
+	}
+}
+
+// TestToolDecompress checks the PID 1 build's decompression with the
+// root's own xz and zstd: the module comes back whole, and a corrupt or
+// truncated file is an error naming the tool, never a short module.
+func TestToolDecompress(t *testing.T) {
+	for _, tool := range []string{"xz", "zstd"} {
+		if lookTool(tool) == "" {
+			testenv.Skip(t, tool+" not installed (e2e/setup.sh installs it)")
+		}
+	}
+	payload := bytes.Repeat([]byte("\x7fELF module payload "), 50000)
+	for comp, data := range compressAll(t, payload) {
+		if comp == "gz" {
+			continue
+		}
+		rc, err := toolDecompressor(bytes.NewReader(data), comp)
+		if err != nil {
+			t.Fatalf("%s: %v", comp, err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, payload) {
+			t.Errorf("%s: %d bytes, err %v; want %d bytes", comp, len(got), err, len(payload))
+		}
+		for what, bad := range map[string][]byte{"corrupt": []byte("not " + comp), "truncated": data[:len(data)/2]} {
+			rc, err := toolDecompressor(bytes.NewReader(bad), comp)
+			if err != nil {
+				t.Fatalf("%s: %v", comp, err)
+			}
+			_, err = io.ReadAll(rc)
+			rc.Close()
+			if err == nil || !strings.Contains(err.Error(), decompressTools[comp][0]) {
+				t.Errorf("%s %s: err %v, want the tool's failure", what, comp, err)
+			}
+		}
+	}
+	// Not read to the end: Close stops the tool.
+	rc, err := toolDecompressor(bytes.NewReader(compressAll(t, payload)["xz"]), "xz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Close(); err != nil {
+		t.Error(err)
+	}
+	old := toolDirs
+	toolDirs = nil
+	t.Setenv("PATH", "")
+	defer func() { toolDirs = old }()
+	if _, err := toolDecompressor(strings.NewReader("x"), "zst"); err == nil || !strings.Contains(err.Error(), "no zstd in") {
+		t.Errorf("no tool: err %v", err)
 	}
 }
 
@@ -461,18 +515,14 @@ func compressAll(t *testing.T, payload []byte) map[string][]byte {
 		t.Fatal(err)
 	}
 	mustWrite(t, xw, payload)
-	if userDecompress { // not built with kmod_nouserdecompress
-		out["xz"] = xb.Bytes()
-	}
+	out["xz"] = xb.Bytes()
 	var zb bytes.Buffer
 	zw, err := zstd.NewWriter(&zb)
 	if err != nil {
 		t.Fatal(err)
 	}
 	mustWrite(t, zw, payload)
-	if userDecompress {
-		out["zst"] = zb.Bytes()
-	}
+	out["zst"] = zb.Bytes()
 	var gb bytes.Buffer
 	gw := gzip.NewWriter(&gb)
 	mustWrite(t, gw, payload)

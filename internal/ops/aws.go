@@ -6,6 +6,7 @@ package ops
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"os"
 	"time"
@@ -29,6 +30,11 @@ type EC2 interface {
 	RequestSpotInstances(context.Context, *ec2.RequestSpotInstancesInput, ...func(*ec2.Options)) (*ec2.RequestSpotInstancesOutput, error)
 	CreateLaunchTemplate(context.Context, *ec2.CreateLaunchTemplateInput, ...func(*ec2.Options)) (*ec2.CreateLaunchTemplateOutput, error)
 }
+
+// ErrPID1Build: the boot agent build leaves out the SDK's default
+// credential chain (SSO, STS, shared config: ~2.5 MiB) to keep PID 1 lean.
+var ErrPID1Build = errors.New("this spotroot is the boot-agent build (-tags pid1), which has no AWS credential chain; " +
+	"run operator commands with the full build (make build-ops, or spotroot-ops-* from make release)")
 
 // AWSFlags are the connection flags every operator command takes.
 type AWSFlags struct {

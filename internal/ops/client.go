@@ -12,6 +12,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 )
 
+// OperatorBuild: this build has the SDK's default credential chain.
+const OperatorBuild = true
+
 // Client builds an EC2 client from the SDK's default credential chain
 // (environment, shared config and credentials files, SSO, web identity,
 // container and instance roles).

@@ -5,9 +5,10 @@
 package sysroot
 
 import (
-	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -106,34 +107,57 @@ func checkExecutable(p string) error {
 	if !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
 		return fmt.Errorf("%s is not an executable file (mode %v)", p, st.Mode())
 	}
-	f, err := elf.Open(p)
+	f, err := os.Open(p)
 	if err != nil {
-		// Scripts (#!) are fine: the kernel runs their interpreter.
-		head := make([]byte, 2)
-		if g, err := os.Open(p); err == nil {
-			_, _ = g.Read(head)
-			g.Close()
-		}
-		if string(head) == "#!" {
-			return nil
-		}
-		return fmt.Errorf("%s is neither an ELF binary nor a script", p)
+		return err
 	}
 	defer f.Close()
-	if want := machine(); want != elf.EM_NONE && f.Machine != want {
-		return fmt.Errorf("%s is built for %v, this machine is %s", p, f.Machine, runtime.GOARCH)
+	// The ELF identification and e_type/e_machine are all the kernel's
+	// execve looks at before loading; debug/elf would parse every section
+	// header too and links ~120 KiB (DWARF, zlib, zstd) into PID 1.
+	var h [20]byte
+	n, _ := io.ReadFull(f, h[:])
+	if n >= 2 && string(h[:2]) == "#!" {
+		return nil // the kernel runs the script's interpreter
+	}
+	if n < len(h) || string(h[:4]) != "\x7fELF" {
+		return fmt.Errorf("%s is neither an ELF binary nor a script", p)
+	}
+	var order binary.ByteOrder
+	switch h[5] { // EI_DATA
+	case 1:
+		order = binary.LittleEndian
+	case 2:
+		order = binary.BigEndian
+	default:
+		return fmt.Errorf("%s is a corrupt ELF file (byte order %d)", p, h[5])
+	}
+	if t := order.Uint16(h[16:]); t != etExec && t != etDyn {
+		return fmt.Errorf("%s is an ELF file but not an executable (e_type %d)", p, t)
+	}
+	if want, ok := machines[runtime.GOARCH]; ok {
+		if got := order.Uint16(h[18:]); got != want {
+			return fmt.Errorf("%s is built for %s, this machine is %s", p, machineName(got), runtime.GOARCH)
+		}
 	}
 	return nil
 }
 
-func machine() elf.Machine {
-	switch runtime.GOARCH {
-	case "amd64":
-		return elf.EM_X86_64
-	case "arm64":
-		return elf.EM_AARCH64
+// ELF e_type and e_machine values (the ELF spec; debug/elf's ET_*, EM_*).
+const (
+	etExec = 2
+	etDyn  = 3
+)
+
+var machines = map[string]uint16{"386": 3, "arm": 40, "amd64": 62, "arm64": 183, "riscv64": 243, "ppc64le": 21, "s390x": 22}
+
+func machineName(m uint16) string {
+	for arch, v := range machines {
+		if v == m {
+			return arch
+		}
 	}
-	return elf.EM_NONE
+	return fmt.Sprintf("ELF machine %d", m)
 }
 
 // Switch makes newRoot the root: API filesystems move into it, /run is bound

@@ -4,6 +4,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -43,13 +45,30 @@ func TestCheck(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(root, "sbin/init"), b, 0o755))
 	must(t, os.WriteFile(filepath.Join(root, "sbin/text"), []byte("hello"), 0o755))
 	must(t, os.WriteFile(filepath.Join(root, "sbin/noexec"), b, 0o644))
+	// An ELF executable for another machine: self's header with e_machine
+	// swapped (amd64 <-> arm64), and a relocatable object (e_type 1).
+	other := slices.Clone(b)
+	other[18], other[19] = 62, 0 // EM_X86_64
+	if runtime.GOARCH == "amd64" {
+		other[18] = 183 // EM_AARCH64
+	}
+	must(t, os.WriteFile(filepath.Join(root, "sbin/foreign"), other, 0o755))
+	obj := slices.Clone(b)
+	obj[16], obj[17] = 1, 0 // ET_REL
+	must(t, os.WriteFile(filepath.Join(root, "sbin/object"), obj, 0o755))
+	must(t, os.WriteFile(filepath.Join(root, "sbin/script"), []byte("#!/bin/sh\nexit 0\n"), 0o755))
+	if got, err := Check(root, "/sbin/script"); err != nil || got != "/sbin/script" {
+		t.Errorf("Check(script) = %q, %v", got, err)
+	}
 	if got, err := Check(root, "/sbin/init"); err != nil || got != "/sbin/init" {
 		t.Fatalf("Check = %q, %v", got, err)
 	}
 	for init, want := range map[string]string{
-		"/sbin/text":   "neither an ELF binary nor a script",
-		"/sbin/noexec": "not an executable file",
-		"/sbin/none":   "no such file",
+		"/sbin/text":    "neither an ELF binary nor a script",
+		"/sbin/noexec":  "not an executable file",
+		"/sbin/none":    "no such file",
+		"/sbin/foreign": "is built for ",
+		"/sbin/object":  "not an executable (e_type 1)",
 	} {
 		if _, err := Check(root, init); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Check(%s) err = %v, want %q", init, err, want)

@@ -30,6 +30,10 @@ installkernel() {
 install() {
 	local bin="${SPOTROOT_BIN:-/usr/sbin/spotroot}"
 	inst_simple "$bin" /usr/sbin/spotroot
+	# A kernel that cannot decompress its .ko.xz/.ko.zst modules itself has
+	# spotroot unpack them with xz or zstd (the PID 1 build carries no
+	# decompressor): bring them along when the root has them.
+	inst_multiple -o xz zstd
 	if [ -f "${dracutsysrootdir-}/etc/spotroot/config.yaml" ]; then
 		inst_simple /etc/spotroot/config.yaml
 	fi
