@@ -122,9 +122,9 @@ func TestPoolRaceSmall(t *testing.T) {
 	if r.Claimed != 10 || r.Dups != 0 {
 		t.Fatalf("claimed %d, doubly attached %d", r.Claimed, r.Dups)
 	}
-	// At least: list the pool, one AttachVolume, tag it, confirm it (the
-	// hostile simulator loses some answers, so CreateTags may be retried).
-	if r.Calls["AttachVolume"] < 10 || r.Calls["CreateTags"] < 10 || r.Calls["DescribeVolumes"] < 20 {
+	// At least: list the pool, one AttachVolume, tag it (the disk's
+	// appearance, not another DescribeVolumes, confirms the attach).
+	if r.Calls["AttachVolume"] < 10 || r.Calls["CreateTags"] < 10 || r.Calls["DescribeVolumes"] < 10 {
 		t.Fatalf("calls = %v", r.Calls)
 	}
 	rep := &Report{}
@@ -156,19 +156,18 @@ func TestGoals(t *testing.T) {
 	WriteGoals(&b, res)
 	out := b.String()
 	for _, want := range []string{
-		"== goals: 3 of 7 hold ==",
+		"== goals: 3 of 5 hold ==",
 		"✔ 16.1 handoff, kind, attach 0s: spotroot start → exec (median): 950 [900 … 1200] ms (goal ≤ 1000 ms)",
 		"✘ 16.1 handoff, kind, attach 2s: spotroot start → exec (median): 3500 ms (goal ≤ attach latency + 1000 ms = 3000 ms)",
 		"✔ 16.1 spotroot's addition over the floor",
 		"✘ 16.2 PID 1 binary size, CA roots and all (-tags fallbackroots): not measured in this run",
-		"✘ 16.3 pool race, 1000 claimants at once: AttachVolume requests per claim: not measured in this run (goal ≤ 2.0)",
 		"✔ 99.1 a later goal: 0.5 (goal ≤ 1)",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("summary lacks %q:\n%s", want, out)
 		}
 	}
-	if strings.Index(out, "16.3") > strings.Index(out, "99.1") {
+	if strings.Index(out, "16.2") > strings.Index(out, "99.1") {
 		t.Errorf("goals not in item order:\n%s", out)
 	}
 }

@@ -35,6 +35,7 @@ func main() {
 	noQEMU := flag.Bool("no-qemu", false, "skip the QEMU runs")
 	flag.StringVar(&prebuilt, "spotroot", "", "boot this PID 1 binary instead of building ./cmd/spotroot (another commit's, to compare)")
 	flag.DurationVar(&poolBudget, "pool-budget", poolBudget, "time limit of one pool race")
+	flag.DurationVar(&fleetSpreadFlag, "pool-spread", fleetSpread, "also race each pool of 1000 or more with the boots spread over this window (0 = no)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -139,10 +140,14 @@ func run(ctx context.Context, runs int, latency time.Duration, sel qemuSelection
 		if err := addPool(ctx, rep, n); err != nil {
 			return err
 		}
+		if err := addFleetSpread(ctx, rep, n); err != nil {
+			return err
+		}
 	}
 
 	rep.Note("Total bench time %s on %d CPU(s). Raw console logs: %s/runs.", time.Since(began).Round(time.Second), cpus(), work)
 	rep.WriteTable(os.Stdout)
+	writeFleetGoals(os.Stdout)
 	WriteGoals(os.Stdout, CheckGoals(rep, goals))
 	csvPath := filepath.Join(out, "bench.csv")
 	if err := rep.Save(csvPath); err != nil {
@@ -176,7 +181,7 @@ func addPool(ctx context.Context, rep *Report, n int) error {
 
 func addPoolResult(rep *Report, r PoolResult) error {
 	n := r.N
-	c := fmt.Sprintf("%d claimants", n)
+	c := fleetConfig(n, r.Spread)
 	rep.Add(secPool, c, "all claimed and attached (wall)", "s", r.Wall.Seconds())
 	for _, v := range r.PerClaim {
 		rep.Add(secPool, c, "one claimant: Claim + WaitAttached", "s", v)
@@ -190,7 +195,8 @@ func addPoolResult(rep *Report, r PoolResult) error {
 	rep.Add(secPool, c, "  AttachVolume past throttling per claim", "calls", float64(r.AttachAccepted)/float64(r.Claimed))
 	rep.Add(secPool, c, "  throttled requests (RequestLimitExceeded) per claim", "calls", float64(r.Throttled)/float64(r.Claimed))
 	rep.Add(secPool, c, "  lost races (AttachVolume errors) per claim", "calls", float64(r.Errors["AttachVolume"])/float64(r.Claimed))
-	rep.Note("pool race %d (hostile seed %d, %d answers lost after commit): %s", n, r.Seed, r.Lost, r.CallsSummary())
+	rep.Note("pool race %s (hostile seed %d, %d answers lost after commit): %s", c, r.Seed, r.Lost, r.CallsSummary())
+	addFleetRows(rep, r)
 	return nil
 }
 

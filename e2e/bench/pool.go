@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -42,6 +43,12 @@ type PoolResult struct {
 	// AttachAccepted counts AttachVolume requests that got past throttling
 	// (answered, successfully or not).
 	AttachAccepted int
+	// Spread is the window the claimants started in (0: at once), Starts
+	// their start offsets from the first, Floor what EC2's buckets alone
+	// force for those starts (BucketFloor).
+	Spread time.Duration
+	Starts []time.Duration
+	Floor  time.Duration
 }
 
 // TotalCalls is the number of EC2 API requests the simulator answered.
@@ -70,13 +77,18 @@ func (c *callCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		action = v.Get("Action")
 	}
 	sw := &statusWriter{ResponseWriter: w, status: 200}
+	// Deferred: an answer the hostile simulator loses by aborting the
+	// connection (a reset, a stall then a reset) panics out of ServeHTTP,
+	// and the request still counts.
+	defer func() {
+		c.mu.Lock()
+		c.calls[action]++
+		if sw.status >= 400 {
+			c.errors[action]++
+		}
+		c.mu.Unlock()
+	}()
 	c.next.ServeHTTP(sw, r)
-	c.mu.Lock()
-	c.calls[action]++
-	if sw.status >= 400 {
-		c.errors[action]++
-	}
-	c.mu.Unlock()
 }
 
 type statusWriter struct {
@@ -95,15 +107,40 @@ func (s *statusWriter) WriteHeader(code int) {
 // budget bounds the race itself (0 = 10 minutes); claimants still going
 // then fail with the context's error, and the result says how many made it.
 func PoolRace(ctx context.Context, n int, budget time.Duration) (PoolResult, error) {
+	return PoolRaceWith(ctx, PoolOpts{N: n, Budget: budget})
+}
+
+// PoolOpts describe one pool race.
+type PoolOpts struct {
+	N      int
+	Budget time.Duration // 0 = 10 minutes
+	// Spread starts the claimants at uniformly random offsets within this
+	// window (boots spread out) instead of all at once.
+	Spread time.Duration
+	// Seed picks the start offsets (0: from the simulator's seed).
+	Seed uint64
+}
+
+// PoolRaceWith runs one race as PoolRace does, with its options.
+func PoolRaceWith(ctx context.Context, o PoolOpts) (PoolResult, error) {
+	n, budget := o.N, o.Budget
 	if budget <= 0 {
 		budget = 10 * time.Minute
 	}
-	res := PoolResult{N: n, Calls: map[string]int{}, Errors: map[string]int{}}
+	res := PoolResult{N: n, Calls: map[string]int{}, Errors: map[string]int{}, Spread: o.Spread}
 	w, err := sim.Load("") // the hostile profile is on: EC2's token buckets throttle the race
 	if err != nil {
 		return res, err
 	}
 	res.Seed = w.HostileSeed()
+	// Instance-profile keys last hours on EC2 (new ones five minutes before
+	// expiry); the hostile profile scales that to a minute so tests see a
+	// rotation. Over a race of minutes a thousand claimants would then all
+	// refresh at once from one small host serving every IMDS behind the
+	// simulator's lock, which times out: the host's limit, not EC2's.
+	if err := w.DisableHostile(sim.HostileCredentials, "pool race: credentials last the race, as EC2's hours-long keys do; a thousand IMDS refreshes from one host only measure the host"); err != nil {
+		return res, err
+	}
 	srv := sim.NewServer(w)
 	cc := &callCounter{next: srv.EC2Handler(), calls: res.Calls, errors: res.Errors}
 	api := httptest.NewServer(cc)
@@ -118,6 +155,8 @@ func PoolRace(ctx context.Context, n int, budget time.Duration) (PoolResult, err
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	claimers := make([]*claim.Claimer, n)
+	nudges := make([]chan struct{}, n)
+	mdClients := make([]*imds.Client, n)
 	var clients []*ec2.Client
 	for i := range claimers {
 		inst := sim.Instance{ID: sim.NewInstanceID(), AZ: "us-east-1a", InstanceType: "t3.micro",
@@ -125,9 +164,18 @@ func PoolRace(ctx context.Context, n int, budget time.Duration) (PoolResult, err
 		if err := w.AddInstance(inst); err != nil {
 			return res, err
 		}
+		// The kernel's side of an attach: PID 1 sees the volume's disk
+		// appear (NVMe serial = volume id) and stops asking EC2.
+		nudges[i] = make(chan struct{}, 1)
+		srv.Bind(inst.ID, deviceNotice{nudges[i]})
 		md := httptest.NewServer(srv.IMDSHandler(inst.ID))
 		defer md.Close()
-		client := claim.NewClient(claim.ClientOptions{Region: "us-east-1", Endpoint: api.URL, IMDS: imds.New(md.URL, nil).SDK()})
+		mdClients[i] = imds.New(md.URL, nil)
+		// CredentialsBudget: the hostile IMDS rotates keys every 30 s, and
+		// one small host answering a thousand IMDS and the EC2 API behind
+		// one lock is far slower than each instance's own IMDS.
+		client := claim.NewClient(claim.ClientOptions{Region: "us-east-1", Endpoint: api.URL, IMDS: mdClients[i].SDK(),
+			CredentialsBudget: 2 * time.Minute})
 		clients = append(clients, client)
 		// CallTimeout: at 1000 the simulator's host, not EC2, is the bottleneck
 		// (each claimant lists the whole pool: ~1 MB of XML).
@@ -143,12 +191,20 @@ func PoolRace(ctx context.Context, n int, budget time.Duration) (PoolResult, err
 	var werr error
 	var wmu sync.Mutex
 	var wwg sync.WaitGroup
-	for _, cl := range clients {
+	for i, cl := range clients {
 		wwg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wwg.Done() }()
-			if _, err := cl.Options().Credentials.Retrieve(ctx); err != nil {
+			// As PID 1 does (internal/boot): the instance's block-device
+			// mappings from IMDS, so the claim picks a device name
+			// without DescribeInstances.
+			m, err := mdClients[i].BlockDeviceMappings(ctx)
+			if err == nil {
+				claimers[i].Reserved, claimers[i].Mapped, claimers[i].MappedKnown = m.InstanceStores, m.Devices, true
+				_, err = cl.Options().Credentials.Retrieve(ctx)
+			}
+			if err != nil {
 				wmu.Lock()
 				werr = err
 				wmu.Unlock()
@@ -164,16 +220,22 @@ func PoolRace(ctx context.Context, n int, budget time.Duration) (PoolResult, err
 	got := make([]string, n)
 	errs := make([]error, n)
 	res.PerClaim = make([]float64, n)
+	res.Starts = startOffsets(n, o.Spread, cmp.Or(o.Seed, res.Seed))
+	res.Floor = BucketFloor(res.Starts)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i, c := range claimers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if !sleepCtx(ctx, res.Starts[i]) {
+				errs[i] = ctx.Err()
+				return
+			}
 			t := time.Now()
 			cl, err := c.Claim(ctx, config.Volume{Pool: pool, Mount: "/"})
 			if err == nil {
-				err = c.WaitAttached(ctx, cl.VolumeID)
+				err = c.WaitAttachedNudged(ctx, cl.VolumeID, nudges[i])
 			}
 			res.PerClaim[i] = time.Since(t).Seconds()
 			got[i], errs[i] = cl.VolumeID, err

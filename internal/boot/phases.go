@@ -33,10 +33,13 @@ type world struct {
 	id imds.Identity
 	// instanceStore are the instance-store device names IMDS maps (sdb…).
 	instanceStore []string
-	claimer       *claim.Claimer
-	uev           *blockdev.Listener
-	sys           blockdev.Sys
-	handle        *netup.Handle
+	// mapped are all the device names IMDS maps (mappedKnown: read).
+	mapped      []string
+	mappedKnown bool
+	claimer     *claim.Claimer
+	uev         *blockdev.Listener
+	sys         blockdev.Sys
+	handle      *netup.Handle
 	// The EC2 client opened ahead (ec2client.go): its credentials, and
 	// the endpoint and address family it was made for.
 	creds       *aws.CredentialsCache
@@ -79,7 +82,9 @@ func (b *booter) claimAndSwitch() error {
 		Log:         b.slog,
 		// Never offer instance storage's names (nor a Xen instance's own
 		// disks) to AttachVolume: DescribeInstances does not list them.
-		Reserved: append(append([]string{}, w.instanceStore...), w.sys.XenDiskNames()...),
+		Reserved:    append(append([]string{}, w.instanceStore...), w.sys.XenDiskNames()...),
+		Mapped:      w.mapped,
+		MappedKnown: w.mappedKnown,
 	}
 	if local := w.sys.InstanceStoreDisks(); len(local) > 0 || len(w.instanceStore) > 0 {
 		b.slog.Info("instance storage present; never chosen", "disks", strings.Join(local, ","), "mappings", strings.Join(w.instanceStore, ","))
@@ -193,8 +198,13 @@ func (b *booter) bringUp(w *world) error {
 		})
 		safego.Go("imds block-device-mapping", func() {
 			defer wg.Done()
-			// Instance-store mappings: their names are off limits.
-			w.instanceStore, bdmErr = b.imds.InstanceStoreDevices(ctx)
+			// Instance-store mappings: their names are off limits. The
+			// whole mapping lets the claim choose a device name without
+			// asking DescribeInstances.
+			m, err := b.imds.BlockDeviceMappings(ctx)
+			if bdmErr = err; err == nil {
+				w.instanceStore, w.mapped, w.mappedKnown = m.InstanceStores, m.Devices, true
+			}
 		})
 		var err error
 		w.id, err = b.imds.Identity(ctx)
@@ -214,9 +224,10 @@ func (b *booter) bringUp(w *world) error {
 		}
 		b.userData = userData
 		b.slog.Info("instance", "id", w.id.InstanceID, "region", w.id.Region, "az", w.id.AZ, "user-data-bytes", len(userData))
-		// Best effort: the disks themselves are recognised without IMDS.
+		// Best effort: the disks themselves are recognised without IMDS;
+		// without the mappings the claim asks DescribeInstances.
 		if bdmErr != nil {
-			b.slog.Warn("cannot list instance-store mappings; relying on the disks' identity", "err", bdmErr)
+			b.slog.Warn("cannot list the block-device mappings; relying on the disks' identity and DescribeInstances", "err", bdmErr)
 		}
 		return nil
 	}); err != nil {

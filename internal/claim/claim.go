@@ -62,11 +62,24 @@ type Claimer struct {
 	// They are never offered to AttachVolume.
 	Reserved []string
 
+	// Mapped are the device names IMDS lists for this instance
+	// (meta-data block-device-mapping/: ami, root, ebsN, ephemeralN), its
+	// mappings at launch; MappedKnown says they were read. Then the first
+	// device name is chosen from them, Reserved and the names this boot
+	// attached, without a DescribeInstances call: at fleet scale every
+	// call counts against EC2's rate limit. A volume attached after launch
+	// by something else is not listed there; AttachVolume then answers
+	// "already in use" and the next choice asks DescribeInstances.
+	Mapped      []string
+	MappedKnown bool
+
 	// device is the free device name chosen for this instance, kept across
 	// attempts (a lost pool race does not use it up).
 	device string
-	// ahead is this instance's mappings, asked while Find runs.
-	ahead *mappingsAhead
+	// attachedDevs are the device names this claimer attached volumes on.
+	attachedDevs []string
+	// attachOpts are extra options for AttachVolume (attachOnce).
+	attachOpts []func(*ec2.Options)
 }
 
 // Claim is an attached volume.
@@ -185,6 +198,7 @@ func (c *Claimer) Attach(ctx context.Context, vol types.Volume) (Claim, error) {
 	}
 	if a := attachedTo(vol, c.Instance.ID); a != nil {
 		c.log().Info("volume already attached to this instance", "volume", id, "device", aws.ToString(a.Device))
+		c.attachedDevs = append(c.attachedDevs, aws.ToString(a.Device))
 		cl := Claim{VolumeID: id, Device: aws.ToString(a.Device), AlreadyAttached: true, Volume: vol}
 		if a.State == types.VolumeAttachmentStateAttached {
 			return cl, nil
@@ -198,6 +212,17 @@ func (c *Claimer) Attach(ctx context.Context, vol types.Volume) (Claim, error) {
 		return Claim{}, fmt.Errorf("%s: volume state is %q, not available", what, vol.State)
 	}
 	return c.attachLoop(ctx, vol, what)
+}
+
+// attachOnce is Attach for a pool member: one AttachVolume request per
+// attempt, no SDK retries. A refused request (throttled) comes back as a
+// ThrottledError for the pool to pace itself; an unanswered one is looked
+// up (attachLoop) instead of being sent again, which would spend another
+// of AttachVolume's scarce tokens only to be told VolumeInUse.
+func (c *Claimer) attachOnce(ctx context.Context, vol types.Volume) (Claim, error) {
+	c.attachOpts = []func(*ec2.Options){noRetry}
+	defer func() { c.attachOpts = nil }()
+	return c.Attach(ctx, vol)
 }
 
 // attachLoop calls AttachVolume until EC2 took it, handling what EC2 does
@@ -224,15 +249,20 @@ func (c *Claimer) attachLoop(ctx context.Context, vol types.Volume, what string)
 		var log attemptLog
 		out, err := c.EC2.AttachVolume(cctx, &ec2.AttachVolumeInput{
 			VolumeId: aws.String(id), InstanceId: aws.String(c.Instance.ID), Device: aws.String(device),
-		}, log.option)
+		}, append([]func(*ec2.Options){log.option}, c.attachOpts...)...)
 		cancel()
 		if err == nil {
 			c.device = "" // used now
+			c.attachedDevs = append(c.attachedDevs, device)
 			c.log().Info("attach requested", "volume", id, "device", device, "state", string(out.State))
 			return Claim{VolumeID: id, Device: device, Volume: vol}, nil
 		}
 		code := ErrorCode(err)
 		switch {
+		case code == throttleCode && !log.unclear:
+			// Refused before EC2 looked at it (an earlier attempt of this
+			// call would have made it unclear): nothing happened.
+			return Claim{}, &ThrottledError{Op: what, Err: err}
 		case code == "IncorrectState" && c.instanceNotRunning(err):
 			// PID 1 runs before EC2 says running: wait, it is not "in use".
 			if time.Now().After(deadline) {
@@ -289,8 +319,11 @@ func (c *Claimer) attachLoop(ctx context.Context, vol types.Volume, what string)
 // waitRunning polls this instance's state until EC2 says running (its view
 // lags, so pending may outlast the truth: the deadline bounds it).
 func (c *Claimer) waitRunning(ctx context.Context, deadline time.Time) error {
-	for {
-		if !sleep(ctx, c.maxPoll()) {
+	// The first look after two polls' time: an instance that runs code is
+	// about to be running, and EC2's view of it lags; earlier looks only
+	// count against the rate limit.
+	for delay := 2 * c.maxPoll(); ; delay = c.maxPoll() {
+		if !sleep(ctx, delay) {
 			return ctx.Err()
 		}
 		if time.Now().After(deadline) {
@@ -342,12 +375,19 @@ func (c *Claimer) instanceNotRunning(err error) bool {
 func (c *Claimer) lookAfterAttach(ctx context.Context, vol types.Volume, wait time.Duration, stopAtOther bool) (cl Claim, mine bool, other string) {
 	id := aws.ToString(vol.VolumeId)
 	deadline := time.Now().Add(wait)
-	delay := c.pollInterval()
+	// Look first after a poll's time, then at that pace: EC2's view lags
+	// behind the attach it may just have made, and every look counts
+	// against DescribeVolumes' rate limit.
+	delay := c.maxPoll()
+	if !sleep(ctx, delay) {
+		return Claim{}, false, ""
+	}
 	for {
 		v, err := c.describeOne(ctx, id, "look at "+id+" after an unclear attach")
 		if err == nil && v != nil {
 			if a := attachedTo(*v, c.Instance.ID); a != nil {
 				c.device = ""
+				c.attachedDevs = append(c.attachedDevs, aws.ToString(a.Device))
 				c.log().Info("the attach went through although its answer did not say so", "volume", id, "device", aws.ToString(a.Device))
 				return Claim{VolumeID: id, Device: aws.ToString(a.Device), Volume: *v}, true, ""
 			}
@@ -377,7 +417,7 @@ func (l *attemptLog) option(o *ec2.Options) {
 			func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
 				l.attempts++
 				out, md, err := next.HandleFinalize(ctx, in)
-				if err != nil && !rejected(err) {
+				if err != nil && !rejected(err) && !throttled(err) {
 					l.unclear = true
 				}
 				return out, md, err
@@ -440,18 +480,35 @@ func (c *Claimer) WaitAttached(ctx context.Context, volID string) error {
 	return c.WaitAttachedNudged(ctx, volID, nil)
 }
 
-// WaitAttachedNudged is WaitAttached, polling again at once whenever nudge
-// fires: the block device appearing means EC2 is about to say "attached",
-// and the growing poll interval would otherwise overshoot by up to a second.
+// WaitAttachedNudged is WaitAttached for a caller that also watches for
+// the volume's block device: nudge fires once the kernel has the disk (an
+// NVMe serial equal to the volume id, or the Xen device name asked for),
+// which only EC2's attachment of this very volume to this instance brings,
+// so it ends the wait without asking EC2 again. Until then EC2 is polled
+// from a little after the request (an attach is never done at once), so a
+// failed attachment (EC2 gave up on it) still ends the wait. At fleet scale
+// every poll counts against DescribeVolumes' rate limit, and EC2's lagging
+// view makes early polls see nothing anyway.
 func (c *Claimer) WaitAttachedNudged(ctx context.Context, volID string, nudge <-chan struct{}) error {
 	what := fmt.Sprintf("wait for %s to attach to %s", volID, c.Instance.ID)
 	delay := c.pollInterval()
+	if nudge != nil {
+		delay = c.maxPoll() // the device is the fast signal
+	}
 	// EC2's view lags: right after AttachVolume the attachment may be
 	// missing (or the volume NotFound, or still showing a dead owner).
 	// Only a view without our attachment that lasts longer than the grace
 	// means EC2 gave up on it.
 	var missingSince time.Time
 	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: still not attached: %w", what, ctx.Err())
+		case <-nudge:
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, c.maxPoll())
 		v, err := c.describeOne(ctx, volID, what)
 		if err != nil {
 			return err
@@ -474,15 +531,6 @@ func (c *Claimer) WaitAttachedNudged(ctx context.Context, volID string, nudge <-
 			}
 			return fmt.Errorf("%s: the attachment is gone for %v (volume %s); EC2 could not attach it", what, c.grace(), state)
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: still not attached: %w", what, ctx.Err())
-		case <-nudge:
-			delay = c.pollInterval()
-			continue
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, c.maxPoll())
 	}
 }
 
@@ -498,18 +546,27 @@ func (c *Claimer) maxPoll() time.Duration {
 // use": held after a detach, or instance storage DescribeInstances never
 // lists). xvdX aliases sdX, so letters count, not names.
 func (c *Claimer) freeDevice(ctx context.Context, skip map[string]bool) (string, error) {
-	out, err := c.mappings(ctx)
-	if err != nil {
-		return "", err
-	}
 	used := map[string]bool{}
-	for _, d := range c.Reserved {
+	for _, d := range append(append([]string{}, c.Reserved...), c.attachedDevs...) {
 		used[letter(d)] = true
 	}
-	for _, r := range out.Reservations {
-		for _, in := range r.Instances {
-			for _, m := range in.BlockDeviceMappings {
-				used[letter(aws.ToString(m.DeviceName))] = true
+	if c.MappedKnown && len(skip) == 0 {
+		for _, d := range c.Mapped {
+			used[letter(d)] = true
+		}
+	} else {
+		cctx, cancel := c.call(ctx)
+		defer cancel()
+		out, err := c.EC2.DescribeInstances(cctx, &ec2.DescribeInstancesInput{Filters: []types.Filter{
+			{Name: aws.String("instance-id"), Values: []string{c.Instance.ID}}}})
+		if err != nil {
+			return "", apiError("DescribeInstances", "describe "+c.Instance.ID, err)
+		}
+		for _, r := range out.Reservations {
+			for _, in := range r.Instances {
+				for _, m := range in.BlockDeviceMappings {
+					used[letter(aws.ToString(m.DeviceName))] = true
+				}
 			}
 		}
 	}

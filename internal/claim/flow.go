@@ -22,8 +22,6 @@ func (c *Claimer) Claim(ctx context.Context, v config.Volume) (Claim, error) {
 	if len(v.Pool) > 0 {
 		return c.claimPool(ctx, v)
 	}
-	c.askMappingsAhead(ctx)
-	defer func() { c.ahead = nil }() // unused (found attached, or failed): dropped
 	vol, err := c.Find(ctx, v)
 	var notFound *NotFoundError
 	var otherAZ *OtherAZError
@@ -124,13 +122,19 @@ func (c *Claimer) poll(ctx context.Context, check func() (bool, error)) error {
 	}
 }
 
-// tagClaimed records the claim on the volume; best effort (the IAM policy
-// may not allow it, and the boot must not fail for a tag).
-func (c *Claimer) tagClaimed(ctx context.Context, volID string) {
+// tagClaimed records the claim on the volume (spotroot:instance=<id>, so
+// operators see who holds which member); best effort (the IAM policy may
+// not allow it, and the boot must not fail for a tag), skipped when vol
+// carries it already, and not sent again when its answer is lost (EC2
+// applied it, or the tag is missing: it is informational).
+func (c *Claimer) tagClaimed(ctx context.Context, volID string, vol types.Volume) {
+	if tagValue(vol, TagInstance) == c.Instance.ID {
+		return
+	}
 	cctx, cancel := c.call(ctx)
 	defer cancel()
 	_, err := c.EC2.CreateTags(cctx, &ec2.CreateTagsInput{Resources: []string{volID},
-		Tags: []types.Tag{{Key: aws.String(TagInstance), Value: aws.String(c.Instance.ID)}}})
+		Tags: []types.Tag{{Key: aws.String(TagInstance), Value: aws.String(c.Instance.ID)}}}, onlyThrottleRetry)
 	if err != nil {
 		c.log().Warn("could not tag the claimed volume", "volume", volID, "tag", TagInstance, "error", apiError("CreateTags", "tag "+volID, err))
 	}

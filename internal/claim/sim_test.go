@@ -2,7 +2,6 @@ package claim_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -10,9 +9,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/spotroot/spotroot/e2e/sim"
 	"github.com/spotroot/spotroot/internal/claim"
@@ -171,31 +167,6 @@ func sum(m map[string]int) int {
 		n += v
 	}
 	return n
-}
-
-func TestRendezvousOrderSpreads(t *testing.T) {
-	t.Parallel() // each test has its own world; they mostly wait on the hostile clock
-	w := newWorld(t)
-	var vols []string
-	for range 10 {
-		vols = append(vols, w.volume("us-east-1a", nil))
-	}
-	first := map[string]bool{}
-	for i := range 20 {
-		var in []types.Volume
-		for _, id := range vols {
-			in = append(in, types.Volume{VolumeId: aws.String(id)})
-		}
-		order := claim.RendezvousOrder(fmt.Sprintf("i-%017x", i), in)
-		again := claim.RendezvousOrder(fmt.Sprintf("i-%017x", i), in)
-		if aws.ToString(order[0].VolumeId) != aws.ToString(again[0].VolumeId) {
-			t.Fatal("order is not stable for one instance")
-		}
-		first[aws.ToString(order[0].VolumeId)] = true
-	}
-	if len(first) < 4 {
-		t.Fatalf("20 instances started on only %d distinct volumes: no spreading", len(first))
-	}
 }
 
 func TestOtherAZMove(t *testing.T) {
