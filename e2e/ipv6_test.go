@@ -207,14 +207,22 @@ func testIPv6Only(t *testing.T) {
 	// EC2's side: every call the instance made came over TLS for the
 	// dual-stack name, from the subnet, and the volume was attached.
 	evs := ipv6EC2Calls(t, w, r.InstanceID, statusCalls)
-	attached := false
+	// An AttachVolume whose answer the hostile cloud lost after it
+	// committed is audited with its error, so the attachment itself is
+	// what proves it: asked for over that path, and held by the instance.
+	asked := false
 	for _, ev := range evs {
-		if ev.EventName == "AttachVolume" && ev.ErrorCode == "" && ev.RequestParameters["VolumeId"] == w.VolumeID {
-			attached = true
+		if ev.EventName == "AttachVolume" && ev.RequestParameters["VolumeId"] == w.VolumeID {
+			asked = true
 		}
 	}
-	if !attached {
-		t.Errorf("audit: no successful AttachVolume of %s by %s", w.VolumeID, r.InstanceID)
+	v, _ := w.Sim.Volume(w.VolumeID)
+	held := false
+	for _, a := range v.Attachments {
+		held = held || a.InstanceID == r.InstanceID
+	}
+	if !asked || !held {
+		t.Errorf("audit: AttachVolume of %s asked by %s over the dual-stack path: %v; attached to it now: %v (%+v)", w.VolumeID, r.InstanceID, asked, held, v.Attachments)
 	}
 	if n := cloud.dns.Queries(harness.EC2DualStackHost, "AAAA"); n == 0 {
 		t.Errorf("the lease's DNS server got no AAAA query for %s (queries: %v)", harness.EC2DualStackHost, cloud.dns.AllQueries())
