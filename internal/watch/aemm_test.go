@@ -1,6 +1,8 @@
 package watch
 
 import (
+	"github.com/spotroot/spotroot/internal/testenv"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -23,7 +25,7 @@ func aemm(t *testing.T, args ...string) string {
 		t.Skip("builds amazon-ec2-metadata-mock")
 	}
 	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("go command not found")
+		testenv.Skip(t, "go command not found (setup installs Go)")
 	}
 	bin := filepath.Join(aemmDir(t), "ec2-metadata-mock")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
