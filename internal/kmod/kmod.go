@@ -100,7 +100,7 @@ func (l *Loader) LoadForClass(ctx context.Context, classPrefix string) (loaded [
 	defer w.close()
 
 	classPrefix = strings.ToLower(strings.TrimSpace(classPrefix))
-	busDir := filepath.Join(root, "sys/bus")
+	sc := newScanner(filepath.Join(root, "sys/bus"), classPrefix)
 	done := map[string]bool{}    // device paths already handled
 	waiting := map[string]bool{} // devices we loaded a driver for that are not yet bound
 	var errs []error
@@ -111,7 +111,7 @@ func (l *Loader) LoadForClass(ctx context.Context, classPrefix string) (loaded [
 			errs = append(errs, fmt.Errorf("kmod: load drivers for class %s: %w", classPrefix, err))
 			break
 		}
-		devs, err := scan(busDir, classPrefix)
+		devs, err := sc.scan()
 		if err != nil {
 			errs = append(errs, err)
 			break
@@ -317,48 +317,78 @@ func bound(devPath string) bool {
 	return err == nil
 }
 
+// scanner lists the devices that may need a driver. It remembers the bus
+// entries it has read, so the rescans after each load (three or four per
+// boot) read only what is new: on a TCG guest one pass over every bus's
+// sysfs attributes costs well over 100 ms.
+type scanner struct {
+	busDir      string
+	classPrefix string
+	seen        map[string]bool    // bus entries examined and not of interest
+	matched     map[string]string  // PCI entries of the class -> resolved path
+	other       map[string]*device // other-bus entries with a modalias
+}
+
+func newScanner(busDir, classPrefix string) *scanner {
+	return &scanner{busDir: busDir, classPrefix: classPrefix, seen: map[string]bool{},
+		matched: map[string]string{}, other: map[string]*device{}}
+}
+
 // scan lists PCI devices of the class and, below them, child devices with
 // a modalias (virtio0 under a virtio_pci device), parents first; then the
 // devices of every other bus with a modalias, marked otherBus. Like udev's
 // coldplug (and booster's), the bus lists in /sys/bus/*/devices are what is
-// walked; buses that only ever hold CPUs and memory are skipped.
-func scan(busDir, classPrefix string) ([]device, error) {
-	out, err := scanPCI(filepath.Join(busDir, "pci", "devices"), classPrefix)
+// walked; buses that only ever hold CPUs and memory are skipped, and so is
+// the acpi bus: it lists firmware descriptions (40-odd on a small VM), and a
+// NIC that ACPI describes is bound as the platform device carrying the same
+// acpi: modalias.
+func (s *scanner) scan() ([]device, error) {
+	out, err := s.scanPCI(filepath.Join(s.busDir, "pci", "devices"))
 	if err != nil {
 		return nil, err
 	}
-	if len(classDirs[classPrefix]) == 0 {
+	if len(classDirs[s.classPrefix]) == 0 {
 		return out, nil
 	}
-	buses, err := os.ReadDir(busDir)
+	buses, err := os.ReadDir(s.busDir)
 	if err != nil {
 		return out, nil // no sysfs: nothing else to find
 	}
 	for _, b := range buses {
 		switch b.Name() {
-		case "pci", "cpu", "memory", "node", "container", "clockevents", "clocksource", "event_source", "workqueue":
+		case "pci", "acpi", "cpu", "memory", "node", "container", "clockevents", "clocksource", "event_source", "workqueue":
 			continue
 		}
-		dir := filepath.Join(busDir, b.Name(), "devices")
+		dir := filepath.Join(s.busDir, b.Name(), "devices")
 		ents, err := os.ReadDir(dir)
 		if err != nil {
 			continue
 		}
 		for _, e := range ents {
-			p := filepath.Join(dir, e.Name())
-			if r, err := filepath.EvalSymlinks(p); err == nil {
-				p = r
+			entry := filepath.Join(dir, e.Name())
+			if d := s.other[entry]; d != nil {
+				out = append(out, *d)
+				continue
 			}
-			if ma, err := readTrim(filepath.Join(p, "modalias")); err == nil && ma != "" {
-				out = append(out, device{path: p, modalias: ma, otherBus: true})
+			if s.seen[entry] {
+				continue
 			}
+			p := resolve(entry)
+			ma, err := readTrim(filepath.Join(p, "modalias"))
+			if err != nil || ma == "" {
+				s.seen[entry] = true
+				continue
+			}
+			s.other[entry] = &device{path: p, modalias: ma, otherBus: true}
+			out = append(out, *s.other[entry])
 		}
 	}
 	return out, nil
 }
 
 // scanPCI lists PCI devices of the class and their children with a modalias.
-func scanPCI(pciDir, classPrefix string) ([]device, error) {
+// Children are looked for on every scan: they appear once a driver binds.
+func (s *scanner) scanPCI(pciDir string) ([]device, error) {
 	ents, err := os.ReadDir(pciDir)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -368,15 +398,21 @@ func scanPCI(pciDir, classPrefix string) ([]device, error) {
 	}
 	var out []device
 	for _, e := range ents {
-		p := filepath.Join(pciDir, e.Name())
-		class, err := readTrim(filepath.Join(p, "class"))
-		if err != nil || !strings.HasPrefix(strings.ToLower(class), classPrefix) {
+		entry := filepath.Join(pciDir, e.Name())
+		if s.seen[entry] {
 			continue
 		}
-		// The bus entry is a symlink into /sys/devices; resolve it so child
-		// paths are stable and the walk below can skip symlinks.
-		if r, err := filepath.EvalSymlinks(p); err == nil {
-			p = r
+		p, ok := s.matched[entry]
+		if !ok {
+			class, err := readTrim(filepath.Join(entry, "class"))
+			if err != nil || !strings.HasPrefix(strings.ToLower(class), s.classPrefix) {
+				s.seen[entry] = true
+				continue
+			}
+			// The bus entry is a symlink into /sys/devices; resolve it so
+			// child paths are stable and the walk below can skip symlinks.
+			p = resolve(entry)
+			s.matched[entry] = p
 		}
 		if ma, err := readTrim(filepath.Join(p, "modalias")); err == nil && ma != "" {
 			out = append(out, device{path: p, modalias: ma})
@@ -384,6 +420,20 @@ func scanPCI(pciDir, classPrefix string) ([]device, error) {
 		out = walkChildren(p, 3, out)
 	}
 	return out, nil
+}
+
+// resolve turns a /sys/bus/*/devices entry into its /sys/devices path. The
+// entry is one relative symlink straight to the device, so one readlink
+// does what EvalSymlinks does with a stat per path component.
+func resolve(entry string) string {
+	t, err := os.Readlink(entry)
+	if err != nil {
+		return entry // a plain directory (fake trees), or gone
+	}
+	if filepath.IsAbs(t) {
+		return filepath.Clean(t)
+	}
+	return filepath.Join(filepath.Dir(entry), t)
 }
 
 // walkChildren collects devices with a modalias below dir, depth-bounded,
