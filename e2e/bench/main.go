@@ -36,6 +36,7 @@ func main() {
 	flag.StringVar(&prebuilt, "spotroot", "", "boot this PID 1 binary instead of building ./cmd/spotroot (another commit's, to compare)")
 	flag.DurationVar(&poolBudget, "pool-budget", poolBudget, "time limit of one pool race")
 	flag.DurationVar(&fleetSpreadFlag, "pool-spread", fleetSpread, "also race each pool of 1000 or more with the boots spread over this window (0 = no)")
+	flag.StringVar(&extraKargs, "kargs", "", "extra guest kernel arguments (e.g. spotroot.log_level=debug; console lines slow a TCG guest)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -235,7 +236,11 @@ func qemuRuns(ctx context.Context, rep *Report, work, spotroot string, runs int,
 	benv.VolumeTemplate = filepath.Join(work, "env", "bench-volume.img")
 	if err := images.BuildVolume(ctx, images.VolumeOpts{Out: benv.VolumeTemplate, TestinitBin: env.TestinitBin,
 		SizeMiB: 64, FS: "ext4", Layout: "gpt", PartLabel: "root",
-		Files: []images.File{{Path: "sbin/benchinit", Src: guest}}}); err != nil {
+		// A volume made from the image carries the kernel's modules; one
+		// without makes spotroot lend the image's (two remounts and a
+		// warning), which no real root volume needs.
+		Kernel: &env.Kernel,
+		Files:  []images.File{{Path: "sbin/benchinit", Src: guest}}}); err != nil {
 		return fmt.Errorf("bench volume: %w", err)
 	}
 	_ = os.RemoveAll(filepath.Join(work, "runs"))

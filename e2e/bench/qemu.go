@@ -110,7 +110,15 @@ const (
 // init); a VM's timer needs no such check (every boot gets it, floor too).
 var benchKernelArgs = []string{"printk.devkmsg=on", "no_timer_check"}
 
-func kargs(extra ...string) []string { return append(append([]string{}, benchKernelArgs...), extra...) }
+func kargs(extra ...string) []string {
+	a := append(append([]string{}, benchKernelArgs...), extra...)
+	return append(a, strings.Fields(extraKargs)...)
+}
+
+// extraKargs is -kargs: more guest kernel arguments, e.g.
+// spotroot.log_level=debug to see where a phase's time goes (every console
+// line costs a TCG guest milliseconds: not for figures to keep).
+var extraKargs string
 
 // benchUserData is the harness's user-data with the volume's init pointed
 // at the bench init.

@@ -141,6 +141,10 @@ type VolumeOpts struct {
 	Unclean bool
 	// NoInit leaves /sbin/init out.
 	NoInit bool
+	// Kernel, if set, puts these of its modules on the volume (nil =
+	// DefaultModules), as a volume made from the image's snapshot has them.
+	Kernel  *kernel.Kernel
+	Modules []string
 }
 
 // File is an extra file for an image: a copy of Src, the bytes Data, or a
@@ -221,6 +225,15 @@ func BuildVolume(ctx context.Context, o VolumeOpts) error {
 	}
 	if err := writeFile(filepath.Join(stage, "etc/spotroot-test/kind"), []byte("persistent\n")); err != nil {
 		return err
+	}
+	if o.Kernel != nil {
+		mods := o.Modules
+		if mods == nil {
+			mods = DefaultModules
+		}
+		if err := stageModules(ctx, stage, *o.Kernel, mods); err != nil {
+			return err
+		}
 	}
 	if err := AddFiles(stage, o.Files); err != nil {
 		return fmt.Errorf("BuildVolume: extra files: %w", err)

@@ -128,8 +128,9 @@ func (l *Log) Lines() []string {
 	return append([]string(nil), l.lines...)
 }
 
-// Slog returns a structured logger whose records become `spotroot: msg k=v` lines.
-func (l *Log) Slog(level slog.Level) *slog.Logger {
+// Slog returns a structured logger whose records become `spotroot: msg k=v`
+// lines. A *slog.LevelVar lets the configuration change the level later.
+func (l *Log) Slog(level slog.Leveler) *slog.Logger {
 	return slog.New(&handler{l: l, level: level})
 }
 

@@ -10,12 +10,12 @@ import (
 // message as k=v so the console stays one line per event.
 type handler struct {
 	l      *Log
-	level  slog.Level
+	level  slog.Leveler
 	attrs  []slog.Attr
 	prefix string
 }
 
-func (h *handler) Enabled(_ context.Context, lv slog.Level) bool { return lv >= h.level }
+func (h *handler) Enabled(_ context.Context, lv slog.Level) bool { return lv >= h.level.Level() }
 
 func (h *handler) Handle(_ context.Context, r slog.Record) error {
 	var b strings.Builder
