@@ -2,7 +2,6 @@ package boot
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -250,31 +249,6 @@ func (b *booter) findInit(root config.Volume) (string, error) {
 
 // Marker is a string every spotroot binary contains, to recognise one.
 var Marker = "spotroot-binary-marker:8f3c1e"
-
-// isSpotroot reports whether the file is a spotroot binary.
-func isSpotroot(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	needle := []byte(Marker)
-	buf := make([]byte, 1<<20)
-	carry := 0
-	for {
-		n, err := f.Read(buf[carry:])
-		if bytes.Contains(buf[:carry+n], needle) {
-			return true
-		}
-		if err == io.EOF || err != nil || n == 0 {
-			return false
-		}
-		// Keep a tail so a marker across reads is found.
-		keep := min(len(needle)-1, carry+n)
-		copy(buf, buf[carry+n-keep:carry+n])
-		carry = keep
-	}
-}
 
 // writeTimeline leaves the boot record in /run (bound into the new root) for
 // the real init's logs and `spotroot status`.
