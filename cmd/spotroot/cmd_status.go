@@ -87,7 +87,8 @@ func statusCmd(args []string, stdio stdio) int {
 	}
 	// The instance profile's credentials, as the boot uses them: the same
 	// in the PID 1 build (no default credential chain) and the operator build.
-	c := claim.NewClient(claim.ClientOptions{Region: region, Endpoint: a.Endpoint, IMDS: ic.SDK(), DualStack: !local.IPv4})
+	c := claim.NewClient(claim.ClientOptions{Region: region, Endpoint: a.Endpoint, IMDS: ic.SDK(), DualStack: !local.IPv4,
+		ClockOffset: ic.ClockOffset})
 	r, err := ops.InstanceStatus(ctx, c, id.InstanceID, region, id.AZ, *timeline)
 	if *output == "json" {
 		writeJSON(stdio.out, r)

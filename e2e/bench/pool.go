@@ -175,7 +175,7 @@ func PoolRaceWith(ctx context.Context, o PoolOpts) (PoolResult, error) {
 		// one small host answering a thousand IMDS and the EC2 API behind
 		// one lock is far slower than each instance's own IMDS.
 		client := claim.NewClient(claim.ClientOptions{Region: "us-east-1", Endpoint: api.URL, IMDS: mdClients[i].SDK(),
-			CredentialsBudget: 2 * time.Minute})
+			CredentialsBudget: 2 * time.Minute, ClockOffset: mdClients[i].ClockOffset})
 		clients = append(clients, client)
 		// CallTimeout: at 1000 the simulator's host, not EC2, is the bottleneck
 		// (each claimant lists the whole pool: ~1 MB of XML).

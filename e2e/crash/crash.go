@@ -185,8 +185,9 @@ func (w *crashWorld) claimer(id string, h http.Handler, flow Flow) *claim.Claime
 	}
 	md := httptest.NewServer(w.srv.IMDSHandler(id))
 	w.t.Cleanup(md.Close)
+	ic := imds.New(md.URL, nil)
 	c := &claim.Claimer{
-		EC2:      claim.NewClient(claim.ClientOptions{Region: "us-east-1", Endpoint: api.URL, IMDS: imds.New(md.URL, nil).SDK()}),
+		EC2:      claim.NewClient(claim.ClientOptions{Region: "us-east-1", Endpoint: api.URL, IMDS: ic.SDK(), ClockOffset: ic.ClockOffset}),
 		Instance: claim.Instance{ID: id, AZ: inst.AZ}, ImageID: crashAMI,
 		// Polls a few times per lag; every wait for EC2's views to
 		// settle outlasts the lag (PID 1's defaults do the same for the

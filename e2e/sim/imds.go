@@ -30,6 +30,7 @@ func (s *Server) serveIMDS(id string, rw http.ResponseWriter, r *http.Request) {
 	w := s.World
 	w.mu.Lock()
 	inst, ok := w.Instances[id]
+	hostNow := w.ec2NowLocked()
 	var delay time.Duration
 	var fail, v1only bool
 	if ok {
@@ -43,6 +44,13 @@ func (s *Server) serveIMDS(id string, rw http.ResponseWriter, r *http.Request) {
 	w.mu.Unlock()
 
 	rw.Header().Set("Server", "EC2ws")
+	// IMDS answers from the instance's host, whose clock is EC2's (the
+	// hostile profile's ClockSkew is the guest's clock being off, not
+	// EC2's): every answer carries it as Date, as AWS's own IMDSv2
+	// examples show ("Date: Mon, 12 Sep 2022 21:58:03 GMT", "Server: EC2ws",
+	// https://docs.aws.amazon.com/snowball/latest/developer-guide/imds-code-examples.html;
+	// the EC2 user guide's "Retrieve instance metadata" shows the same).
+	rw.Header().Set("Date", hostNow.UTC().Format(http.TimeFormat))
 	if !ok {
 		imdsError(rw, http.StatusNotFound)
 		return

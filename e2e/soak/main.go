@@ -197,7 +197,8 @@ func (e *env) claimer(az, instanceType string) (*claim.Claimer, error) {
 	}
 	md := httptest.NewServer(e.srv.IMDSHandler(inst.ID))
 	e.mds = append(e.mds, md)
-	client := claim.NewClient(claim.ClientOptions{Region: "us-east-1", Endpoint: e.api.URL, IMDS: imds.New(md.URL, nil).SDK()})
+	ic := imds.New(md.URL, nil)
+	client := claim.NewClient(claim.ClientOptions{Region: "us-east-1", Endpoint: e.api.URL, IMDS: ic.SDK(), ClockOffset: ic.ClockOffset})
 	return &claim.Claimer{EC2: client, Instance: claim.Instance{ID: inst.ID, AZ: az}, ImageID: inst.ImageID,
 		WaitDetach: 30 * time.Second, Log: quiet}, nil
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"net"
 	"net/http"
 	"time"
@@ -61,6 +62,10 @@ type ClientOptions struct {
 	// instead of crypto/tls with RootCAs (caroots.Bundle.Verify: roots
 	// parsed only when a chain names them).
 	Verify func(serverName string, chain []*x509.Certificate) error
+	// ClockOffset, if set, is EC2's clock minus this machine's as the
+	// metadata service's Date headers tell it (imds.Client.ClockOffset):
+	// requests are signed with it while the SDK has measured none.
+	ClockOffset func() (time.Duration, bool)
 	// Prewarm opens the TLS connection to the endpoint at once, in the
 	// background: the first call finds DNS, TCP and the handshake done.
 	Prewarm bool
@@ -146,6 +151,9 @@ func NewClient(o ClientOptions) *ec2.Client {
 		},
 	}
 	return ec2.NewFromConfig(cfg, func(eo *ec2.Options) {
+		if o.ClockOffset != nil {
+			eo.HTTPSignerV4 = skewSigner{v4: v4.NewSigner(), offset: o.ClockOffset}
+		}
 		if o.Endpoint != "" {
 			eo.BaseEndpoint = aws.String(o.Endpoint)
 		} else if o.DualStack {

@@ -2,6 +2,9 @@ package claim_test
 
 import (
 	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"github.com/spotroot/spotroot/e2e/sim"
 	"github.com/spotroot/spotroot/internal/claim"
 	"github.com/spotroot/spotroot/internal/config"
+	"github.com/spotroot/spotroot/internal/imds"
 )
 
 // only leaves one hostile behaviour on (set up by tweak), so each test
@@ -190,26 +194,56 @@ func TestClaimSurvivesLateAndRotatingCredentials(t *testing.T) {
 	}
 }
 
-// A guest clock seven minutes off either way: EC2 refuses the first
-// request (RequestExpired behind, SignatureDoesNotMatch ahead) and the
-// client corrects from the Date header.
+// A guest clock seven minutes off either way. With the metadata service's
+// Date header (PID 1's client) the first request is already signed with
+// EC2's clock: nothing is refused. Without it (an IMDS answer without Date)
+// EC2 refuses the first request (RequestExpired behind,
+// SignatureDoesNotMatch ahead) and the SDK corrects from EC2's Date header.
 func TestClaimCorrectsClockSkew(t *testing.T) {
 	t.Parallel() // each test has its own world; they mostly wait on the hostile clock
 	for _, skew := range []time.Duration{7 * time.Minute, -7 * time.Minute} {
-		t.Run(skew.String(), func(t *testing.T) {
-			w := newWorld(t)
-			w.only(sim.HostileClock, func(h *sim.Hostile) { h.ClockSkew = skew })
-			id := w.volume("us-east-1a", map[string]string{"Name": "home-root"})
-			c := w.claimer("us-east-1a", nil)
-			if _, err := claimAndWait(context.Background(), c, home); err != nil {
-				t.Fatal(err)
-			}
-			w.attachedTo(id, c.Instance.ID)
-			if st := w.sim.Stats(); st.Skewed == 0 {
-				t.Fatal("no request was refused for skew")
-			}
-		})
+		for _, imdsDate := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%v/imds-date=%v", skew, imdsDate), func(t *testing.T) {
+				w := newWorld(t)
+				w.only(sim.HostileClock, func(h *sim.Hostile) { h.ClockSkew = skew })
+				id := w.volume("us-east-1a", map[string]string{"Name": "home-root"})
+				c := w.claimer("us-east-1a", nil)
+				if !imdsDate {
+					md := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+						w.srv.IMDSHandler(c.Instance.ID).ServeHTTP(dateless{rw}, r)
+					}))
+					t.Cleanup(md.Close)
+					ic := imds.New(md.URL, nil)
+					c.EC2 = claim.NewClient(claim.ClientOptions{Region: "us-east-1", Endpoint: w.ec2.URL, IMDS: ic.SDK(), ClockOffset: ic.ClockOffset})
+				}
+				if _, err := claimAndWait(context.Background(), c, home); err != nil {
+					t.Fatal(err)
+				}
+				w.attachedTo(id, c.Instance.ID)
+				switch st := w.sim.Stats(); {
+				case imdsDate && st.Skewed != 0:
+					t.Fatalf("%d requests refused for skew though IMDS's Date told the clock", st.Skewed)
+				case !imdsDate && st.Skewed == 0:
+					t.Fatal("no request was refused for skew: the test proves nothing")
+				}
+			})
+		}
 	}
+}
+
+// dateless drops the Date header, as an IMDS that sent none.
+type dateless struct{ http.ResponseWriter }
+
+func (d dateless) WriteHeader(code int) {
+	d.Header()["Date"] = nil // nil, not deleted: net/http then adds none
+	d.ResponseWriter.WriteHeader(code)
+}
+
+func (d dateless) Write(b []byte) (int, error) {
+	if d.Header()["Date"] != nil {
+		d.Header()["Date"] = nil
+	}
+	return d.ResponseWriter.Write(b)
 }
 
 // Without the fix the claim would call a pending instance's volume "in

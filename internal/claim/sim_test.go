@@ -59,7 +59,8 @@ func (w *world) claimer(az string, mutate func(*sim.Instance)) *claim.Claimer {
 	}
 	md := httptest.NewServer(w.srv.IMDSHandler(inst.ID))
 	w.t.Cleanup(md.Close)
-	client := claim.NewClient(claim.ClientOptions{Region: "us-east-1", Endpoint: w.ec2.URL, IMDS: imds.New(md.URL, nil).SDK()})
+	ic := imds.New(md.URL, nil)
+	client := claim.NewClient(claim.ClientOptions{Region: "us-east-1", Endpoint: w.ec2.URL, IMDS: ic.SDK(), ClockOffset: ic.ClockOffset})
 	return &claim.Claimer{EC2: client, Instance: claim.Instance{ID: inst.ID, AZ: az}, ImageID: inst.ImageID,
 		PollInterval: 5 * time.Millisecond, MaxPoll: 50 * time.Millisecond, WaitDetach: 300 * time.Millisecond,
 		// Longer than the simulator's ConsistencyLag (2s).

@@ -36,7 +36,8 @@ type Identity struct {
 
 // Client wraps the SDK's IMDS client with time-bounded retries.
 type Client struct {
-	sdk *imds.Client
+	sdk   *imds.Client
+	clock *clock
 	// AttemptTimeout bounds one request so a hung connection is retried.
 	AttemptTimeout time.Duration
 }
@@ -54,7 +55,9 @@ func New(endpoint string, httpClient *http.Client) *Client {
 	if httpClient != nil {
 		o.HTTPClient = httpClient
 	}
-	return &Client{sdk: imds.New(o), AttemptTimeout: 5 * time.Second}
+	c := &clock{}
+	o.APIOptions = append(o.APIOptions, c.observe)
+	return &Client{sdk: imds.New(o), clock: c, AttemptTimeout: 5 * time.Second}
 }
 
 // SDK exposes the underlying client, e.g. for ec2rolecreds.
