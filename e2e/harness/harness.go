@@ -160,6 +160,11 @@ const (
 	// EC2 service endpoints", https://docs.aws.amazon.com/ec2/latest/devguide/ec2-endpoints.html).
 	// It is HTTPS only.
 	EC2DualStackHost = "ec2." + Region + ".api.aws"
+	// DHCPDomain is the domain name EC2's default DHCP option set gives
+	// in Region: "ec2.internal" in us-east-1, "<region>.compute.internal"
+	// elsewhere (EC2 API Reference, CreateDhcpOptions,
+	// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateDhcpOptions.html).
+	DHCPDomain = "ec2.internal"
 )
 
 // EC2IP6 is EC2DualStackHost's IPv6 address in an IPv6-only subnet's
@@ -375,6 +380,9 @@ type BootOpts struct {
 	Net *TapNet
 	// NIC is QEMU's network device model ("" = virtio-net-pci).
 	NIC string
+	// DHCPDomain is the lease's domain name ("" = the default option
+	// set's, DHCPDomain; "-" = none, as a custom option set without one).
+	DHCPDomain string
 }
 
 // Running is a guest that is up, as WhileUp sees it.
@@ -522,7 +530,7 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 	vm, err := qemu.Start(ctx, qemu.Opts{
 		Kernel: w.Env.Kernel.Vmlinuz, RootImage: ami, RootDirect: o.RootDirect, Initrd: o.Initrd,
 		KernelArgs: o.KernelArgs, SMBIOS: smbios, MAC: mac, Arch: w.Env.Arch, NIC: o.NIC,
-		IMDSPort: vn.imdsPort, EC2Port: vn.ec2Port, MemoryMiB: o.MemoryMiB,
+		IMDSPort: vn.imdsPort, EC2Port: vn.ec2Port, MemoryMiB: o.MemoryMiB, DomainName: dhcpDomain(o.DHCPDomain),
 		Netns: vn.ns, ResolvConf: vn.resolvConf, Tap: tap, TapNetNS: tapNS,
 		ConsoleLog: res.ConsoleLog, Console: o.Log, Timeout: o.Timeout,
 		ExtraArgs: o.ExtraArgs,
@@ -689,4 +697,14 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return out.Close()
+}
+
+func dhcpDomain(d string) string {
+	switch d {
+	case "":
+		return DHCPDomain
+	case "-":
+		return ""
+	}
+	return d
 }

@@ -48,6 +48,7 @@ type Opts struct {
 	ResolvConf string
 	DNSAddr    string // "" = DefaultDNSAddr
 	MAC        string // the network card's MAC address ("" = QEMU's default)
+	DomainName string // DHCP's domain name (option 15), slirp only ("" = none)
 
 	ConsoleLog string        // file the console is streamed to (optional)
 	Console    io.Writer     // also receives the console output (optional)
@@ -212,6 +213,9 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 				o.DNSAddr = DefaultDNSAddr
 			}
 			nd = "user,id=n0,net=169.254.0.0/16,dns=" + o.DNSAddr
+		}
+		if o.DomainName != "" {
+			nd += ",domainname=" + o.DomainName
 		}
 		if o.IMDSPort != 0 {
 			nd += fmt.Sprintf(",guestfwd=tcp:%s:80-cmd:socat STDIO TCP:127.0.0.1:%d", IMDSAddr, o.IMDSPort)

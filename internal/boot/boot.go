@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/spotroot/spotroot/internal/fsutil"
 	"github.com/spotroot/spotroot/internal/imds"
 	"github.com/spotroot/spotroot/internal/kmod"
+	"github.com/spotroot/spotroot/internal/safego"
 )
 
 // Paths the boot uses; fixed in production, overridable in tests.
@@ -69,6 +71,7 @@ func Run() {
 type booter struct {
 	log     *bootlog.Log
 	slog    *slog.Logger
+	level   slog.LevelVar // log_level: image file and command line, then user-data
 	paths   Paths
 	started time.Time
 	early   *config.Config // image file + command line, before user-data
@@ -90,7 +93,12 @@ type booter struct {
 	ended       atomic.Bool // the hand-over has begun (see ending)
 	mainOwns    atomic.Bool // ... by the main sequence (endingMain)
 	switching   atomic.Bool // the root switch has begun: no way back
-	armed       bool        // this boot wrote the attempt marker
+	armed       atomic.Bool // this boot wrote the attempt marker
+	// arming is closed when checkAttempt's marker write ends (armErr its
+	// result); armOnce turns that into armed once, for whoever asks first.
+	arming  chan struct{}
+	armErr  error
+	armOnce sync.Once
 	// failTag marks a failed boot on the instance (failtag.go); nil until
 	// the instance's identity and the network are there.
 	failTag func(phase string)
@@ -107,8 +115,9 @@ func (b *booter) run() {
 	if err := b.log.Phase("mounts", b.mountAPI); err != nil {
 		b.fail(err)
 	}
-	b.slog = b.log.Slog(slog.LevelInfo)
+	b.slog = b.log.Slog(&b.level)
 	b.readEarlyConfig()
+	b.setLogLevel(b.early)
 	if b.early != nil && b.early.Disabled {
 		b.log.Printf("disabled on the kernel command line — booting the image's own init")
 		b.bootImage()
@@ -179,22 +188,43 @@ func (b *booter) checkAttempt() {
 		b.fail(&bootlog.PhaseError{Phase: "previous-boot", Err: fmt.Errorf(
 			"the last boot (%s) crashed before handing over (its marker %s is still there); this boot skips spotroot once, the next one tries again", rec, b.paths.Attempt)})
 	}
-	if err := armAttempt(b.paths.Attempt, attemptRecord()); err != nil {
-		b.log.Printf("warning: crash-loop marker %s: %v (a crash-reboot would try spotroot again)", b.paths.Attempt, err)
+	// The write (a read-write remount, fsync, read-only remount: ~100 ms
+	// on a small instance) runs beside the NIC driver and the network: a
+	// crash there would crash the image's own init as well, which loads
+	// the same drivers. Everything that touches a volume waits for it
+	// (armWait).
+	done := make(chan struct{})
+	b.arming = done
+	safego.Go("crash-loop marker", func() {
+		defer close(done)
+		b.armErr = armAttempt(b.paths.Attempt, attemptRecord())
+	})
+}
+
+// armWait waits for the marker write checkAttempt started.
+func (b *booter) armWait() {
+	if b.arming == nil {
 		return
 	}
-	b.armed = true
+	b.armOnce.Do(func() {
+		<-b.arming
+		if b.armErr != nil {
+			b.log.Printf("warning: crash-loop marker %s: %v (a crash-reboot would try spotroot again)", b.paths.Attempt, b.armErr)
+			return
+		}
+		b.armed.Store(true)
+	})
 }
 
 // disarm removes this boot's marker: the hand-over is about to happen.
 func (b *booter) disarm() {
-	if !b.armed {
+	b.armWait()
+	if !b.armed.Swap(false) {
 		return
 	}
 	if err := clearAttempt(b.paths.Attempt); err != nil {
 		b.log.Printf("warning: crash-loop marker %s: %v (the next boot will start the image's init)", b.paths.Attempt, err)
 	}
-	b.armed = false
 }
 
 func (b *booter) readEarlyConfig() {
@@ -209,6 +239,17 @@ func (b *booter) readEarlyConfig() {
 		cfg, _ = config.Load(nil, nil, "")
 	}
 	b.early = cfg
+}
+
+// setLogLevel applies a configuration's log_level (validated by config).
+func (b *booter) setLogLevel(c *config.Config) {
+	if c == nil {
+		return
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(c.LogLevel)); err == nil {
+		b.level.Set(lv)
+	}
 }
 
 // fail logs the one FAILED line and boots the image's own init.

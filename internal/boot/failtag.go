@@ -71,6 +71,7 @@ func (b *booter) armFailTag(w *world) {
 		endpoint = config.EndpointHint(b.userData)
 	}
 	region, instanceSDK, resolver, dual := w.id.Region, b.imds.SDK(), w.handle.Resolver(), b.dualStack(w)
+	clockOffset := b.imds.ClockOffset
 	id := w.id.InstanceID
 	b.failTag = func(phase string) {
 		start := time.Now()
@@ -84,7 +85,7 @@ func (b *booter) armFailTag(w *world) {
 		} else {
 			// The lease's resolver, and without IPv4 the dual-stack
 			// endpoint (the only one reachable over IPv6), as the claim.
-			o := claim.ClientOptions{Region: region, Endpoint: endpoint, IMDS: instanceSDK, Resolver: resolver, DualStack: dual}
+			o := claim.ClientOptions{Region: region, Endpoint: endpoint, IMDS: instanceSDK, Resolver: resolver, DualStack: dual, ClockOffset: clockOffset}
 			if !strings.HasPrefix(endpoint, "http://") {
 				o.Verify = b.verifyEC2
 			}

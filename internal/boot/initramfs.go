@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -38,7 +37,7 @@ var kernelInits = []string{"/sbin/init", "/etc/init", "/bin/init", "/bin/sh"}
 // be reached.
 func (b *booter) switchToImageRoot() error {
 	if b.slog == nil { // failed before the mounts phase ended
-		b.slog = b.log.Slog(slog.LevelInfo)
+		b.slog = b.log.Slog(&b.level)
 	}
 	if st, err := os.Stat(DistroInit); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
 		b.downNetwork()

@@ -45,6 +45,7 @@ type world struct {
 	creds       *aws.CredentialsCache
 	ec2         *ec2.Client
 	ec2Endpoint string
+	ec2Region   string
 	ec2Dual     bool
 }
 
@@ -55,6 +56,7 @@ func (b *booter) claimAndSwitch() error {
 	if err != nil {
 		return err
 	}
+	b.armWait() // the crash-loop marker is on disk before any volume is touched
 	cfg := b.cfg
 	uev, err := blockdev.Listen()
 	if err != nil {
@@ -187,6 +189,13 @@ func (b *booter) bringUp(w *world) error {
 			b.slog.Info("metadata service over IPv6", "endpoint", ep)
 		}
 		b.imds = imds.New(ep, nil)
+		// EC2's DHCP domain names the region: the credentials and the TLS
+		// connection to EC2 start now, beside the IMDS reads below.
+		if region := regionFromDomain(lease.DomainName); region != "" {
+			b.ec2Ahead(w, early.EC2Endpoint, region)
+		} else {
+			b.credsAhead(w)
+		}
 		// The three reads are independent: in parallel, each on its own
 		// connection (the SDK fetches one token for all of them).
 		var udErr, bdmErr error
@@ -213,7 +222,7 @@ func (b *booter) bringUp(w *world) error {
 			// instance-profile credentials and the TLS connection to EC2
 			// (at the endpoint the image or command line names; user-data
 			// naming another one gets its own client after the config).
-			b.ec2Ahead(w, early.EC2Endpoint)
+			b.ec2Ahead(w, early.EC2Endpoint, w.id.Region)
 		}
 		wg.Wait()
 		if err != nil {
@@ -237,6 +246,7 @@ func (b *booter) bringUp(w *world) error {
 		img, _ := os.ReadFile(b.paths.ImageConfig)
 		cfg, err := config.Load(img, userData, b.cmdline)
 		b.cfg = cfg
+		b.setLogLevel(cfg)
 		return err
 	}); err != nil {
 		if errors.Is(err, config.ErrNotConfigured) {
