@@ -228,7 +228,7 @@ func TestFaultMatrix(t *testing.T) {
 				t.Fatal(err)
 			}
 			w.Sim.AddVolume(sim.Volume{ID: second, AZ: harness.AZ, Type: "gp3", SizeGiB: 1, Tags: map[string]string{"spotroot:pool": "web", iampolicy.DefaultTagKey: iampolicy.DefaultTagValue}, ImagePath: img, State: sim.VolumeAvailable})
-			ud := userData("  volume:\n    pool: {spotroot:pool: web}\n")
+			ud := userData("  volume:\n    pool: {spotroot:pool: web}\n  tag_claims: true\n")
 			var wg sync.WaitGroup
 			res := make([]*harness.BootResult, 2)
 			for i := range res {

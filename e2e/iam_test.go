@@ -148,7 +148,7 @@ func TestIAMScenarios(t *testing.T) {
 		}},
 		{"iam-claim-tags", func(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{VolumeTags: map[string]string{"spotroot:pool": "web"}})
-			r := bootOpts(t, w, harness.BootOpts{UserData: userData("  volume:\n    pool: {spotroot:pool: web}\n  cross_az: fail\n")})
+			r := bootOpts(t, w, harness.BootOpts{UserData: userData("  volume:\n    pool: {spotroot:pool: web}\n  cross_az: fail\n  tag_claims: true\n")})
 			expect(t, r, "persistent", execPersistent)
 			if n := calls(t, w, r.InstanceID); n["CreateTags"] < 1 {
 				t.Errorf("calls %v", n)

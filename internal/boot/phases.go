@@ -79,6 +79,7 @@ func (b *booter) claimAndSwitch() error {
 		ForceDetach: cfg.ForceDetach,
 		CrossAZ:     cfg.CrossAZ,
 		DeleteMoved: cfg.DeleteMoved,
+		TagClaims:   cfg.TagClaims,
 		WaitDetach:  cfg.Timeouts.Detach.D(),
 		MoveBudget:  cfg.Timeouts.Move.D(),
 		Log:         b.slog,

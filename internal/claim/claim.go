@@ -50,6 +50,9 @@ type Claimer struct {
 	// CrossAZ is "move" (default) or "fail".
 	CrossAZ     string
 	DeleteMoved bool
+	// TagClaims tags a claimed pool member spotroot:instance=<id>
+	// (configuration tag_claims).
+	TagClaims bool
 	// ConsistencyGrace bounds how long a Describe may disagree with what
 	// EC2 already did (a new resource NotFound, a fresh attachment
 	// missing, a dead owner still running): EC2's API is eventually

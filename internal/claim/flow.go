@@ -123,12 +123,12 @@ func (c *Claimer) poll(ctx context.Context, check func() (bool, error)) error {
 }
 
 // tagClaimed records the claim on the volume (spotroot:instance=<id>, so
-// operators see who holds which member); best effort (the IAM policy may
+// operators see who held which member last) when TagClaims asks; best effort (the IAM policy may
 // not allow it, and the boot must not fail for a tag), skipped when vol
 // carries it already, and not sent again when its answer is lost (EC2
 // applied it, or the tag is missing: it is informational).
 func (c *Claimer) tagClaimed(ctx context.Context, volID string, vol types.Volume) {
-	if tagValue(vol, TagInstance) == c.Instance.ID {
+	if !c.TagClaims || tagValue(vol, TagInstance) == c.Instance.ID {
 		return
 	}
 	cctx, cancel := c.call(ctx)

@@ -173,11 +173,29 @@ func TestCapabilitiesUnderDerivedPolicy(t *testing.T) {
 		}
 		noDenials(t, w)
 	})
-	t.Run("pool-claim-tags", func(t *testing.T) {
+	t.Run("pool-without-claim-tags", func(t *testing.T) {
+		// The default: the pool's derived policy has no CreateTags and the
+		// claim sends none (a denied call per boot would be noise in
+		// CloudTrail and a wasted request at fleet scale).
 		w := newWorld(t)
 		policyFor(t, w, "  volume:\n    pool: {spotroot:pool: web}\n  cross_az: fail\n")
 		id := w.volume("us-east-1a", with(managed, "spotroot:pool", "web"))
 		c := w.claimer("us-east-1a", nil)
+		if _, err := claimAndWait(ctx, c, config.Volume{Pool: map[string]string{"spotroot:pool": "web"}, Mount: "/"}); err != nil {
+			t.Fatal(err)
+		}
+		w.attachedTo(id, c.Instance.ID)
+		if n := w.sim.Stats().Calls["CreateTags"]; n != 0 {
+			t.Errorf("%d CreateTags calls without tag_claims", n)
+		}
+		noDenials(t, w)
+	})
+	t.Run("pool-claim-tags", func(t *testing.T) {
+		w := newWorld(t)
+		policyFor(t, w, "  volume:\n    pool: {spotroot:pool: web}\n  cross_az: fail\n  tag_claims: true\n")
+		id := w.volume("us-east-1a", with(managed, "spotroot:pool", "web"))
+		c := w.claimer("us-east-1a", nil)
+		c.TagClaims = true
 		if _, err := claimAndWait(ctx, c, config.Volume{Pool: map[string]string{"spotroot:pool": "web"}, Mount: "/"}); err != nil {
 			t.Fatal(err)
 		}

@@ -114,6 +114,7 @@ func TestPoolRace(t *testing.T) {
 		// for as long as the race needs.
 		claimers[i].PollInterval, claimers[i].MaxPoll = 200*time.Millisecond, time.Second
 		claimers[i].CallTimeout = 3 * time.Minute
+		claimers[i].TagClaims = true // the winners' tags are checked below
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()

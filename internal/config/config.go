@@ -35,6 +35,10 @@ type Config struct {
 	CrossAZ string `yaml:"cross_az"`
 	// DeleteMoved deletes the old volume and the snapshot after a move.
 	DeleteMoved bool `yaml:"delete_moved"`
+	// TagClaims tags a claimed pool member spotroot:instance=<id>: one more
+	// mutating call per boot, which the attachment already says while the
+	// instance lives; the tag keeps the last holder after it is gone.
+	TagClaims bool `yaml:"tag_claims"`
 	// OnFailure: "image-init" (default) boots the image's own init;
 	// "retry-then-image-init" tries the whole claim once more first;
 	// "poweroff" stops the instance (a Spot fleet replaces it).

@@ -322,6 +322,7 @@ func (c *Config) merge(o Config) {
 	}
 	c.ForceDetach = c.ForceDetach || o.ForceDetach
 	c.DeleteMoved = c.DeleteMoved || o.DeleteMoved
+	c.TagClaims = c.TagClaims || o.TagClaims
 	c.Disabled = c.Disabled || o.Disabled
 }
 

@@ -11,13 +11,13 @@ import (
 // cross-AZ move for volumes named by id or tag unless cross_az: fail (move
 // is the default; pools only claim members in their own zone), detach from
 // a dead owner with force_detach, delete moved with delete_moved, claim
-// tags for pools. Partition, tag and KMS keys are left to the caller.
+// tags for pools with tag_claims. Partition, tag and KMS keys are left to the caller.
 func ForConfig(c *config.Config) Options {
 	var o Options
 	moves := false // only a volume named by id or tag is moved: pools claim in their zone
 	for _, v := range c.Volumes {
 		if len(v.Pool) > 0 {
-			o.ClaimTags = true
+			o.ClaimTags = c.TagClaims
 		} else {
 			moves = true
 		}

@@ -118,8 +118,12 @@ func TestForConfig(t *testing.T) {
 		t.Errorf("got %+v", o)
 	}
 	o = ForConfig(load("  volume:\n    pool: {spotroot:pool: web}\n"))
+	if o.ClaimTags || o.CrossAZMove {
+		t.Errorf("a pool needs no claim tags (tag_claims is off) and no move: %+v", o)
+	}
+	o = ForConfig(load("  volume:\n    pool: {spotroot:pool: web}\n  tag_claims: true\n"))
 	if !o.ClaimTags || o.CrossAZMove {
-		t.Errorf("a pool needs claim tags and no move: %+v", o)
+		t.Errorf("a pool with tag_claims needs claim tags and no move: %+v", o)
 	}
 	p := build(t, ForConfig(load("  volume:\n    tag: {Name: home}\n    create: {from: empty, size: 1}\n  cross_az: fail\n")))
 	for _, s := range p.Statement {
