@@ -324,14 +324,14 @@ func bound(devPath string) bool {
 type scanner struct {
 	busDir      string
 	classPrefix string
-	seen        map[string]bool    // bus entries examined and not of interest
-	matched     map[string]string  // PCI entries of the class -> resolved path
-	other       map[string]*device // other-bus entries with a modalias
+	seen        map[string]bool      // bus entries examined and not of interest
+	matched     map[string]*pciMatch // PCI entries of the class
+	other       map[string]*device   // other-bus entries with a modalias
 }
 
 func newScanner(busDir, classPrefix string) *scanner {
 	return &scanner{busDir: busDir, classPrefix: classPrefix, seen: map[string]bool{},
-		matched: map[string]string{}, other: map[string]*device{}}
+		matched: map[string]*pciMatch{}, other: map[string]*device{}}
 }
 
 // scan lists PCI devices of the class and, below them, child devices with
@@ -387,7 +387,8 @@ func (s *scanner) scan() ([]device, error) {
 }
 
 // scanPCI lists PCI devices of the class and their children with a modalias.
-// Children are looked for on every scan: they appear once a driver binds.
+// A device's children appear when a driver binds it: they are looked for
+// on the first scan and again once it is bound, not on every scan.
 func (s *scanner) scanPCI(pciDir string) ([]device, error) {
 	ents, err := os.ReadDir(pciDir)
 	if err != nil {
@@ -402,24 +403,51 @@ func (s *scanner) scanPCI(pciDir string) ([]device, error) {
 		if s.seen[entry] {
 			continue
 		}
-		p, ok := s.matched[entry]
+		m, ok := s.matched[entry]
 		if !ok {
-			class, err := readTrim(filepath.Join(entry, "class"))
-			if err != nil || !strings.HasPrefix(strings.ToLower(class), s.classPrefix) {
+			// The modalias carries the class (bc<base>sc<sub>i<prog-if>):
+			// one read per device; the class file only when it does not.
+			ma, _ := readTrim(filepath.Join(entry, "modalias"))
+			class, known := pciClassFromAlias(ma)
+			if !known {
+				class, _ = readTrim(filepath.Join(entry, "class"))
+			}
+			if !strings.HasPrefix(strings.ToLower(class), s.classPrefix) {
 				s.seen[entry] = true
 				continue
 			}
 			// The bus entry is a symlink into /sys/devices; resolve it so
 			// child paths are stable and the walk below can skip symlinks.
-			p = resolve(entry)
-			s.matched[entry] = p
+			m = &pciMatch{path: resolve(entry), modalias: ma}
+			s.matched[entry] = m
 		}
-		if ma, err := readTrim(filepath.Join(p, "modalias")); err == nil && ma != "" {
-			out = append(out, device{path: p, modalias: ma})
+		if m.modalias != "" {
+			out = append(out, device{path: m.path, modalias: m.modalias})
 		}
-		out = walkChildren(p, 3, out)
+		if b := bound(m.path); !m.walked || b != m.bound {
+			m.children = walkChildren(m.path, 3, nil)
+			m.walked, m.bound = true, b
+		}
+		out = append(out, m.children...)
 	}
 	return out, nil
+}
+
+// pciMatch is a PCI device of the class, with what the last walk found.
+type pciMatch struct {
+	path, modalias string
+	walked, bound  bool
+	children       []device
+}
+
+// pciClassFromAlias reads "0x020000" from a PCI modalias
+// ("pci:v…d…sv…sd…bc02sc00i00"), as the class file says it.
+func pciClassFromAlias(ma string) (string, bool) {
+	i := strings.LastIndex(ma, "bc")
+	if !strings.HasPrefix(ma, "pci:") || i < 0 || len(ma) < i+11 || ma[i+4:i+6] != "sc" || ma[i+8] != 'i' {
+		return "", false
+	}
+	return "0x" + strings.ToLower(ma[i+2:i+4]+ma[i+6:i+8]+ma[i+9:i+11]), true
 }
 
 // resolve turns a /sys/bus/*/devices entry into its /sys/devices path. The

@@ -671,3 +671,19 @@ func TestUeventWatcherBounded(t *testing.T) {
 		t.Errorf("wait with a done context took %v", d)
 	}
 }
+
+func TestPCIClassFromAlias(t *testing.T) {
+	for ma, want := range map[string]string{
+		virtioNetAlias: "0x020000",
+		"pci:v00001D0Fd0000EC20sv00001D0Fsd0000EC20bc02sc00i00": "0x020000", // ENA
+		"pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i02": "0x010802", // NVMe
+		"pci:v00001AF4d00001041":                                "",         // no class: read the class file
+		"virtio:d00000001v00001AF4":                             "",
+		"":                                                      "",
+	} {
+		got, ok := pciClassFromAlias(ma)
+		if got != want || ok != (want != "") {
+			t.Errorf("pciClassFromAlias(%q) = %q, %v; want %q", ma, got, ok, want)
+		}
+	}
+}
