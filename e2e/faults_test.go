@@ -235,7 +235,11 @@ func TestFaultMatrix(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					r, err := w.Boot(context.Background(), harness.BootOpts{UserData: ud, Timeout: 4 * time.Minute})
+					// Keep: a finished boot's instance stays, holding its
+					// member; terminated, it would free it for the other VM
+					// when that one claims late (a hostile seed's pending
+					// instance and lost answers), and both would boot it.
+					r, err := w.Boot(context.Background(), harness.BootOpts{UserData: ud, Timeout: 4 * time.Minute, Keep: true})
 					if err != nil {
 						t.Errorf("VM %d: %v", i, err)
 					}
