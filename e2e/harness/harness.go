@@ -380,9 +380,6 @@ type BootOpts struct {
 	Net *TapNet
 	// NIC is QEMU's network device model ("" = virtio-net-pci).
 	NIC string
-	// DHCPDomain is the lease's domain name ("" = the default option
-	// set's, DHCPDomain; "-" = none, as a custom option set without one).
-	DHCPDomain string
 }
 
 // Running is a guest that is up, as WhileUp sees it.
@@ -530,7 +527,7 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 	vm, err := qemu.Start(ctx, qemu.Opts{
 		Kernel: w.Env.Kernel.Vmlinuz, RootImage: ami, RootDirect: o.RootDirect, Initrd: o.Initrd,
 		KernelArgs: o.KernelArgs, SMBIOS: smbios, MAC: mac, Arch: w.Env.Arch, NIC: o.NIC,
-		IMDSPort: vn.imdsPort, EC2Port: vn.ec2Port, MemoryMiB: o.MemoryMiB, DomainName: dhcpDomain(o.DHCPDomain),
+		IMDSPort: vn.imdsPort, EC2Port: vn.ec2Port, MemoryMiB: o.MemoryMiB, DomainName: DHCPDomain,
 		Netns: vn.ns, ResolvConf: vn.resolvConf, Tap: tap, TapNetNS: tapNS,
 		ConsoleLog: res.ConsoleLog, Console: o.Log, Timeout: o.Timeout,
 		ExtraArgs: o.ExtraArgs,
@@ -697,14 +694,4 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return out.Close()
-}
-
-func dhcpDomain(d string) string {
-	switch d {
-	case "":
-		return DHCPDomain
-	case "-":
-		return ""
-	}
-	return d
 }

@@ -41,25 +41,6 @@ func TestAttemptMarkerArmsInTheBackground(t *testing.T) {
 	}
 }
 
-func TestRegionFromDomain(t *testing.T) {
-	for domain, want := range map[string]string{
-		"ec2.internal":                      "us-east-1",
-		"EC2.Internal.":                     "us-east-1",
-		"eu-west-1.compute.internal":        "eu-west-1",
-		"us-gov-west-1.compute.internal":    "us-gov-west-1",
-		"ap-southeast-4.compute.internal a": "ap-southeast-4", // several domains: the first
-		"corp.example.com":                  "",               // a custom option set: no guess
-		"compute.internal":                  "",
-		"x.compute.internal":                "",
-		"eu-west-x.compute.internal":        "",
-		"":                                  "",
-	} {
-		if got := regionFromDomain(domain); got != want {
-			t.Errorf("regionFromDomain(%q) = %q, want %q", domain, got, want)
-		}
-	}
-}
-
 // log_level (image file, command line, then user-data) reaches the logger
 // the phases already hold.
 func TestLogLevelFollowsTheConfiguration(t *testing.T) {

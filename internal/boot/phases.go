@@ -190,13 +190,10 @@ func (b *booter) bringUp(w *world) error {
 			b.slog.Info("metadata service over IPv6", "endpoint", ep)
 		}
 		b.imds = imds.New(ep, nil)
-		// EC2's DHCP domain names the region: the credentials and the TLS
-		// connection to EC2 start now, beside the IMDS reads below.
-		if region := regionFromDomain(lease.DomainName); region != "" {
-			b.ec2Ahead(w, early.EC2Endpoint, region)
-		} else {
-			b.credsAhead(w)
-		}
+		// The instance-profile credentials come from IMDS too: their fetch
+		// starts now, beside the reads below. EC2 itself is not contacted
+		// (not even its name looked up) before IMDSv2 has answered.
+		b.credsAhead(w)
 		// The three reads are independent: in parallel, each on its own
 		// connection (the SDK fetches one token for all of them).
 		var udErr, bdmErr error

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -141,7 +140,6 @@ func leaseFromACK(ack *dhcpv4.DHCPv4) (Lease, error) {
 		l.Server = a
 	}
 	l.LeaseTime = ack.IPAddressLeaseTime(0)
-	l.DomainName = strings.TrimSpace(ack.DomainName())
 	return l, nil
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"strings"
 	"syscall"
 	"time"
 
@@ -33,7 +32,6 @@ type lease6 struct {
 	Addr   netip.Prefix // the global address in use (DHCPv6's /128, or SLAAC's)
 	Router netip.Addr   // the advertised default router (link-local)
 	DNS    []netip.Addr
-	Domain string        // DHCPv6's first search domain
 	added  *netlink.Addr // the DHCPv6 address we added; nil if none
 }
 
@@ -76,7 +74,6 @@ func up6(ctx context.Context, link netlink.Link, log *slog.Logger) (lease6, erro
 				return l, fmt.Errorf("add DHCPv6 address %s to %s: %w", r.addr, name, err)
 			}
 			l.DNS = r.dns
-			l.Domain = r.domain
 			global = r.addr
 			log.Debug("dhcpv6 address", "address", r.addr, "after", time.Since(start).Round(time.Millisecond))
 		default:
@@ -140,10 +137,9 @@ func defaultRouter6(idx int) netip.Addr {
 }
 
 type dhcp6Result struct {
-	addr   netip.Prefix
-	dns    []netip.Addr
-	domain string
-	err    error
+	addr netip.Prefix
+	dns  []netip.Addr
+	err  error
 }
 
 // dhcp6 asks for an address (IA_NA) with SOLICIT/ADVERTISE/REQUEST/REPLY.
@@ -184,9 +180,6 @@ func fromReply(m *dhcpv6.Message) dhcp6Result {
 		if a, ok := netip.AddrFromSlice(d); ok {
 			r.dns = append(r.dns, a)
 		}
-	}
-	if dl := m.Options.DomainSearchList(); dl != nil && len(dl.Labels) > 0 {
-		r.domain = strings.TrimSuffix(dl.Labels[0], ".")
 	}
 	if !r.addr.IsValid() {
 		r.err = errors.New("dhcpv6 reply without an address")

@@ -43,9 +43,6 @@ type Lease struct {
 	DNS       []netip.Addr // IPv4 and IPv6 servers
 	Server    netip.Addr
 	LeaseTime time.Duration
-	// DomainName is DHCP's domain name (option 15; on an IPv6-only subnet
-	// DHCPv6's first search domain): on EC2 it names the region.
-	DomainName string
 	// Addr6 and Router6 are set when IPv6 was configured (an IPv6-only
 	// subnet: router advertisement plus DHCPv6 or SLAAC).
 	Addr6   netip.Prefix
@@ -198,7 +195,7 @@ func (h *Handle) dual(ctx context.Context, link netlink.Link, cfg Config, rng <-
 		return l, nil
 	}
 	if r6.err == nil {
-		return Lease{Interface: link.Attrs().Name, Addr6: r6.l.Addr, Router6: r6.l.Router, DNS: r6.l.DNS, DomainName: r6.l.Domain}, nil
+		return Lease{Interface: link.Attrs().Name, Addr6: r6.l.Addr, Router6: r6.l.Router, DNS: r6.l.DNS}, nil
 	}
 	if h.addr6 != nil {
 		_ = netlink.AddrDel(link, h.addr6)
