@@ -63,7 +63,7 @@ const version = "0.1.0~test1"
 func buildDeb(t *testing.T, unit string) string {
 	t.Helper()
 	if _, err := exec.LookPath("dpkg-deb"); err != nil {
-		t.Skip("dpkg-deb not installed")
+		testenv.Skip(t, "dpkg-deb not installed (part of dpkg: apt-get install dpkg)")
 	}
 	out := t.TempDir()
 	cmd := exec.Command("./deb/build.sh", spotrootBin(t), "amd64", version, out)
