@@ -15,14 +15,10 @@ import (
 // turn: the instance-profile credentials (two IMDS reads, or seconds of 404s
 // on a fresh instance) and the TLS connection to the region's endpoint (DNS,
 // TCP, handshake), while PID 1 still reads IMDS and parses its
-// configuration. A second call for the same endpoint and region keeps what
-// the first one opened.
-func (b *booter) ec2Ahead(w *world, endpoint, region string) {
+// configuration.
+func (b *booter) ec2Ahead(w *world, endpoint string) {
 	b.credsAhead(w)
-	if w.ec2 != nil && w.ec2Endpoint == endpoint && w.ec2Region == region && w.ec2Dual == b.dualStack(w) {
-		return
-	}
-	w.ec2, w.ec2Endpoint, w.ec2Region, w.ec2Dual = b.newEC2(w, endpoint, region), endpoint, region, b.dualStack(w)
+	w.ec2, w.ec2Endpoint, w.ec2Dual = b.newEC2(w, endpoint), endpoint, b.dualStack(w)
 }
 
 // credsAhead starts fetching the instance-profile credentials (once).
@@ -50,22 +46,22 @@ func (b *booter) ec2Client(w *world, endpoint string) (*ec2.Client, error) {
 	if _, err := b.caRoots(endpoint); err != nil {
 		return nil, err
 	}
-	if w.ec2 != nil && w.ec2Endpoint == endpoint && w.ec2Region == w.id.Region && w.ec2Dual == b.dualStack(w) {
+	if w.ec2 != nil && w.ec2Endpoint == endpoint && w.ec2Dual == b.dualStack(w) {
 		return w.ec2, nil
 	}
 	if w.creds == nil {
 		w.creds = claim.Credentials(b.imds.SDK(), 0)
 	}
-	w.ec2, w.ec2Endpoint, w.ec2Region, w.ec2Dual = b.newEC2(w, endpoint, w.id.Region), endpoint, w.id.Region, b.dualStack(w)
+	w.ec2, w.ec2Endpoint, w.ec2Dual = b.newEC2(w, endpoint), endpoint, b.dualStack(w)
 	return w.ec2, nil
 }
 
 // dualStack: without IPv4 only the dual-stack endpoint is reachable.
 func (b *booter) dualStack(w *world) bool { return !w.handle.Lease().HasIPv4() }
 
-func (b *booter) newEC2(w *world, endpoint, region string) *ec2.Client {
+func (b *booter) newEC2(w *world, endpoint string) *ec2.Client {
 	o := claim.ClientOptions{
-		Region: region, Endpoint: endpoint, IMDS: b.imds.SDK(), Resolver: w.handle.Resolver(),
+		Region: w.id.Region, Endpoint: endpoint, IMDS: b.imds.SDK(), Resolver: w.handle.Resolver(),
 		DualStack: b.dualStack(w), Credentials: w.creds, Prewarm: true, ClockOffset: b.imds.ClockOffset,
 		Warmed: func(addr string, took time.Duration, err error) {
 			if err != nil {

@@ -45,7 +45,6 @@ type world struct {
 	creds       *aws.CredentialsCache
 	ec2         *ec2.Client
 	ec2Endpoint string
-	ec2Region   string
 	ec2Dual     bool
 }
 
@@ -220,7 +219,7 @@ func (b *booter) bringUp(w *world) error {
 			// instance-profile credentials and the TLS connection to EC2
 			// (at the endpoint the image or command line names; user-data
 			// naming another one gets its own client after the config).
-			b.ec2Ahead(w, early.EC2Endpoint, w.id.Region)
+			b.ec2Ahead(w, early.EC2Endpoint)
 		}
 		wg.Wait()
 		if err != nil {
