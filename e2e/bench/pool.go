@@ -37,9 +37,10 @@ type PoolResult struct {
 	Dups     int            // volumes attached to more than one claimant, instances holding two (must be 0)
 	// The hostile simulator (sim.DefaultHostile: EC2's throttling buckets,
 	// lagging views, lost answers, …) and what it did.
-	Seed      uint64
-	Throttled int // RequestLimitExceeded answers
-	Lost      int // answers lost after commit
+	Seed        uint64
+	Throttled   int            // RequestLimitExceeded answers
+	ThrottledBy map[string]int // the same, by action
+	Lost        int            // answers lost after commit
 	// AttachAccepted counts AttachVolume requests that got past throttling
 	// (answered, successfully or not).
 	AttachAccepted int
@@ -49,6 +50,8 @@ type PoolResult struct {
 	Spread time.Duration
 	Starts []time.Duration
 	Floor  time.Duration
+	// Attached are the attach times EC2 recorded, from the first start.
+	Attached []time.Duration
 }
 
 // TotalCalls is the number of EC2 API requests the simulator answered.
@@ -179,7 +182,7 @@ func PoolRaceWith(ctx context.Context, o PoolOpts) (PoolResult, error) {
 		clients = append(clients, client)
 		// CallTimeout: at 1000 the simulator's host, not EC2, is the bottleneck
 		// (each claimant lists the whole pool: ~1 MB of XML).
-		claimers[i] = &claim.Claimer{EC2: client, Instance: claim.Instance{ID: inst.ID, AZ: "us-east-1a"},
+		claimers[i] = &claim.Claimer{EC2: client, Instance: claim.Instance{ID: inst.ID, AZ: "us-east-1a"}, ClockOffset: mdClients[i].ClockOffset,
 			Log: quiet, CallTimeout: 5 * time.Minute}
 	}
 	// Each real instance has its own IMDS, uncontended; here one process on
@@ -264,6 +267,7 @@ func PoolRaceWith(ctx context.Context, o PoolOpts) (PoolResult, error) {
 			}
 			for _, a := range v.Attachments {
 				held[a.InstanceID]++
+				res.Attached = append(res.Attached, a.AttachTime.Sub(start))
 			}
 		}
 		for _, k := range held {
@@ -273,6 +277,7 @@ func PoolRaceWith(ctx context.Context, o PoolOpts) (PoolResult, error) {
 		}
 	})
 	st := w.Stats()
+	res.ThrottledBy = st.Throttled
 	for _, k := range st.Throttled {
 		res.Throttled += k
 	}

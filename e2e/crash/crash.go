@@ -188,7 +188,7 @@ func (w *crashWorld) claimer(id string, h http.Handler, flow Flow) *claim.Claime
 	ic := imds.New(md.URL, nil)
 	c := &claim.Claimer{
 		EC2:      claim.NewClient(claim.ClientOptions{Region: "us-east-1", Endpoint: api.URL, IMDS: ic.SDK(), ClockOffset: ic.ClockOffset}),
-		Instance: claim.Instance{ID: id, AZ: inst.AZ}, ImageID: crashAMI,
+		Instance: claim.Instance{ID: id, AZ: inst.AZ}, ImageID: crashAMI, ClockOffset: ic.ClockOffset,
 		// Polls a few times per lag; every wait for EC2's views to
 		// settle outlasts the lag (PID 1's defaults do the same for the
 		// seconds a real EC2 lags: 200 ms to 1 s polls, a 10 s grace).

@@ -95,7 +95,7 @@ func (s *Server) describeImages(c *call) (response, *APIError) {
 			ImageLocation:      w.AccountID + "/" + m.Name,
 			ImageState:         m.State,
 			ImageOwnerID:       w.AccountID,
-			CreationDate:       awsTime(m.CreationDate),
+			CreationDate:       s.World.apiTime(m.CreationDate),
 			Architecture:       m.Architecture,
 			ImageType:          "machine",
 			Name:               m.Name,

@@ -117,7 +117,7 @@ func (s *Server) toXMLInstanceLocked(i *Instance, volumes map[string]*Volume) xm
 		ImageID:            i.ImageID,
 		InstanceState:      xmlInstanceState{Code: instanceStateCodes[i.State], Name: i.State},
 		InstanceType:       i.InstanceType,
-		LaunchTime:         awsTime(i.LaunchTime),
+		LaunchTime:         s.World.apiTime(i.LaunchTime),
 		Placement:          xmlPlacement{AvailabilityZone: i.AZ, Tenancy: "default"},
 		Architecture:       "x86_64",
 		RootDeviceType:     "ebs",
@@ -155,7 +155,7 @@ func (s *Server) toXMLInstanceLocked(i *Instance, volumes map[string]*Volume) xm
 		}
 		a := v.Attachments[k]
 		x.BlockDeviceMapping = append(x.BlockDeviceMapping, xmlInstanceBlockDevice{DeviceName: dev,
-			Ebs: xmlEbsInstanceBlockDevice{VolumeID: vid, Status: a.State, AttachTime: awsTime(a.AttachTime), DeleteOnTermination: a.DeleteOnTermination}})
+			Ebs: xmlEbsInstanceBlockDevice{VolumeID: vid, Status: a.State, AttachTime: s.World.apiTime(a.AttachTime), DeleteOnTermination: a.DeleteOnTermination}})
 	}
 	return x
 }

@@ -238,8 +238,8 @@ func (s *Server) toXMLSpotRequestLocked(r *SpotRequest) xmlSpotRequest {
 	w := s.World
 	x := xmlSpotRequest{
 		SpotInstanceRequestID: r.ID, SpotPrice: "0.100000", Type: r.Type, State: r.State,
-		Status:     xmlSpotStatus{Code: r.StatusCode, UpdateTime: awsTime(r.CreateTime), Message: "Your spot request is fulfilled."},
-		InstanceID: r.InstanceID, CreateTime: awsTime(r.CreateTime), ProductDescription: "Linux/UNIX",
+		Status:     xmlSpotStatus{Code: r.StatusCode, UpdateTime: s.World.apiTime(r.CreateTime), Message: "Your spot request is fulfilled."},
+		InstanceID: r.InstanceID, CreateTime: s.World.apiTime(r.CreateTime), ProductDescription: "Linux/UNIX",
 		LaunchedAvailabilityZone: r.AZ, InstanceInterruptionBehavior: r.InterruptionBehavior, Tags: xmlTags(r.Tags),
 		LaunchSpecification: xmlLaunchSpec{ImageID: r.ImageID, InstanceType: r.InstanceType, KeyName: r.KeyName,
 			SubnetID: r.SubnetID, Placement: xmlPlacement{AvailabilityZone: r.AZ, Tenancy: "default"}},
@@ -467,7 +467,7 @@ func (s *Server) createLaunchTemplate(c *call) (response, *APIError) {
 	lt := &LaunchTemplate{ID: "lt-" + randHex(17), Name: name, CreateTime: time.Now().UTC(), Data: data, Tags: tags}
 	w.LaunchTemplates[lt.ID] = lt
 	return &createLaunchTemplateResponse{LaunchTemplate: xmlLaunchTemplate{
-		LaunchTemplateID: lt.ID, LaunchTemplateName: name, CreateTime: awsTime(lt.CreateTime),
+		LaunchTemplateID: lt.ID, LaunchTemplateName: name, CreateTime: s.World.apiTime(lt.CreateTime),
 		CreatedBy: "arn:aws:iam::" + w.AccountID + ":user/operator", DefaultVersionNumber: 1, LatestVersionNumber: 1,
 		Tags: xmlTags(tags),
 	}}, nil

@@ -100,7 +100,7 @@ func (s *Server) createLaunchTemplateVersion(c *call) (response, *APIError) {
 	lt.Versions = append(lt.Versions, data)
 	return &createLaunchTemplateVersionResponse{Version: xmlLaunchTemplateVersion{
 		LaunchTemplateID: lt.ID, LaunchTemplateName: lt.Name, VersionNumber: len(lt.Versions) + 1,
-		VersionDescription: c.str("VersionDescription"), CreateTime: awsTime(time.Now()),
+		VersionDescription: c.str("VersionDescription"), CreateTime: s.World.apiTime(time.Now()),
 	}}, nil
 }
 

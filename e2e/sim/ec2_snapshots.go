@@ -28,7 +28,7 @@ func (s *Server) toXMLSnapshotLocked(sn *Snapshot) xmlSnapshot {
 		SnapshotID:  sn.ID,
 		VolumeID:    sn.VolumeID,
 		Status:      sn.State,
-		StartTime:   awsTime(sn.StartTime),
+		StartTime:   s.World.apiTime(sn.StartTime),
 		Progress:    s.snapshotProgressLocked(sn),
 		OwnerID:     s.World.AccountID,
 		VolumeSize:  sn.VolumeSize,
@@ -132,7 +132,7 @@ func (s *Server) describeSnapshots(c *call) (response, *APIError) {
 			case "snapshot-id":
 				return []string{sn.ID}
 			case "start-time":
-				return []string{awsTime(sn.StartTime)}
+				return []string{s.World.apiTime(sn.StartTime)}
 			case "status":
 				return []string{sn.State}
 			case "volume-id":

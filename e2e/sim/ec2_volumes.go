@@ -35,14 +35,14 @@ type xmlVolume struct {
 	MultiAttachEnabled bool            `xml:"multiAttachEnabled"`
 }
 
-func toXMLVolume(v *Volume) xmlVolume {
+func (w *World) toXMLVolume(v *Volume) xmlVolume {
 	x := xmlVolume{
 		VolumeID:           v.ID,
 		Size:               v.SizeGiB,
 		SnapshotID:         v.SnapshotID,
 		AvailabilityZone:   v.AZ,
 		Status:             v.State,
-		CreateTime:         awsTime(v.CreateTime),
+		CreateTime:         w.apiTime(v.CreateTime),
 		Tags:               xmlTags(v.Tags),
 		VolumeType:         v.Type,
 		Iops:               v.Iops,
@@ -62,14 +62,14 @@ func toXMLVolume(v *Volume) xmlVolume {
 		x.Throughput = 125
 	}
 	for _, a := range v.Attachments {
-		x.Attachments = append(x.Attachments, toXMLAttachment(v.ID, a))
+		x.Attachments = append(x.Attachments, w.toXMLAttachment(v.ID, a))
 	}
 	return x
 }
 
-func toXMLAttachment(volID string, a Attachment) xmlAttachment {
+func (w *World) toXMLAttachment(volID string, a Attachment) xmlAttachment {
 	return xmlAttachment{VolumeID: volID, InstanceID: a.InstanceID, Device: a.Device,
-		Status: a.State, AttachTime: awsTime(a.AttachTime), DeleteOnTermination: a.DeleteOnTermination}
+		Status: a.State, AttachTime: w.apiTime(a.AttachTime), DeleteOnTermination: a.DeleteOnTermination}
 }
 
 type describeVolumesResponse struct {
@@ -96,7 +96,7 @@ func (s *Server) describeVolumes(c *call) (response, *APIError) {
 	}
 	var matched []*Volume
 	for _, v := range vols {
-		if matchAll(fs, v.Tags, func(name string) []string { return volumeField(v, name) }) {
+		if matchAll(fs, v.Tags, func(name string) []string { return s.World.volumeField(v, name) }) {
 			matched = append(matched, v)
 		}
 	}
@@ -106,13 +106,13 @@ func (s *Server) describeVolumes(c *call) (response, *APIError) {
 	}
 	resp := &describeVolumesResponse{NextToken: next}
 	for _, v := range matched[start:end] {
-		resp.Volumes = append(resp.Volumes, toXMLVolume(v))
+		resp.Volumes = append(resp.Volumes, s.World.toXMLVolume(v))
 	}
 	return resp, nil
 }
 
 // volumeField gives a volume's values for a DescribeVolumes filter.
-func volumeField(v *Volume, name string) []string {
+func (w *World) volumeField(v *Volume, name string) []string {
 	per := func(f func(a Attachment) string) []string {
 		var out []string
 		for _, a := range v.Attachments {
@@ -122,7 +122,7 @@ func volumeField(v *Volume, name string) []string {
 	}
 	switch name {
 	case "attachment.attach-time":
-		return per(func(a Attachment) string { return awsTime(a.AttachTime) })
+		return per(func(a Attachment) string { return w.apiTime(a.AttachTime) })
 	case "attachment.delete-on-termination":
 		return per(func(a Attachment) string { return strconv.FormatBool(a.DeleteOnTermination) })
 	case "attachment.device":
@@ -134,7 +134,7 @@ func volumeField(v *Volume, name string) []string {
 	case "availability-zone":
 		return []string{v.AZ}
 	case "create-time":
-		return []string{awsTime(v.CreateTime)}
+		return []string{w.apiTime(v.CreateTime)}
 	case "encrypted":
 		return []string{strconv.FormatBool(v.Encrypted)}
 	case "multi-attach-enabled":
@@ -226,7 +226,7 @@ func (s *Server) attachVolume(c *call) (response, *APIError) {
 	}
 	i.BlockDevices[dev] = volID
 	s.startAttachLocked(volID, instID, dev)
-	return &attachResponse{xmlAttachment: toXMLAttachment(volID, a)}, nil
+	return &attachResponse{xmlAttachment: s.World.toXMLAttachment(volID, a)}, nil
 }
 
 func (s *Server) detachVolume(c *call) (response, *APIError) {
@@ -276,7 +276,7 @@ func (s *Server) detachVolume(c *call) (response, *APIError) {
 		}
 		// A forced retry of a stuck detach: the unplug is already under way.
 		w.recordForcedDetachLocked(volID, *a)
-		return &attachResponse{xmlAttachment: toXMLAttachment(volID, *a)}, nil
+		return &attachResponse{xmlAttachment: s.World.toXMLAttachment(volID, *a)}, nil
 	case AttachAttaching:
 		return nil, errf("IncorrectState", "Volume '%s' is in the 'attaching' state.", volID)
 	}
@@ -288,7 +288,7 @@ func (s *Server) detachVolume(c *call) (response, *APIError) {
 	}
 	a.State = AttachDetaching
 	s.startDetachLocked(volID, a.InstanceID)
-	return &attachResponse{xmlAttachment: toXMLAttachment(volID, *a)}, nil
+	return &attachResponse{xmlAttachment: s.World.toXMLAttachment(volID, *a)}, nil
 }
 
 type createVolumeResponse struct {
@@ -305,7 +305,7 @@ func (s *Server) createVolume(c *call) (response, *APIError) {
 			return nil, e
 		}
 		if v, ok := w.Volumes[id]; ok {
-			return &createVolumeResponse{xmlVolume: toXMLVolume(v)}, nil
+			return &createVolumeResponse{xmlVolume: s.World.toXMLVolume(v)}, nil
 		}
 		return nil, errVolumeNotFound(id)
 	}
@@ -392,7 +392,7 @@ func (s *Server) createVolume(c *call) (response, *APIError) {
 	w.Volumes[v.ID] = v
 	w.rememberClientTokenLocked(c, v.ID)
 	s.startCreateVolumeLocked(v.ID, src, v.ImagePath, int64(size)<<30)
-	return &createVolumeResponse{xmlVolume: toXMLVolume(v)}, nil
+	return &createVolumeResponse{xmlVolume: s.World.toXMLVolume(v)}, nil
 }
 
 // startCreateVolumeLocked makes the backing file (a copy of the snapshot's,

@@ -259,3 +259,20 @@ func TestLaggingInstanceViewAroundDetachParses(t *testing.T) {
 		t.Fatalf("never saw the detached state (mapping counts seen: %v)", seen)
 	}
 }
+
+// EC2 reports its resources' times by its own clock, the one its Date
+// header carries: with the guests' clock 7 minutes off, an attachment made
+// now is stamped now by EC2's clock, not by the guests'.
+func TestTimesFollowEC2Clock(t *testing.T) {
+	e := newEnv(t)
+	e.hostile(func(h *Hostile) { h.ClockSkew = 7 * time.Minute })
+	now := time.Now()
+	x := e.w.toXMLAttachment("vol-1", Attachment{InstanceID: "i-1", AttachTime: now})
+	got, err := time.Parse("2006-01-02T15:04:05.000Z", x.AttachTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := got.Sub(now.Add(7 * time.Minute)); d < -time.Second || d > time.Second {
+		t.Fatalf("AttachTime %s, want EC2's clock %s", got, now.Add(7*time.Minute).UTC())
+	}
+}

@@ -72,6 +72,15 @@ func awsTime(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04:05.000Z")
 }
 
+// apiTime renders a time the world recorded (by the guests' clock, which
+// the simulator runs on) as EC2 reports it: by EC2's own clock, the one
+// its Date header carries (ec2NowLocked). An AttachTime or CreateTime and
+// the Date of the same answer must agree, or a client comparing them (the
+// pool claim's view of how busy the pool is) reads a skewed past.
+func (w *World) apiTime(t time.Time) string {
+	return awsTime(t.Add(w.Hostile.ClockSkew))
+}
+
 type xmlTag struct {
 	Key   string `xml:"key"`
 	Value string `xml:"value"`

@@ -199,7 +199,7 @@ func (e *env) claimer(az, instanceType string) (*claim.Claimer, error) {
 	e.mds = append(e.mds, md)
 	ic := imds.New(md.URL, nil)
 	client := claim.NewClient(claim.ClientOptions{Region: "us-east-1", Endpoint: e.api.URL, IMDS: ic.SDK(), ClockOffset: ic.ClockOffset})
-	return &claim.Claimer{EC2: client, Instance: claim.Instance{ID: inst.ID, AZ: az}, ImageID: inst.ImageID,
+	return &claim.Claimer{EC2: client, Instance: claim.Instance{ID: inst.ID, AZ: az}, ImageID: inst.ImageID, ClockOffset: ic.ClockOffset,
 		WaitDetach: 30 * time.Second, Log: quiet}, nil
 }
 

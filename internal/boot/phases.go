@@ -87,6 +87,7 @@ func (b *booter) claimAndSwitch() error {
 		Reserved:    append(append([]string{}, w.instanceStore...), w.sys.XenDiskNames()...),
 		Mapped:      w.mapped,
 		MappedKnown: w.mappedKnown,
+		ClockOffset: b.imds.ClockOffset,
 	}
 	if local := w.sys.InstanceStoreDisks(); len(local) > 0 || len(w.instanceStore) > 0 {
 		b.slog.Info("instance storage present; never chosen", "disks", strings.Join(local, ","), "mappings", strings.Join(w.instanceStore, ","))

@@ -76,6 +76,12 @@ type Claimer struct {
 	Mapped      []string
 	MappedKnown bool
 
+	// ClockOffset, if set, is EC2's clock minus this machine's
+	// (imds.Client.ClockOffset). EC2 stamps attachments by its own clock,
+	// so an attachment's age is measured on it: on a guest minutes behind,
+	// the local clock would make a fresh attachment look old.
+	ClockOffset func() (time.Duration, bool)
+
 	// device is the free device name chosen for this instance, kept across
 	// attempts (a lost pool race does not use it up).
 	device string
@@ -83,6 +89,8 @@ type Claimer struct {
 	attachedDevs []string
 	// attachOpts are extra options for AttachVolume (attachOnce).
 	attachOpts []func(*ec2.Options)
+	// running: EC2 said this instance is running.
+	running bool
 }
 
 // Claim is an attached volume.
@@ -325,6 +333,7 @@ func (c *Claimer) waitRunning(ctx context.Context, deadline time.Time) error {
 	// The first look after two polls' time: an instance that runs code is
 	// about to be running, and EC2's view of it lags; earlier looks only
 	// count against the rate limit.
+	// A refused look is the next one's to make.
 	for delay := 2 * c.maxPoll(); ; delay = c.maxPoll() {
 		if !sleep(ctx, delay) {
 			return ctx.Err()
@@ -332,21 +341,41 @@ func (c *Claimer) waitRunning(ctx context.Context, deadline time.Time) error {
 		if time.Now().After(deadline) {
 			return nil // the attach will say
 		}
-		cctx, cancel := c.call(ctx)
-		out, err := c.EC2.DescribeInstances(cctx, &ec2.DescribeInstancesInput{Filters: []types.Filter{
-			{Name: aws.String("instance-id"), Values: []string{c.Instance.ID}}}})
-		cancel()
+		st, err := c.ownState(ctx)
+		if throttled(err) {
+			continue
+		}
 		if err != nil {
 			return nil // the attach will say
 		}
-		for _, r := range out.Reservations {
-			for _, in := range r.Instances {
-				if in.State != nil && in.State.Name == types.InstanceStateNameRunning {
-					return nil
-				}
+		if st == types.InstanceStateNameRunning {
+			c.running = true
+			return nil
+		}
+	}
+}
+
+// ownState is this instance's state in EC2's view (filtered: the larger
+// bucket).
+func (c *Claimer) ownState(ctx context.Context) (types.InstanceStateName, error) {
+	cctx, cancel := c.call(ctx)
+	defer cancel()
+	out, err := c.EC2.DescribeInstances(cctx, &ec2.DescribeInstancesInput{Filters: []types.Filter{
+		{Name: aws.String("instance-id"), Values: []string{c.Instance.ID}}}}, noThrottleRetry)
+	if throttled(err) {
+		return "", err
+	}
+	if err != nil {
+		return "", apiError("DescribeInstances", "describe "+c.Instance.ID, err)
+	}
+	for _, r := range out.Reservations {
+		for _, in := range r.Instances {
+			if in.State != nil {
+				return in.State.Name, nil
 			}
 		}
 	}
+	return "", nil // not in EC2's view yet
 }
 
 // permanentAttachError: codes retrying or describing cannot change.
@@ -447,6 +476,16 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// ec2Now is EC2's clock as far as this machine knows it.
+func (c *Claimer) ec2Now() time.Time {
+	if c.ClockOffset != nil {
+		if off, ok := c.ClockOffset(); ok {
+			return time.Now().Add(off)
+		}
+	}
+	return time.Now()
 }
 
 func (c *Claimer) grace() time.Duration {

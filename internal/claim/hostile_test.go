@@ -167,6 +167,32 @@ func TestClaimWaitsOutPending(t *testing.T) {
 	}
 }
 
+// A pool claimant that is still pending asks DescribeInstances and waits
+// instead of spending AttachVolume's scarce tokens on IncorrectState: at
+// fleet scale each such answer is a claim the bucket cannot serve. The
+// simulator's counters show the one AttachVolume it sent.
+func TestPoolClaimWaitsForRunningBeforeAttaching(t *testing.T) {
+	t.Parallel() // each test has its own world; they mostly wait on the hostile clock
+	w := newWorld(t)
+	w.only(sim.HostilePending, func(h *sim.Hostile) { h.PendingFor = 3 * time.Second })
+	pool := map[string]string{"spotroot:pool": "p"}
+	w.volume("us-east-1a", pool)
+	w.volume("us-east-1a", pool)
+	c := w.claimer("us-east-1a", nil)
+	cl, err := claimAndWait(context.Background(), c, config.Volume{Pool: pool, Mount: "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.attachedTo(cl.VolumeID, c.Instance.ID)
+	st := w.sim.Stats()
+	if st.Pending != 0 || st.Calls["AttachVolume"] != 1 {
+		t.Fatalf("AttachVolume sent %d times, %d IncorrectState answers for a pending instance; want 1 and 0", st.Calls["AttachVolume"], st.Pending)
+	}
+	if st.Calls["DescribeInstances"] == 0 {
+		t.Fatal("the claimant never asked EC2 whether it was running")
+	}
+}
+
 // Instance-profile credentials are 404 for the first second, then rotate
 // every 300ms and expire after 1.5s: a claim at boot and another after the
 // first keys expired both work.

@@ -61,7 +61,7 @@ func (c *Claimer) ownerState(ctx context.Context, a types.VolumeAttachment) (str
 	if err != nil || state != stateUnknown {
 		return state, err
 	}
-	if t := aws.ToTime(a.AttachTime); !t.IsZero() && time.Since(t) > c.notFoundGrace() {
+	if t := aws.ToTime(a.AttachTime); !t.IsZero() && c.ec2Now().Sub(t) > c.notFoundGrace() {
 		return stateGone, nil
 	}
 	return stateUnknown, nil

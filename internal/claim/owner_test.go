@@ -33,6 +33,9 @@ func TestDetachRules(t *testing.T) {
 		// the attachment is.
 		notFound bool
 		age      time.Duration
+		// skew is EC2's clock minus the guests' (sim.Hostile.ClockSkew):
+		// EC2 stamps the attachment by its clock.
+		skew time.Duration
 	}
 	for _, tc := range []struct {
 		name  string
@@ -55,6 +58,7 @@ func TestDetachRules(t *testing.T) {
 		{name: "running-never-touched", owner: owner{state: "running"}, force: true, want: "never takes a volume from a running instance"},
 		{name: "pending-never-touched", owner: owner{state: "pending"}, force: true, want: "never takes a volume from a running instance"},
 		{name: "notfound-young-attachment-is-unknown", owner: owner{state: "running", notFound: true, age: 10 * time.Second}, force: true, want: "(unknown)"},
+		{name: "notfound-young-attachment-guest-clock-ahead", owner: owner{state: "running", notFound: true, age: 10 * time.Second, skew: -7 * time.Minute}, force: true, want: "(unknown)"},
 		{name: "notfound-old-attachment-is-gone", owner: owner{state: "running", notFound: true, age: time.Hour}, force: true, forced: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -68,6 +72,9 @@ func TestDetachRules(t *testing.T) {
 			err := w.sim.Update(func(sw *sim.World) error {
 				v := sw.Volumes[id]
 				v.Attachments[0].AttachTime = time.Now().Add(-tc.owner.age)
+				if tc.owner.skew != 0 {
+					sw.Hostile.ClockSkew = tc.owner.skew
+				}
 				if tc.owner.notFound {
 					delete(sw.Instances, prev.Instance.ID)
 					return nil

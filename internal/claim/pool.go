@@ -37,6 +37,18 @@ const (
 	// adding a refused request.
 	poolBusyWindow = 10 * time.Second
 	poolBusyShare  = 0.6
+	// poolPendingGuard: this soon after its first EC2 call an instance may
+	// still be pending in EC2's view (PID 1 runs before EC2 says running;
+	// the view lags seconds more), and AttachVolume would answer
+	// IncorrectState at the price of one of its scarce tokens (50, 5/s).
+	// Within it, a pool claimant asks DescribeInstances (its own bucket,
+	// 100, 20/s) first; later, it attaches straight away (a rare
+	// IncorrectState is still waited out by attachLoop).
+	poolPendingGuard = 10 * time.Second
+	// poolPendingWait is how long a pending instance waits before it
+	// attaches: pending ends seconds after PID 1 starts, and EC2's view of
+	// it lags a few more.
+	poolPendingWait = 5 * time.Second
 )
 
 // claimPool takes any available volume of the pool in this AZ.
@@ -69,6 +81,7 @@ func (c *Claimer) claimPool(ctx context.Context, v config.Volume) (Claim, error)
 		waited    time.Duration // the window of the retry that got through
 		tried     = map[string]bool{}
 		members   []types.Volume
+		firstCall = time.Now()
 	)
 	for {
 		vols, now, err := c.listPool(ctx, v)
@@ -125,6 +138,16 @@ func (c *Claimer) claimPool(ctx context.Context, v config.Volume) (Claim, error)
 				continue // a fresh listing for the attach
 			}
 		}
+		// A pending instance's wait does not age its listing: relisting
+		// after it would double the listings of every newcomer, and more
+		// than one listing a newcomer is what gets them refused; the
+		// members claimed meanwhile are a few percent of a pool a fleet
+		// draws on (a collision costs one VolumeInUse and the next pick).
+		t0 := time.Now()
+		if err := c.untilRunning(ctx, firstCall); err != nil {
+			return Claim{}, fmt.Errorf("claim from %s: %w", v.Describe(), err)
+		}
+		listed = listed.Add(time.Since(t0))
 		rand.Shuffle(len(free), func(i, j int) { free[i], free[j] = free[j], free[i] })
 		var refused bool
 		for _, vol := range free {
@@ -158,15 +181,11 @@ func (c *Claimer) claimPool(ctx context.Context, v config.Volume) (Claim, error)
 		}
 		if refused {
 			// Throttled: take a turn within what the rate limit needs for
-			// the free members (a second refusal: half of it, the turns
-			// are under way).
+			// the free members, which keeps the retries at the refill
+			// rate too (a shorter window only adds refusals).
 			contended = true
-			w := turnWindow(len(free))
-			if spread {
-				w = max(2*time.Second, w/2)
-			}
 			spread = true
-			d := jitter(w)
+			d := jitter(max(2*time.Second, turnWindow(len(free))))
 			c.log().Info("AttachVolume throttled by EC2; waiting for a turn", "free", len(free), "wait", d.Round(time.Millisecond))
 			if !sleep(ctx, d) {
 				return Claim{}, fmt.Errorf("claim from %s: %w", v.Describe(), ctx.Err())
@@ -199,6 +218,32 @@ func (c *Claimer) claimPool(ctx context.Context, v config.Volume) (Claim, error)
 	}
 	return Claim{}, fmt.Errorf("pool %s is exhausted in %s: %d member(s), %d tried, none free; add volumes to the pool or add create: to the configuration",
 		v.Describe(), c.Instance.AZ, len(members), len(tried)+len(busy))
+}
+
+// untilRunning returns once this instance is running in EC2's view, as far
+// as it is worth asking: it asks DescribeInstances once, unless EC2 said
+// running already or poolPendingGuard has passed since the claim's first
+// call (since). Not running yet, it waits poolPendingWait rather than
+// polling (a fleet of pending instances shares DescribeInstances' bucket)
+// and then counts on running: a rare IncorrectState is still waited out
+// by attachLoop.
+func (c *Claimer) untilRunning(ctx context.Context, since time.Time) error {
+	if c.running || time.Since(since) >= poolPendingGuard {
+		return nil
+	}
+	st, err := c.ownState(ctx)
+	c.running = true // from now on, or soon: the attach will say otherwise
+	if err == nil && st == types.InstanceStateNameRunning {
+		return nil
+	}
+	if err != nil && !throttled(err) {
+		return nil // the attach will say
+	}
+	c.log().Info("instance not yet running in EC2's view; waiting before the attach", "state", string(st), "error", err, "wait", poolPendingWait)
+	if !sleep(ctx, poolPendingWait) {
+		return ctx.Err()
+	}
+	return nil
 }
 
 // listPool lists the pool's members in this AZ with one DescribeVolumes
@@ -264,7 +309,11 @@ func turn(free int, refusedAt time.Time, waited time.Duration) time.Duration {
 	if refusedAt.IsZero() || waited <= 0 {
 		return jitter(need)
 	}
-	if rand.Float64() < waited.Seconds()/need.Seconds() {
+	// The herd's need when it was refused: the members claimed since
+	// (about the refill rate's worth) were free then. Against today's
+	// need, the share would grow as the window goes on and the attaches
+	// outrun the refill at its end.
+	if rand.Float64() < waited.Seconds()/(need+time.Since(refusedAt)).Seconds() {
 		return 0
 	}
 	from := time.Until(refusedAt.Add(waited)) // the herd's listing window ends

@@ -61,7 +61,7 @@ func (w *world) claimer(az string, mutate func(*sim.Instance)) *claim.Claimer {
 	w.t.Cleanup(md.Close)
 	ic := imds.New(md.URL, nil)
 	client := claim.NewClient(claim.ClientOptions{Region: "us-east-1", Endpoint: w.ec2.URL, IMDS: ic.SDK(), ClockOffset: ic.ClockOffset})
-	return &claim.Claimer{EC2: client, Instance: claim.Instance{ID: inst.ID, AZ: az}, ImageID: inst.ImageID,
+	return &claim.Claimer{EC2: client, Instance: claim.Instance{ID: inst.ID, AZ: az}, ImageID: inst.ImageID, ClockOffset: ic.ClockOffset,
 		PollInterval: 5 * time.Millisecond, MaxPoll: 50 * time.Millisecond, WaitDetach: 300 * time.Millisecond,
 		// Longer than the simulator's ConsistencyLag (2s).
 		ConsistencyGrace: 3 * time.Second,
