@@ -8,15 +8,17 @@ import (
 	"github.com/spotroot/spotroot/internal/ops"
 )
 
-// launchIDs finds the ids launch reports in its text.
-var launchIDs = map[string]*regexp.Regexp{
-	"instance_id":             regexp.MustCompile(`\bi-[0-9a-f]{8,17}\b`),
-	"spot_request_id":         regexp.MustCompile(`\bsir-[0-9a-z]+\b`),
-	"launch_template_id":      regexp.MustCompile(`\blt-[0-9a-f]{8,17}\b`),
-	"volume_id":               regexp.MustCompile(`\bvol-[0-9a-f]{8,17}\b`),
-	"subnet_id":               regexp.MustCompile(`\bsubnet-[0-9a-f]{8,17}\b`),
-	"image_id":                regexp.MustCompile(`\bami-[0-9a-f]{8,17}\b`),
-	"launch_template_version": regexp.MustCompile(`\bversion (\d+)\b`),
+// launchIDs finds the ids launch reports in its text (the patterns
+// compile when launch runs, not at every start of PID 1, which shares this
+// binary).
+var launchIDs = map[string]string{
+	"instance_id":             `\bi-[0-9a-f]{8,17}\b`,
+	"spot_request_id":         `\bsir-[0-9a-z]+\b`,
+	"launch_template_id":      `\blt-[0-9a-f]{8,17}\b`,
+	"volume_id":               `\bvol-[0-9a-f]{8,17}\b`,
+	"subnet_id":               `\bsubnet-[0-9a-f]{8,17}\b`,
+	"image_id":                `\bami-[0-9a-f]{8,17}\b`,
+	"launch_template_version": `\bversion (\d+)\b`,
 }
 
 // launchJSON runs launch and reports its result as JSON on stdout: the ids
@@ -27,8 +29,8 @@ func launchJSON(ctx context.Context, c ops.LaunchEC2, o ops.LaunchOpts, stdio st
 	var buf bytes.Buffer
 	err := ops.Launch(ctx, c, o, &buf)
 	res := map[string]any{"dry_run": o.DryRun, "report": buf.String()}
-	for k, re := range launchIDs {
-		if m := re.FindStringSubmatch(buf.String()); m != nil {
+	for k, expr := range launchIDs {
+		if m := regexp.MustCompile(expr).FindStringSubmatch(buf.String()); m != nil {
 			res[k] = m[len(m)-1]
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -324,7 +323,8 @@ func withLine(where string, node *yaml.Node, errs ...fieldErr) error {
 	return errors.Join(out...)
 }
 
-var fieldPart = regexp.MustCompile(`^([a-z_]+)(?:\[(\d+)\])?$`)
+// fieldPart compiles when an error needs its line (lazyRegexp).
+var fieldPart = lazyRegexp(`^([a-z_]+)(?:\[(\d+)\])?$`)
 
 // lineOf finds the line of a field path like spotroot.volumes[1].mount
 // under the spotroot mapping node; 0 when there is no node.
@@ -336,7 +336,7 @@ func lineOf(node *yaml.Node, field string) int {
 	cur := node
 	parts := strings.Split(strings.TrimPrefix(field, "spotroot."), ".")
 	for _, p := range parts {
-		m := fieldPart.FindStringSubmatch(p)
+		m := fieldPart().FindStringSubmatch(p)
 		if m == nil || cur.Kind != yaml.MappingNode {
 			return line
 		}

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // cloud-init reads user-data with PyYAML's safe loader, a YAML 1.1 reader;
@@ -15,30 +16,48 @@ import (
 // means something else to cloud-init than the text it reads itself. Note
 // what is *not* there: y/n are strings in PyYAML (the YAML 1.1 spec lists
 // them, PyYAML does not), and 1e3 is a string (PyYAML's float needs a dot).
+//
+// The regexps compile on first use, not at start: PID 1 pays for package
+// initialisation on every boot, and most scalars (ids, paths, names) never
+// reach them (numbers start with a sign, a digit or a dot).
 var (
-	yaml11Bool  = regexp.MustCompile(`^(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF)$`)
-	yaml11Float = regexp.MustCompile(`^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$`)
-	yaml11Int   = regexp.MustCompile(`^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$`)
-	yaml11Null  = regexp.MustCompile(`^(?:~|null|Null|NULL)$`)
+	yaml11Bool = map[string]bool{"yes": true, "Yes": true, "YES": true, "no": true, "No": true, "NO": true,
+		"true": true, "True": true, "TRUE": true, "false": true, "False": true, "FALSE": true,
+		"on": true, "On": true, "ON": true, "off": true, "Off": true, "OFF": true}
+	yaml11Null  = map[string]bool{"~": true, "null": true, "Null": true, "NULL": true}
+	yaml11Float = lazyRegexp(`^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$`)
+	yaml11Int   = lazyRegexp(`^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$`)
 )
+
+// lazyRegexp compiles expr once, when first asked for.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
+
+// numeric: s may be one of PyYAML's numbers (each form starts so).
+func numeric(s string) bool {
+	return s != "" && strings.ContainsRune("+-.0123456789", rune(s[0]))
+}
 
 // ResolveYAML11 reports what PyYAML makes of a plain scalar when that is
 // not the text itself: kind ("a boolean", "an integer", …) and the value
 // Python would print. differs is false when the text survives as written.
 func ResolveYAML11(s string) (kind, value string, differs bool) {
 	switch {
-	case yaml11Bool.MatchString(s):
+	case yaml11Bool[s]:
 		v := "False"
 		if strings.Contains("yYtToO", s[:1]) && !strings.EqualFold(s, "off") {
 			v = "True"
 		}
 		return "a boolean", v, true
-	case yaml11Null.MatchString(s):
+	case yaml11Null[s]:
 		return "null", "None", true
-	case yaml11Int.MatchString(s):
+	case !numeric(s):
+		return "", "", false
+	case yaml11Int().MatchString(s):
 		v := pyInt(s)
 		return "an integer", v, v != s
-	case yaml11Float.MatchString(s):
+	case yaml11Float().MatchString(s):
 		v := pyFloat(s)
 		return "a float", v, v != s
 	}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -188,11 +189,13 @@ func status(err error) int {
 	}
 	// The token request's failure reaches us through the SDK's unexported
 	// retryableError, which does not unwrap: read the status from its text.
-	if m := statusText.FindStringSubmatch(fmt.Sprint(err)); m != nil {
+	if m := statusText().FindStringSubmatch(fmt.Sprint(err)); m != nil {
 		n, _ := strconv.Atoi(m[1])
 		return n
 	}
 	return 0
 }
 
-var statusText = regexp.MustCompile(`StatusCode: (\d{3})`)
+// statusText compiles on first use: PID 1 pays for package initialisation
+// on every boot, and this is an error path.
+var statusText = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`StatusCode: (\d{3})`) })

@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // Paths inside the image root.
@@ -170,7 +171,7 @@ func Installed(root string) (sbinInit, initArg bool) {
 	sbinInit = isSpotroot(root, SbinInit)
 	if p, err := inRoot(root, GrubFile); err == nil {
 		if b, err := os.ReadFile(p); err == nil {
-			if m := grubLine.FindStringSubmatch(string(b)); m != nil {
+			if m := grubLine().FindStringSubmatch(string(b)); m != nil {
 				for _, a := range strings.Fields(m[2]) {
 					initArg = initArg || a == InitArg
 				}
@@ -616,12 +617,16 @@ func Uninstall(o Opts) error {
 	return nil
 }
 
-var grubLine = regexp.MustCompile(`(?m)^GRUB_CMDLINE_LINUX=(["']?)(.*?)(["']?)$`)
+// grubLine compiles when install runs, not at every start of PID 1 (which
+// shares this binary).
+var grubLine = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`(?m)^GRUB_CMDLINE_LINUX=(["']?)(.*?)(["']?)$`)
+})
 
 // editGrub adds (or removes) init=/usr/sbin/spotroot in GRUB_CMDLINE_LINUX.
 func editGrub(b []byte, add bool) ([]byte, bool, error) {
 	s := string(b)
-	m := grubLine.FindStringSubmatchIndex(s)
+	m := grubLine().FindStringSubmatchIndex(s)
 	if m == nil {
 		if !add {
 			return b, false, nil
