@@ -50,8 +50,6 @@ type PoolResult struct {
 	Spread time.Duration
 	Starts []time.Duration
 	Floor  time.Duration
-	// Attached are the attach times EC2 recorded, from the first start.
-	Attached []time.Duration
 }
 
 // TotalCalls is the number of EC2 API requests the simulator answered.
@@ -267,7 +265,6 @@ func PoolRaceWith(ctx context.Context, o PoolOpts) (PoolResult, error) {
 			}
 			for _, a := range v.Attachments {
 				held[a.InstanceID]++
-				res.Attached = append(res.Attached, a.AttachTime.Sub(start))
 			}
 		}
 		for _, k := range held {
@@ -312,7 +309,7 @@ func (p PoolResult) CallsSummary() string {
 	for _, x := range l {
 		s := fmt.Sprintf("%s %d", x.k, x.v)
 		if e := p.Errors[x.k]; e > 0 {
-			s += fmt.Sprintf(" (%d errors)", e)
+			s += fmt.Sprintf(" (%d errors, %d of them throttled)", e, p.ThrottledBy[x.k])
 		}
 		parts = append(parts, s)
 	}
