@@ -74,9 +74,14 @@ func awsTime(t time.Time) string {
 
 // apiTime renders a time the world recorded (by the guests' clock, which
 // the simulator runs on) as EC2 reports it: by EC2's own clock, the one
-// its Date header carries (ec2NowLocked). An AttachTime or CreateTime and
-// the Date of the same answer must agree, or a client comparing them (the
-// pool claim's view of how busy the pool is) reads a skewed past.
+// its Date header carries (ec2NowLocked). EC2 stamps them on its side
+// ("AttachTime: The time stamp when the attachment initiated", API
+// reference, VolumeAttachment), and a guest's clock can be minutes off
+// EC2's (why the SDKs correct skew from Date: aws/aws-sdk-go-v2#272,
+// https://aws.amazon.com/blogs/developer/clock-skew-correction/). An
+// AttachTime and the Date of the same answer must agree, or a client
+// comparing them (the pool claim's view of how busy the pool is, the age
+// of an attachment whose owner is not visible yet) reads a skewed past.
 func (w *World) apiTime(t time.Time) string {
 	return awsTime(t.Add(w.Hostile.ClockSkew))
 }
