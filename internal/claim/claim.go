@@ -89,7 +89,8 @@ type Claimer struct {
 	attachedDevs []string
 	// attachOpts are extra options for AttachVolume (attachOnce).
 	attachOpts []func(*ec2.Options)
-	// running: EC2 said this instance is running.
+	// running: EC2 said this instance is running, or a pool claim waited
+	// its pending time out (untilRunning looks no more).
 	running bool
 }
 
