@@ -99,6 +99,9 @@ type booter struct {
 	arming  chan struct{}
 	armErr  error
 	armOnce sync.Once
+	// remounted is the image root's mount point while the marker write
+	// keeps it read-write (armAttempt), "" otherwise.
+	remounted string
 	// failTag marks a failed boot on the instance (failtag.go); nil until
 	// the instance's identity and the network are there.
 	failTag func(phase string)
@@ -182,14 +185,14 @@ func (b *booter) checkAttempt() {
 		return
 	}
 	if rec, ok := readAttempt(b.paths.Attempt); ok {
-		if err := clearAttempt(b.paths.Attempt); err != nil {
+		if err := clearAttempt(b.paths.Attempt, ""); err != nil {
 			b.log.Printf("warning: crash-loop marker %s: %v", b.paths.Attempt, err)
 		}
 		b.fail(&bootlog.PhaseError{Phase: "previous-boot", Err: fmt.Errorf(
 			"the last boot (%s) crashed before handing over (its marker %s is still there); this boot skips spotroot once, the next one tries again", rec, b.paths.Attempt)})
 	}
-	// The write (a read-write remount, fsync, read-only remount: ~100 ms
-	// on a small instance) runs beside the NIC driver and the network: a
+	// The write (a read-write remount and an fsync; the read-only remount
+	// waits for disarm) runs beside the NIC driver and the network: a
 	// crash there would crash the image's own init as well, which loads
 	// the same drivers. Everything that touches a volume waits for it
 	// (armWait).
@@ -197,7 +200,7 @@ func (b *booter) checkAttempt() {
 	b.arming = done
 	safego.Go("crash-loop marker", func() {
 		defer close(done)
-		b.armErr = armAttempt(b.paths.Attempt, attemptRecord())
+		b.remounted, b.armErr = armAttempt(b.paths.Attempt, attemptRecord())
 	})
 }
 
@@ -216,13 +219,21 @@ func (b *booter) armWait() {
 	})
 }
 
-// disarm removes this boot's marker: the hand-over is about to happen.
+// disarm removes this boot's marker and puts the image root back
+// read-only: the hand-over is about to happen.
 func (b *booter) disarm() {
 	b.armWait()
+	remounted := b.remounted
+	b.remounted = ""
 	if !b.armed.Swap(false) {
+		if remounted != "" { // the write failed half way
+			if err := remountRO(remounted); err != nil {
+				b.log.Printf("warning: crash-loop marker: %v", err)
+			}
+		}
 		return
 	}
-	if err := clearAttempt(b.paths.Attempt); err != nil {
+	if err := clearAttempt(b.paths.Attempt, remounted); err != nil {
 		b.log.Printf("warning: crash-loop marker %s: %v (the next boot will start the image's init)", b.paths.Attempt, err)
 	}
 }

@@ -82,7 +82,7 @@ func chaosBoot(t *testing.T, seed uint64) (phase, kind, console, init string, ma
 		// read-only root.
 		b.paths.Attempt = "/proc/version/spotroot/boot-attempt"
 	case "crash-reboot":
-		if err := armAttempt(b.paths.Attempt, "started=earlier boot_id=x"); err != nil {
+		if _, err := armAttempt(b.paths.Attempt, "started=earlier boot_id=x"); err != nil {
 			t.Fatal(err)
 		}
 		phase = "previous-boot"

@@ -224,15 +224,16 @@ func readAttempt(path string) (string, bool) {
 	return strings.TrimSpace(string(b)), true
 }
 
-// withRootRW runs fn with the filesystem of dir writable, remounting it
-// read-write for the duration if the kernel mounted it read-only.
-func withRootRW(dir string, fn func() error) error {
+// writableMount returns the mount point of dir's filesystem when that is
+// mounted read-only (the kernel mounts the root "ro" unless told "rw"),
+// and "" when dir is writable as it is.
+func writableMount(dir string) (string, error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
-		return err
+		return "", err
 	}
 	if st.Flags&unix.ST_RDONLY == 0 {
-		return fn()
+		return "", nil
 	}
 	mp := "/"
 	if dir != "/" {
@@ -245,62 +246,113 @@ func withRootRW(dir string, fn func() error) error {
 			mp = filepath.Dir(mp)
 		}
 	}
-	if err := unix.Mount("", mp, "", unix.MS_REMOUNT, ""); err != nil {
-		return fmt.Errorf("remount %s read-write: %w", mp, err)
+	return mp, nil
+}
+
+// remountRO puts back the read-only mount armAttempt lifted. The kernel's
+// remount syncs the filesystem first, so what was written (or removed)
+// while it was writable is on disk when this returns.
+func remountRO(mp string) error {
+	if err := unix.Mount("", mp, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		return fmt.Errorf("remount %s read-only: %w", mp, err)
 	}
-	err := fn()
-	unix.Sync()
-	if rerr := unix.Mount("", mp, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); rerr != nil && err == nil {
-		err = fmt.Errorf("remount %s read-only: %w", mp, rerr)
+	return nil
+}
+
+// armAttempt writes the marker durably (the file and its directory
+// synced). A read-only image root is remounted read-write for it and left
+// so until clearAttempt, which gets the mount point back as remounted
+// ("" when nothing was remounted, also returned on error when that is so):
+// one remount each way per boot rather than two. On a TCG guest each
+// remount of the image root runs tens of milliseconds of ext4 and journal
+// code, and the real init would see the same read-only root either way —
+// every hand-over (the volume's init, the image's on any fallback) passes
+// through clearAttempt first. A crash in between leaves an ext4/XFS
+// journal that the next mount replays, as on any instance that crashes.
+func armAttempt(path, what string) (remounted string, err error) {
+	dir := filepath.Dir(path)
+	mp, err := writableMount(nearestExisting(dir))
+	if err != nil {
+		return "", err
+	}
+	if mp != "" {
+		if err := unix.Mount("", mp, "", unix.MS_REMOUNT, ""); err != nil {
+			return "", fmt.Errorf("remount %s read-write: %w", mp, err)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return mp, err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return mp, err
+	}
+	_, err = f.WriteString(what + "\n")
+	if serr := f.Sync(); err == nil {
+		err = serr
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return mp, err
+	}
+	return mp, syncDir(dir)
+}
+
+// clearAttempt removes the marker (nothing to do if it is not there) and
+// remounts remounted (armAttempt's) read-only again, which makes the
+// removal durable. With remounted "" (a marker left by an earlier boot, or
+// a root that was writable all along) a read-only filesystem is lifted
+// for the removal and put back.
+func clearAttempt(path, remounted string) error {
+	dir := filepath.Dir(path)
+	if remounted != "" {
+		err := os.Remove(path)
+		if err != nil && os.IsNotExist(err) {
+			err = nil
+		}
+		if rerr := remountRO(remounted); err == nil {
+			err = rerr
+		}
+		return err
+	}
+	if _, err := os.Lstat(path); err != nil {
+		return nil
+	}
+	mp, err := writableMount(dir)
+	if err != nil {
+		return err
+	}
+	if mp != "" {
+		if err := unix.Mount("", mp, "", unix.MS_REMOUNT, ""); err != nil {
+			return fmt.Errorf("remount %s read-write: %w", mp, err)
+		}
+	}
+	err = os.Remove(path)
+	if err != nil && os.IsNotExist(err) {
+		err = nil
+	}
+	if mp != "" {
+		if rerr := remountRO(mp); err == nil {
+			err = rerr
+		}
+		return err
+	}
+	if err == nil {
+		err = syncDir(dir)
 	}
 	return err
 }
 
-// armAttempt writes the marker durably.
-func armAttempt(path, what string) error {
-	dir := filepath.Dir(path)
-	return withRootRW(nearestExisting(dir), func() error {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|unix.O_CLOEXEC, 0o644)
-		if err != nil {
-			return err
-		}
-		_, err = f.WriteString(what + "\n")
-		if serr := f.Sync(); err == nil {
-			err = serr
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return err
-		}
-		if d, err := os.Open(dir); err == nil {
-			_ = d.Sync()
-			d.Close()
-		}
-		return nil
-	})
-}
-
-// clearAttempt removes the marker (nothing to do if it is not there).
-func clearAttempt(path string) error {
-	if _, err := os.Lstat(path); err != nil {
-		return nil
+// syncDir makes a directory's entries durable (a file created or removed).
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
 	}
-	dir := filepath.Dir(path)
-	return withRootRW(dir, func() error {
-		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
-			return err
-		}
-		if d, err := os.Open(dir); err == nil {
-			_ = d.Sync()
-			d.Close()
-		}
-		return nil
-	})
+	defer d.Close()
+	return d.Sync()
 }
 
 func nearestExisting(p string) string {
@@ -324,7 +376,9 @@ func attemptRecord() string {
 // the instance reboots after PanicRebootSeconds into the image's own init.
 func (b *booter) rebootToImage() {
 	if !b.initramfs && b.paths.Attempt != "" {
-		_ = armAttempt(b.paths.Attempt, attemptRecord()+" switch=failed")
+		if mp, _ := armAttempt(b.paths.Attempt, attemptRecord()+" switch=failed"); mp != "" {
+			_ = remountRO(mp)
+		}
 	}
 	time.Sleep(rebootDelay)
 	unix.Sync()
