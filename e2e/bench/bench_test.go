@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/csv"
+	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -170,5 +172,33 @@ func TestGoals(t *testing.T) {
 	}
 	if strings.Index(out, "16.2") > strings.Index(out, "99.1") {
 		t.Errorf("goals not in item order:\n%s", out)
+	}
+}
+
+// The A/B table pairs run i of this build with run i of the other one;
+// the sign test says how lopsided the pairs are.
+func TestPairedAndSignTest(t *testing.T) {
+	d, neg := paired([]float64{100, 90, 120, 80}, []float64{110, 100, 115})
+	if want := []float64{-10, -10, 5}; !slices.Equal(d, want) || neg != 2 {
+		t.Fatalf("paired = %v, %d negative; want %v, 2", d, neg, want)
+	}
+	for _, c := range []struct {
+		k, n int
+		want float64
+	}{
+		{0, 0, 1}, {4, 8, 1}, {7, 8, 0.0703125}, {8, 8, 0.0078125}, {0, 8, 0.0078125}, {1, 10, 0.021484375},
+	} {
+		if got := signTest(c.k, c.n); math.Abs(got-c.want) > 1e-12 {
+			t.Errorf("signTest(%d, %d) = %v, want %v", c.k, c.n, got, c.want)
+		}
+	}
+	rep := &Report{}
+	for i, v := range []float64{1500, 1400, 1600} {
+		rep.Add(secSpotroot, "kind, attach 0s", metricExec, "ms", v)
+		rep.Add(secSpotroot, "against, kind, attach 0s", metricExec, "ms", v+100*float64(i-1))
+	}
+	addPaired(rep, "kind, attach 0s")
+	if got := rep.Values(secAB, "kind, attach 0s", "start → exec, this build − against"); !slices.Equal(got, []float64{100, 0, -100}) {
+		t.Fatalf("A/B row %v", got)
 	}
 }

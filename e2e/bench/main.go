@@ -34,6 +34,7 @@ func main() {
 	out := flag.String("out", "build/bench", "output directory (CSV, work files)")
 	noQEMU := flag.Bool("no-qemu", false, "skip the QEMU runs")
 	flag.StringVar(&prebuilt, "spotroot", "", "boot this PID 1 binary instead of building ./cmd/spotroot (another commit's, to compare)")
+	flag.StringVar(&against, "against", "", "also boot this PID 1 binary (another commit's: make build BUILD=DIR) at attach 0 s, alternating run by run with this build, and print the paired differences")
 	flag.DurationVar(&poolBudget, "pool-budget", poolBudget, "time limit of one pool race")
 	flag.DurationVar(&fleetSpreadFlag, "pool-spread", fleetSpread, "also race each pool of 1000 or more with the boots spread over this window (0 = no)")
 	flag.StringVar(&extraKargs, "kargs", "", "extra guest kernel arguments (e.g. spotroot.log_level=debug; console lines slow a TCG guest)")
@@ -53,6 +54,10 @@ func logf(format string, args ...any) {
 
 // prebuilt is -spotroot: a PID 1 binary to boot instead of building one.
 var prebuilt string
+
+// against is -against: a second PID 1 binary booted beside this build's
+// (ab.go).
+var against string
 
 // benchLatency is the realistic AttachVolume latency (-latency).
 var benchLatency = 2 * time.Second
@@ -75,7 +80,7 @@ const secBinary = "binary and memory"
 func run(ctx context.Context, runs int, latency time.Duration, sel qemuSelection, pools, out string, noQEMU bool) error {
 	began := time.Now()
 	rep := &Report{}
-	for _, t := range []string{"binary and memory", secSpotroot, secFloor, secTwoBoot, secCompare, secPool} {
+	for _, t := range []string{"binary and memory", secSpotroot, secAB, secFloor, secTwoBoot, secCompare, secPool} {
 		rep.section(t) // the order they print in
 	}
 	out, err := filepath.Abs(out)
@@ -243,16 +248,26 @@ func qemuRuns(ctx context.Context, rep *Report, work, spotroot string, runs int,
 		Files:  []images.File{{Path: "sbin/benchinit", Src: guest}}}); err != nil {
 		return fmt.Errorf("bench volume: %w", err)
 	}
+	var aenv *harness.Env
+	if against != "" {
+		if aenv, err = againstEnv(ctx, benv, work, against); err != nil {
+			return err
+		}
+	}
 	_ = os.RemoveAll(filepath.Join(work, "runs"))
 	b := &Bench{Env: &benv, WorkDir: work, Rep: rep, counter: new(int), seeds: new([]uint64)}
 
 	type cfg struct {
 		name string
 		fn   func(context.Context) error
+		// againstOf marks the -against run paired with the entry before
+		// it: every other round runs it first (ABBA), so a position
+		// effect (the second of two runs warmer or colder) cancels out.
+		againstOf bool
 	}
 	var cfgs []cfg
 	if slices.Contains(sel.configs, "floor") {
-		cfgs = append(cfgs, cfg{"floor", b.Floor})
+		cfgs = append(cfgs, cfg{name: "floor", fn: b.Floor})
 	}
 	// One Bench per profile: they share the environment, not the sim.
 	for _, kind := range []string{"spotroot", "two-boot"} {
@@ -267,13 +282,26 @@ func qemuRuns(ctx context.Context, rep *Report, work, spotroot string, runs int,
 				if kind == "two-boot" {
 					fn = func(ctx context.Context) error { return pb.TwoBoot(ctx, l) }
 				}
-				cfgs = append(cfgs, cfg{kind + ", " + colName(p, l), fn})
+				cfgs = append(cfgs, cfg{name: kind + ", " + colName(p, l), fn: fn})
+				if kind == "spotroot" && l == 0 && aenv != nil {
+					// Right after this build's run of the same
+					// configuration: the pair shares the host's state.
+					ab := pb
+					ab.Env, ab.Label = aenv, againstLabel
+					cfgs = append(cfgs, cfg{againstLabel + ", " + colName(p, l), func(ctx context.Context) error { return ab.Spotroot(ctx, 0) }, true})
+				}
 			}
 		}
 	}
 	// Round-robin, so drift in the machine's load spreads over all configs.
 	for i := 1; i <= runs; i++ {
-		for _, c := range cfgs {
+		order := slices.Clone(cfgs)
+		for j := 1; i%2 == 0 && j < len(order); j++ {
+			if order[j].againstOf {
+				order[j-1], order[j] = order[j], order[j-1]
+			}
+		}
+		for _, c := range order {
 			t := time.Now()
 			if err := c.fn(ctx); err != nil {
 				return fmt.Errorf("%s, run %d: %w", c.name, i, err)
@@ -292,6 +320,11 @@ func qemuRuns(ctx context.Context, rep *Report, work, spotroot string, runs int,
 				rep.Add(secCompare, "ratio spotroot / two-boot, "+c, "QEMU start → init (host clock)", "x", sp.Median/tb.Median)
 				rep.Add(secCompare, "ratio spotroot / two-boot, "+c, "kernel time (sum of uptimes)", "x", ks.Median/kt.Median)
 			}
+		}
+	}
+	if aenv != nil && slices.Contains(sel.configs, "spotroot") {
+		for _, p := range sel.profiles {
+			addPaired(rep, colName(p, 0))
 		}
 	}
 	if slices.Contains(sel.profiles, profileKind) {

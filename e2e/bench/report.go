@@ -90,6 +90,16 @@ func (r *Report) Stats(sectionTitle, config, name string) (Stats, bool) {
 	return Stats{}, false
 }
 
+// Values returns one metric's samples in the order they were added.
+func (r *Report) Values(sectionTitle, config, name string) []float64 {
+	for _, s := range r.sections {
+		if s.title == sectionTitle {
+			return slices.Clone(s.samples[[2]string{name, config}])
+		}
+	}
+	return nil
+}
+
 func format(v float64, unit string) string {
 	switch {
 	case math.IsNaN(v):
