@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 
 	"github.com/spotroot/spotroot/e2e/harness"
-	"github.com/spotroot/spotroot/e2e/images"
 )
 
 // A/B against another build (-against). On this 2-core TCG host the same
@@ -25,19 +24,12 @@ const (
 
 // againstEnv is the bench environment with the AMI rebuilt around the
 // -against binary; the volume template is shared.
-func againstEnv(ctx context.Context, benv harness.Env, work, bin string) (*harness.Env, error) {
+func againstEnv(ctx context.Context, benv harness.Env, work, bin, guest, userdata string) (*harness.Env, error) {
 	logf("A/B: building an AMI around %s", bin)
 	aenv := benv
 	aenv.SpotrootBin = bin
 	aenv.AMI = filepath.Join(work, "env", "bench-ami-against.img")
-	guest := filepath.Join(work, "bin", "guestinit")
-	if err := images.BuildAMI(ctx, images.AMIOpts{Out: aenv.AMI, SpotrootBin: bin,
-		TestinitBin: benv.TestinitBin, Kernel: benv.Kernel, SizeMiB: 128,
-		Files: append(benv.CAFiles(),
-			images.File{Path: "sbin/benchinit", Src: guest},
-			images.File{Path: "sbin/bench-switch", Src: guest},
-			images.File{Path: "sbin/bench-userdata", Src: filepath.Join(work, "bin", "userdata")},
-		)}); err != nil {
+	if err := benchAMI(ctx, &benv, aenv.AMI, bin, guest, userdata); err != nil {
 		return nil, fmt.Errorf("A/B AMI: %w", err)
 	}
 	return &aenv, nil

@@ -229,13 +229,7 @@ func qemuRuns(ctx context.Context, rep *Report, work, spotroot string, runs int,
 	guest, userdata := filepath.Join(bin, "guestinit"), filepath.Join(bin, "userdata")
 	benv := *env
 	benv.AMI = filepath.Join(work, "env", "bench-ami.img")
-	if err := images.BuildAMI(ctx, images.AMIOpts{Out: benv.AMI, SpotrootBin: env.SpotrootBin,
-		TestinitBin: env.TestinitBin, Kernel: env.Kernel, SizeMiB: 128,
-		Files: append(env.CAFiles(), // both sides call EC2 over TLS by name
-			images.File{Path: "sbin/benchinit", Src: guest},
-			images.File{Path: "sbin/bench-switch", Src: guest},
-			images.File{Path: "sbin/bench-userdata", Src: userdata},
-		)}); err != nil {
+	if err := benchAMI(ctx, env, benv.AMI, env.SpotrootBin, guest, userdata); err != nil {
 		return fmt.Errorf("bench AMI: %w", err)
 	}
 	benv.VolumeTemplate = filepath.Join(work, "env", "bench-volume.img")
@@ -250,7 +244,7 @@ func qemuRuns(ctx context.Context, rep *Report, work, spotroot string, runs int,
 	}
 	var aenv *harness.Env
 	if against != "" {
-		if aenv, err = againstEnv(ctx, benv, work, against); err != nil {
+		if aenv, err = againstEnv(ctx, benv, work, against, guest, userdata); err != nil {
 			return err
 		}
 	}
@@ -335,6 +329,18 @@ func qemuRuns(ctx context.Context, rep *Report, work, spotroot string, runs int,
 	}
 	rep.Note("Ratios are of medians. Realistic AttachVolume latency: %v (EBS attach on Nitro is typically 1–3 s; the sim delays the hot-plug by this much).", latency)
 	return nil
+}
+
+// benchAMI builds the bench AMI around a PID 1 binary: both sides of the
+// comparison call EC2 over TLS by name, so it carries the CA files.
+func benchAMI(ctx context.Context, env *harness.Env, out, spotroot, guest, userdata string) error {
+	return images.BuildAMI(ctx, images.AMIOpts{Out: out, SpotrootBin: spotroot,
+		TestinitBin: env.TestinitBin, Kernel: env.Kernel, SizeMiB: 128,
+		Files: append(env.CAFiles(),
+			images.File{Path: "sbin/benchinit", Src: guest},
+			images.File{Path: "sbin/bench-switch", Src: guest},
+			images.File{Path: "sbin/bench-userdata", Src: userdata},
+		)})
 }
 
 func cpus() int {

@@ -225,12 +225,9 @@ func (b *booter) disarm() {
 	b.armWait()
 	remounted := b.remounted
 	b.remounted = ""
-	if !b.armed.Swap(false) {
-		if remounted != "" { // the write failed half way
-			if err := remountRO(remounted); err != nil {
-				b.log.Printf("warning: crash-loop marker: %v", err)
-			}
-		}
+	// A write that failed half way may have left a partial marker, which
+	// would send the next boot to the image's init: it is removed too.
+	if !b.armed.Swap(false) && remounted == "" {
 		return
 	}
 	if err := clearAttempt(b.paths.Attempt, remounted); err != nil {

@@ -249,7 +249,15 @@ func writableMount(dir string) (string, error) {
 	return mp, nil
 }
 
-// remountRO puts back the read-only mount armAttempt lifted. The kernel's
+// remountRW lifts a read-only mount for the marker.
+func remountRW(mp string) error {
+	if err := unix.Mount("", mp, "", unix.MS_REMOUNT, ""); err != nil {
+		return fmt.Errorf("remount %s read-write: %w", mp, err)
+	}
+	return nil
+}
+
+// remountRO puts back the read-only mount remountRW lifted. The kernel's
 // remount syncs the filesystem first, so what was written (or removed)
 // while it was writable is on disk when this returns.
 func remountRO(mp string) error {
@@ -276,8 +284,8 @@ func armAttempt(path, what string) (remounted string, err error) {
 		return "", err
 	}
 	if mp != "" {
-		if err := unix.Mount("", mp, "", unix.MS_REMOUNT, ""); err != nil {
-			return "", fmt.Errorf("remount %s read-write: %w", mp, err)
+		if err := remountRW(mp); err != nil {
+			return "", err
 		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -307,30 +315,23 @@ func armAttempt(path, what string) (remounted string, err error) {
 // for the removal and put back.
 func clearAttempt(path, remounted string) error {
 	dir := filepath.Dir(path)
-	if remounted != "" {
-		err := os.Remove(path)
-		if err != nil && os.IsNotExist(err) {
-			err = nil
+	mp := remounted
+	if mp == "" {
+		if _, err := os.Lstat(path); err != nil {
+			return nil
 		}
-		if rerr := remountRO(remounted); err == nil {
-			err = rerr
+		var err error
+		if mp, err = writableMount(dir); err != nil {
+			return err
 		}
-		return err
-	}
-	if _, err := os.Lstat(path); err != nil {
-		return nil
-	}
-	mp, err := writableMount(dir)
-	if err != nil {
-		return err
-	}
-	if mp != "" {
-		if err := unix.Mount("", mp, "", unix.MS_REMOUNT, ""); err != nil {
-			return fmt.Errorf("remount %s read-write: %w", mp, err)
+		if mp != "" {
+			if err := remountRW(mp); err != nil {
+				return err
+			}
 		}
 	}
-	err = os.Remove(path)
-	if err != nil && os.IsNotExist(err) {
+	err := os.Remove(path)
+	if os.IsNotExist(err) {
 		err = nil
 	}
 	if mp != "" {
