@@ -82,20 +82,11 @@ func buildDeb(t *testing.T, unit string) string {
 	return deb
 }
 
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 func TestDebContentsAndMetadata(t *testing.T) {
 	deb := buildDeb(t, "")
 	st, _ := os.Stat(deb)
 	t.Logf("%s: %d bytes", filepath.Base(deb), st.Size())
-	listing := run(t, "dpkg-deb", "-c", deb)
+	listing := testenv.Run(t, "dpkg-deb", "-c", deb)
 	entries := map[string]string{} // path -> "mode owner"
 	for _, l := range strings.Split(strings.TrimSpace(listing), "\n") {
 		f := strings.Fields(l)
@@ -138,14 +129,14 @@ func TestDebContentsAndMetadata(t *testing.T) {
 			t.Errorf("unexpected %s (no unit given, and the package must not ship an init)", p)
 		}
 	}
-	fields := run(t, "dpkg-deb", "-f", deb, "Package", "Version", "Architecture", "Section", "Maintainer", "Installed-Size")
+	fields := testenv.Run(t, "dpkg-deb", "-f", deb, "Package", "Version", "Architecture", "Section", "Maintainer", "Installed-Size")
 	for _, want := range []string{"Package: spotroot", "Version: " + version, "Architecture: amd64", "Section: admin"} {
 		if !strings.Contains(fields, want) {
 			t.Errorf("control lacks %q:\n%s", want, fields)
 		}
 	}
 	ctl := t.TempDir()
-	run(t, "dpkg-deb", "-e", deb, ctl)
+	testenv.Run(t, "dpkg-deb", "-e", deb, ctl)
 	conffiles, _ := os.ReadFile(filepath.Join(ctl, "conffiles"))
 	// /etc/spotroot/config.yaml is no conffile: cloud-init's write_files
 	// before the package install must not stop dpkg at a prompt.
@@ -180,7 +171,7 @@ func TestDebContentsAndMetadata(t *testing.T) {
 	}
 	// The example configuration changes nothing at boot: it is all comments.
 	x := t.TempDir()
-	run(t, "dpkg-deb", "-x", deb, x)
+	testenv.Run(t, "dpkg-deb", "-x", deb, x)
 	conf, _ := os.ReadFile(filepath.Join(x, "usr/share/doc/spotroot/examples/config.yaml"))
 	if _, err := config.Load(conf, nil, ""); !errors.Is(err, config.ErrNotConfigured) {
 		t.Errorf("the shipped config.yaml configures something (err %v)", err)
@@ -197,11 +188,11 @@ func TestDebWithWatcherUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	deb := buildDeb(t, unit)
-	if l := run(t, "dpkg-deb", "-c", deb); !strings.Contains(l, "./usr/lib/systemd/system/spotroot-watch.service") {
+	if l := testenv.Run(t, "dpkg-deb", "-c", deb); !strings.Contains(l, "./usr/lib/systemd/system/spotroot-watch.service") {
 		t.Errorf("unit missing:\n%s", l)
 	}
 	ctl := t.TempDir()
-	run(t, "dpkg-deb", "-e", deb, ctl)
+	testenv.Run(t, "dpkg-deb", "-e", deb, ctl)
 	post, _ := os.ReadFile(filepath.Join(ctl, "postinst"))
 	if !strings.Contains(string(post), "deb-systemd-helper enable 'spotroot-watch.service'") || strings.Contains(string(post), "deb-systemd-invoke start") {
 		t.Errorf("postinst should enable the unit (not start it on the build instance):\n%s", post)

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spotroot/spotroot/internal/testenv"
 )
 
 // The package's prerm used to let `apt remove spotroot` delete the binary
@@ -13,7 +15,7 @@ import (
 func TestPrermRefusesToRemoveTheInit(t *testing.T) {
 	deb := buildDeb(t, "")
 	ctl := t.TempDir()
-	run(t, "dpkg-deb", "-e", deb, ctl)
+	testenv.Run(t, "dpkg-deb", "-e", deb, ctl)
 	prerm := filepath.Join(ctl, "prerm")
 	root := t.TempDir()
 	os.MkdirAll(filepath.Join(root, "usr/sbin"), 0o755)

@@ -24,23 +24,13 @@ func TestAttemptMarkerOnReadOnlyRoot(t *testing.T) {
 		markerHelper()
 		return
 	}
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("requires root, and CI must run this test")
-		}
-		testenv.Skip(t, "requires root (loop devices, mount namespaces)")
-	}
-	for _, tool := range []string{"mkfs.ext4", "losetup", "unshare", "e2fsck", "debugfs"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			testenv.Skip(t, "requires "+tool+" (e2fsprogs, util-linux)")
-		}
-	}
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "mkfs.ext4", "losetup", "unshare", "e2fsck", "debugfs", "cp")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "root.img")
-	runTool(t, "truncate", "-s", "32M", img)
-	runTool(t, "mkfs.ext4", "-q", "-F", img)
-	loop := strings.TrimSpace(runTool(t, "losetup", "--find", "--show", img))
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", loop).Run() })
+	testenv.Run(t, "truncate", "-s", "32M", img)
+	testenv.Run(t, "mkfs.ext4", "-q", "-F", img)
+	loop := testenv.LoopDevice(t, img)
 
 	self, err := os.Executable()
 	if err != nil {
@@ -68,12 +58,12 @@ func TestAttemptMarkerOnReadOnlyRoot(t *testing.T) {
 			t.Fatalf("e2fsck -fy on the disk a crash after the arm leaves: %v\n%s", err, out)
 		}
 	}
-	if got := runTool(t, "debugfs", "-R", "cat /var/lib/spotroot/boot-attempt", crashed); !strings.Contains(got, "started=test") {
+	if got := testenv.Run(t, "debugfs", "-R", "cat /var/lib/spotroot/boot-attempt", crashed); !strings.Contains(got, "started=test") {
 		t.Fatalf("the disk as a crash after armAttempt leaves it has no marker: %q", got)
 	}
 	// After the clear: a clean filesystem without the marker.
-	runTool(t, "e2fsck", "-fn", img)
-	if got := runTool(t, "debugfs", "-R", "ls /var/lib/spotroot", img); strings.Contains(got, "boot-attempt") {
+	testenv.Run(t, "e2fsck", "-fn", img)
+	if got := testenv.Run(t, "debugfs", "-R", "ls /var/lib/spotroot", img); strings.Contains(got, "boot-attempt") {
 		t.Fatalf("the marker is still on disk after clearAttempt: %q", got)
 	}
 }
@@ -126,13 +116,4 @@ func boolString(b bool) string {
 		return "true"
 	}
 	return "false"
-}
-
-func runTool(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spotroot/spotroot/internal/testenv"
 )
 
 // TestReplayLogMakesADirtyXFSCheckable: an XFS filesystem shut down with
@@ -16,24 +18,19 @@ import (
 // before the cut. Mounting it with its UUID already in use (the image root)
 // must work too: the replay mounts with nouuid.
 func TestReplayLogMakesADirtyXFSCheckable(t *testing.T) {
-	requireRoot(t)
-	for _, tool := range []string{"mkfs.xfs", "xfs_repair", "xfs_io", "losetup"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
-	}
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "mkfs.xfs", "xfs_repair", "xfs_io", "losetup")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "xfs.img")
-	run(t, "truncate", "-s", "320M", img)
-	run(t, "mkfs.xfs", "-q", "-f", img)
-	loop := strings.TrimSpace(run(t, "losetup", "--find", "--show", img))
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", loop).Run() })
+	testenv.Run(t, "truncate", "-s", "320M", img)
+	testenv.Run(t, "mkfs.xfs", "-q", "-f", img)
+	loop := testenv.LoopDevice(t, img)
 	mnt := filepath.Join(dir, "mnt")
 	must(t, Mount(loop, mnt, "xfs", true, ""))
 	must(t, os.WriteFile(filepath.Join(mnt, "state"), []byte("written before the cut"), 0o644))
 	unix.Sync()
 	// The cut: the log is left dirty as by a power loss.
-	run(t, "xfs_io", "-x", "-c", "shutdown -f", mnt)
+	testenv.Run(t, "xfs_io", "-x", "-c", "shutdown -f", mnt)
 	must(t, unix.Unmount(mnt, 0))
 	if err := exec.Command("xfs_repair", "-n", loop).Run(); err == nil {
 		t.Fatal("xfs_repair -n accepted a dirty log: the test does not make one")
@@ -44,8 +41,7 @@ func TestReplayLogMakesADirtyXFSCheckable(t *testing.T) {
 	b, err := os.ReadFile(img)
 	must(t, err)
 	must(t, os.WriteFile(twin, b, 0o644))
-	tloop := strings.TrimSpace(run(t, "losetup", "--find", "--show", twin))
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", tloop).Run() })
+	tloop := testenv.LoopDevice(t, twin)
 	tmnt := filepath.Join(dir, "twin")
 	must(t, Mount(tloop, tmnt, "xfs", false, "nouuid"))
 	t.Cleanup(func() { _ = unix.Unmount(tmnt, 0) })
@@ -65,18 +61,13 @@ func TestReplayLogMakesADirtyXFSCheckable(t *testing.T) {
 // only in the log tree, log_root set) has its log replayed by ReplayLog:
 // log_root is cleared and the fsync'd file is there.
 func TestReplayLogBtrfs(t *testing.T) {
-	requireRoot(t)
-	for _, tool := range []string{"mkfs.btrfs", "btrfs", "losetup"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
-	}
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "mkfs.btrfs", "btrfs", "losetup")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "btrfs.img")
-	run(t, "truncate", "-s", "300M", img)
-	run(t, "mkfs.btrfs", "-q", "-f", img)
-	loop := strings.TrimSpace(run(t, "losetup", "--find", "--show", img))
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", loop).Run() })
+	testenv.Run(t, "truncate", "-s", "300M", img)
+	testenv.Run(t, "mkfs.btrfs", "-q", "-f", img)
+	loop := testenv.LoopDevice(t, img)
 	mnt := filepath.Join(dir, "mnt")
 	// A long commit interval: the fsync below goes to the log tree only.
 	must(t, Mount(loop, mnt, "btrfs", true, "commit=300"))
@@ -94,7 +85,7 @@ func TestReplayLogBtrfs(t *testing.T) {
 	must(t, os.WriteFile(cut, b, 0o644))
 	must(t, unix.Unmount(mnt, 0))
 	logRoot := func(dev string) string {
-		for _, l := range strings.Split(run(t, "btrfs", "inspect-internal", "dump-super", dev), "\n") {
+		for _, l := range strings.Split(testenv.Run(t, "btrfs", "inspect-internal", "dump-super", dev), "\n") {
 			if f := strings.Fields(l); len(f) == 2 && f[0] == "log_root" {
 				return f[1]
 			}
@@ -104,8 +95,7 @@ func TestReplayLogBtrfs(t *testing.T) {
 	if logRoot(cut) == "0" {
 		t.Fatal("the cut image has no log tree: the test would prove nothing")
 	}
-	cloop := strings.TrimSpace(run(t, "losetup", "--find", "--show", cut))
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", cloop).Run() })
+	cloop := testenv.LoopDevice(t, cut)
 	must(t, ReplayLog(cloop, "btrfs", dir))
 	if lr := logRoot(cloop); lr != "0" {
 		t.Fatalf("log_root after the replay = %s, want 0", lr)

@@ -88,12 +88,8 @@ func TestSwitchIntegration(t *testing.T) {
 		switchHelper()
 		return
 	}
-	requireRoot(t)
-	for _, tool := range []string{"mkfs.ext4", "losetup", "unshare"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			testenv.Skip(t, "requires root tools: "+tool+" not installed")
-		}
-	}
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "mkfs.ext4", "losetup", "unshare")
 	dir := t.TempDir()
 	stage := filepath.Join(dir, "stage")
 	for _, d := range []string{"dev", "proc", "sys", "run", "sbin"} {
@@ -105,10 +101,9 @@ func TestSwitchIntegration(t *testing.T) {
 		t.Fatalf("build probe: %v\n%s", err, out)
 	}
 	img := filepath.Join(dir, "vol.img")
-	run(t, "truncate", "-s", "32M", img)
-	run(t, "mkfs.ext4", "-q", "-F", "-d", stage, img)
-	loop := strings.TrimSpace(run(t, "losetup", "--find", "--show", img))
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", loop).Run() })
+	testenv.Run(t, "truncate", "-s", "32M", img)
+	testenv.Run(t, "mkfs.ext4", "-q", "-F", "-d", stage, img)
+	loop := testenv.LoopDevice(t, img)
 
 	self, err := os.Executable()
 	must(t, err)
@@ -157,25 +152,6 @@ func switchHelper() {
 	fail(Exec(init, os.Args, os.Environ()))
 }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("requires root, and CI must run this test")
-		}
-		testenv.Skip(t, "requires root (loop devices, mount namespaces)")
-	}
-}
-
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -191,7 +167,7 @@ func TestFreeTree(t *testing.T) {
 		freeTreeHelper()
 		return
 	}
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	if _, err := exec.LookPath("unshare"); err != nil {
 		testenv.Skip(t, "requires unshare")
 	}
