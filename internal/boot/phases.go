@@ -169,6 +169,9 @@ func (b *booter) bringUp(w *world) error {
 			LinkTimeout: early.Timeouts.Network.D(),
 			DHCPTimeout: early.Timeouts.Network.D(),
 			Logger:      b.slog,
+			// imds: ipv6 reaches the metadata service over IPv6 even where
+			// DHCPv4 answers: IPv6 from the start, not after DHCPv4's grace.
+			IPv6Now: early.IMDS == "ipv6",
 		})
 		if err != nil {
 			return err

@@ -61,6 +61,11 @@ type Config struct {
 	LinkTimeout time.Duration
 	DHCPTimeout time.Duration
 	Logger      *slog.Logger
+	// IPv6Now configures IPv6 from the start, beside DHCPv4 (the metadata
+	// service is to be reached over IPv6: imds: ipv6). Otherwise the
+	// kernel's IPv6 stays off on the link until DHCPv4 has had v4Grace
+	// (ipv6Hold).
+	IPv6Now bool
 }
 
 // Handle records exactly what Up configured, so Down can undo it.
@@ -70,6 +75,7 @@ type Handle struct {
 	link   netlink.Link
 	addr   *netlink.Addr   // nil if the address was already there
 	addr6  *netlink.Addr   // the DHCPv6 address we added, or nil
+	hold6  *ipv6Hold       // IPv6 held off on the link; released by Down at the latest
 	routes []netlink.Route // in the order added
 	down   bool
 	log    *slog.Logger
@@ -103,12 +109,14 @@ func Up(ctx context.Context, cfg Config) (h *Handle, err error) {
 	// the background while the link comes up.
 	rng := seedRNG()
 
-	link, err := waitLink(ctx, cfg, log)
+	h = &Handle{log: log}
+	link, err := waitLink(ctx, cfg, log, h)
 	if err != nil {
+		h.releaseIPv6()
 		return nil, err
 	}
 	name := link.Attrs().Name
-	h = &Handle{link: link, log: log.With("interface", name)}
+	h.link, h.log = link, log.With("interface", name)
 
 	l, err := h.dual(ctx, link, cfg, rng)
 	if err != nil {
@@ -140,10 +148,12 @@ func Up(ctx context.Context, cfg Config) (h *Handle, err error) {
 // one never does.
 const v4Grace = time.Second
 
-// dual runs DHCPv4 and IPv6 configuration side by side and prefers IPv4:
-// an IPv4 lease ends the IPv6 wait; IPv6 alone is taken once DHCPv4 has
-// had v4Grace more, so an IPv6-only subnet (no DHCPv4 server) costs the
-// router advertisement and DHCPv6, not the DHCP timeout.
+// dual runs DHCPv4 and IPv6 configuration and prefers IPv4: an IPv4 lease
+// ends the IPv6 wait, or keeps IPv6 from starting at all when the kernel's
+// IPv6 is held off (ipv6Hold); that hold ends when DHCPv4 has had v4Grace
+// or failed. IPv6 alone is taken once DHCPv4 has had v4Grace, so an
+// IPv6-only subnet (no DHCPv4 server) costs the grace, the router
+// advertisement and DHCPv6, not the DHCP timeout.
 func (h *Handle) dual(ctx context.Context, link netlink.Link, cfg Config, rng <-chan struct{}) (Lease, error) {
 	type res4 struct {
 		l   Lease
@@ -158,33 +168,59 @@ func (h *Handle) dual(ctx context.Context, link netlink.Link, cfg Config, rng <-
 	ctx6, cancel6 := context.WithTimeout(ctx, cfg.DHCPTimeout)
 	defer cancel6()
 	c4, c6 := make(chan res4, 1), make(chan res6, 1)
+	v4Start := time.Now()
 	safego.Go("dhcpv4 client", func() {
 		l, err := dhcp(ctx4, link, cfg.DHCPTimeout, rng, h.log)
 		c4 <- res4{l, err}
 	})
-	safego.Go("ipv6 setup", func() {
-		l, err := up6(ctx6, link, h.log)
-		c6 <- res6{l, err}
-	})
+	started6 := false
+	start6 := func() {
+		started6 = true
+		if err := h.releaseIPv6(); err != nil {
+			h.log.Warn("IPv6 configuration may not start", "err", err)
+		}
+		safego.Go("ipv6 setup", func() {
+			l, err := up6(ctx6, link, h.log)
+			c6 <- res6{l, err}
+		})
+	}
+	var held <-chan time.Time
+	if h.hold6.held() {
+		held = time.After(v4Grace)
+	} else {
+		start6()
+	}
 	var r4 *res4
 	var r6 *res6
 	var grace <-chan time.Time
-	for r4 == nil || r6 == nil {
+	for r4 == nil || started6 && r6 == nil {
 		select {
 		case x := <-c4:
 			r4 = &x
-			if x.err == nil {
+			switch {
+			case x.err == nil:
 				cancel6() // IPv4 is enough; stop waiting for a router advertisement
+			case !started6:
+				start6()
+			}
+		case <-held:
+			if !started6 {
+				h.log.Debug("no DHCPv4 answer yet; starting IPv6", "after", v4Grace)
+				start6()
 			}
 		case x := <-c6:
 			r6 = &x
 			h.addr6 = x.l.added // whatever was added is undone by Down
 			if x.err == nil && r4 == nil {
-				grace = time.After(v4Grace)
+				// DHCPv4 gets v4Grace from its start, not from now.
+				grace = time.After(time.Until(v4Start.Add(v4Grace)))
 			}
 		case <-grace:
 			cancel4()
 		}
+	}
+	if r6 == nil {
+		r6 = &res6{err: errors.New("ipv6 not tried: DHCPv4 answered first")}
 	}
 	if r4.err == nil {
 		l := r4.l
@@ -324,6 +360,10 @@ func (h *Handle) Down() (err error) {
 	if err := netlink.LinkSetDown(h.link); err != nil {
 		errs = append(errs, fmt.Errorf("set %s down: %w", name, err))
 	}
+	// On a down link this only restores the setting the next init expects.
+	if err := h.releaseIPv6(); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) == 0 {
 		h.log.Info("network down")
 	}
@@ -334,13 +374,24 @@ func (h *Handle) setDown() {
 	if err := netlink.LinkSetDown(h.link); err != nil {
 		h.log.Warn("set link down after failure", "err", err)
 	}
+	if err := h.releaseIPv6(); err != nil {
+		h.log.Warn("after failure", "err", err)
+	}
+}
+
+// releaseIPv6 ends the IPv6 hold, if any.
+func (h *Handle) releaseIPv6() error {
+	if h == nil {
+		return nil
+	}
+	return h.hold6.release()
 }
 
 // waitLink subscribes to link events first, then lists the existing links
 // (on the same socket), so a link that appears in between is not missed.
 // It returns the link once it is chosen and set up, after waiting (bounded)
 // for carrier.
-func waitLink(ctx context.Context, cfg Config, log *slog.Logger) (netlink.Link, error) {
+func waitLink(ctx context.Context, cfg Config, log *slog.Logger, h *Handle) (netlink.Link, error) {
 	what := "an ethernet link"
 	if cfg.Interface != "" {
 		what = "link " + cfg.Interface
@@ -400,6 +451,13 @@ func waitLink(ctx context.Context, cfg Config, log *slog.Logger) (netlink.Link, 
 	a := link.Attrs()
 	log = log.With("interface", a.Name)
 	log.Info("link found", "mac", a.HardwareAddr.String(), "took", time.Since(start).Round(time.Microsecond))
+	if !cfg.IPv6Now && a.Flags&net.FlagUp == 0 {
+		hold, err := holdIPv6(a.Name)
+		if err != nil {
+			log.Warn("IPv6 configuration starts with the link", "err", err)
+		}
+		h.hold6 = hold
+	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return nil, fmt.Errorf("set %s up: %w", a.Name, err)
 	}

@@ -59,6 +59,9 @@ type scenario struct {
 	// (Managed flag) and hands out addresses by DHCPv6, as EC2 does in an
 	// IPv6-only subnet.
 	IPv6Only bool
+	// IPv6Now: configuration asks for IPv6 from the start (imds: ipv6),
+	// so the kernel's IPv6 is not held off while DHCPv4 runs.
+	IPv6Now bool
 }
 
 func TestUp(t *testing.T) {
@@ -69,6 +72,7 @@ func TestUp(t *testing.T) {
 		{Name: "slirp-like", Lease: "169.254.2.15/16"}, // the /16 covers IMDS
 		{Name: "no-server", NoServer: true, DHCPTimeout: 1200 * time.Millisecond, WantError: "dhcp on vc0: no offer after"},
 		{Name: "ipv6-only", IPv6Only: true, DHCPTimeout: 15 * time.Second},
+		{Name: "ipv6-now", Lease: "10.99.0.52/24", WantIMDS: true, IPv6Now: true},
 	} {
 		t.Run(sc.Name, func(t *testing.T) { runScenario(t, sc) })
 	}
@@ -343,7 +347,7 @@ func TestUpChild(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	start := time.Now()
-	h, err := Up(ctx, Config{Interface: cliIface, LinkTimeout: 5 * time.Second, DHCPTimeout: sc.DHCPTimeout, Logger: log})
+	h, err := Up(ctx, Config{Interface: cliIface, LinkTimeout: 5 * time.Second, DHCPTimeout: sc.DHCPTimeout, Logger: log, IPv6Now: sc.IPv6Now})
 	t.Logf("Up took %v", time.Since(start))
 	link, lerr := netlink.LinkByName(cliIface)
 	if lerr != nil {
@@ -374,6 +378,22 @@ func TestUpChild(t *testing.T) {
 	}
 	if sc.Router == "" && l.Router.IsValid() || sc.Router != "" && l.Router.String() != sc.Router {
 		t.Errorf("lease router %v, want %q", l.Router, sc.Router)
+	}
+
+	// The kernel's IPv6 was held off while DHCPv4 answered: not even a
+	// link-local address; with IPv6Now it configured the link at once.
+	if sc.IPv6Now {
+		waitLinkLocal(t, link)
+		if v := disableIPv6(t); v != "0" {
+			t.Errorf("disable_ipv6 = %s with IPv6Now, want 0", v)
+		}
+	} else {
+		if a6, _ := netlink.AddrList(link, netlink.FAMILY_V6); len(a6) != 0 {
+			t.Errorf("IPv6 addresses on an IPv4 subnet while DHCPv4 answered: %v", a6)
+		}
+		if v := disableIPv6(t); v != "1" {
+			t.Errorf("disable_ipv6 = %s during Up on an IPv4 subnet, want 1 (held)", v)
+		}
 	}
 
 	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
@@ -439,6 +459,38 @@ func assertClean(t *testing.T, link netlink.Link) {
 	if rs := routeStrings(t, l); len(rs) != 0 {
 		t.Errorf("routes left: %v", rs)
 	}
+	// The next init finds the kernel's IPv6 on, as the link came.
+	if v := disableIPv6(t); v != "0" {
+		t.Errorf("disable_ipv6 = %s after Down, want 0 (as before Up)", v)
+	}
+}
+
+// disableIPv6 reads the client link's disable_ipv6 switch (per network
+// namespace: this process's).
+func disableIPv6(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(procNetIPv6 + "/" + cliIface + "/disable_ipv6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// waitLinkLocal waits (bounded) for the kernel to give the link its IPv6
+// link-local address.
+func waitLinkLocal(t *testing.T, link netlink.Link) {
+	t.Helper()
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		a6, _ := netlink.AddrList(link, netlink.FAMILY_V6)
+		for _, a := range a6 {
+			if a.IP.IsLinkLocalUnicast() {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no IPv6 link-local address on %s with IPv6Now: %v", cliIface, a6)
+		}
+	}
 }
 
 // routeStrings lists the link's IPv4 routes in the main table, sorted.
@@ -466,7 +518,7 @@ func TestWaitLinkTimeout(t *testing.T) {
 	start := time.Now()
 	inNetns(t, id, func() {
 		// Only subscribes and listens; the namespace is empty but for lo.
-		_, err = waitLink(context.Background(), Config{LinkTimeout: 300 * time.Millisecond}, slog.New(slog.DiscardHandler))
+		_, err = waitLink(context.Background(), Config{LinkTimeout: 300 * time.Millisecond}, slog.New(slog.DiscardHandler), &Handle{})
 	})
 	if err == nil || !strings.Contains(err.Error(), "wait for an ethernet link: none appeared in 300ms") || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v", err)
