@@ -37,6 +37,7 @@ func main() {
 	flag.StringVar(&against, "against", "", "also boot this PID 1 binary (another commit's: make build BUILD=DIR) at attach 0 s, alternating run by run with this build, and print the paired differences")
 	flag.DurationVar(&poolBudget, "pool-budget", poolBudget, "time limit of one pool race")
 	flag.DurationVar(&fleetSpreadFlag, "pool-spread", fleetSpread, "also race each pool of 1000 or more with the boots spread over this window (0 = no)")
+	flag.IntVar(&translations, "translations", 3, "also boot spotroot this many times (and the -against build as often) with QEMU's in_asm log and count the guest instructions translated from start to the exec: a figure the host's drift does not move (0 = no)")
 	flag.StringVar(&extraKargs, "kargs", "", "extra guest kernel arguments (e.g. spotroot.log_level=debug; console lines slow a TCG guest)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -59,6 +60,9 @@ var prebuilt string
 // (ab.go).
 var against string
 
+// translations is -translations (translations.go): boots per build.
+var translations int
+
 // benchLatency is the realistic AttachVolume latency (-latency).
 var benchLatency = 2 * time.Second
 
@@ -80,7 +84,7 @@ const secBinary = "binary and memory"
 func run(ctx context.Context, runs int, latency time.Duration, sel qemuSelection, pools, out string, noQEMU bool) error {
 	began := time.Now()
 	rep := &Report{}
-	for _, t := range []string{"binary and memory", secSpotroot, secAB, secFloor, secTwoBoot, secCompare, secPool} {
+	for _, t := range []string{"binary and memory", secSpotroot, secAB, secTranslations, secFloor, secTwoBoot, secCompare, secPool} {
 		rep.section(t) // the order they print in
 	}
 	out, err := filepath.Abs(out)
@@ -319,6 +323,11 @@ func qemuRuns(ctx context.Context, rep *Report, work, spotroot string, runs int,
 	if aenv != nil && slices.Contains(sel.configs, "spotroot") {
 		for _, p := range sel.profiles {
 			addPaired(rep, colName(p, 0))
+		}
+	}
+	if translations > 0 && slices.Contains(sel.configs, "spotroot") {
+		if err := translationRuns(ctx, b, env.SpotrootBin, guest, aenv); err != nil {
+			return fmt.Errorf("translations: %w", err)
 		}
 	}
 	if slices.Contains(sel.profiles, profileKind) {
