@@ -1,9 +1,8 @@
 package harness
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -15,17 +14,36 @@ import (
 )
 
 // TestCA is a certificate authority made for one test run: the AMI trusts
-// it in its CA bundle and the simulated EC2 endpoint's certificate is
-// issued by it, so the guest verifies EC2 exactly as on AWS.
+// its root in its CA bundle and the simulated EC2 endpoint's certificate is
+// issued under it, so the guest verifies EC2 exactly as on AWS.
+//
+// The chain has EC2's shape, not a kinder one: EC2's endpoints moved to
+// Amazon Trust Services certificates (AWS Security Blog, "How to Prepare
+// for AWS's Move to Its Own Certificate Authority"), whose leaves "derive
+// their authority from an Amazon Trust Services root CA through any of
+// several intermediate CAs" (ACM User Guide, "ACM certificate
+// characteristics"; AWS Security Blog, "Amazon introduces dynamic
+// intermediate certificate authorities"). So the server sends a leaf and
+// an intermediate, and the client verifies two signatures up to a root
+// only its bundle holds. The keys are RSA 2048 with SHA-256, as Amazon
+// Root CA 1 (amazontrust.com repository) and the "Amazon RSA 2048 M0x"
+// intermediates that ec2.<region>.amazonaws.com's certificate comes from:
+// verifying RSA is more work than verifying P-256, and the handshake the
+// bench measures should cost what EC2's does.
 type TestCA struct {
-	Cert    *x509.Certificate
+	Cert    *x509.Certificate // the root, in the image's bundle
 	CertPEM []byte
-	key     *ecdsa.PrivateKey
+	inter   *x509.Certificate // issues the leaves; sent by the server
+	key     *rsa.PrivateKey   // the intermediate's
 }
 
-// NewTestCA makes a fresh CA named name.
+// rsaBits is the size of every key of the chain (Amazon Root CA 1 and the
+// Amazon RSA 2048 intermediates).
+const rsaBits = 2048
+
+// NewTestCA makes a fresh root named name and an intermediate under it.
 func NewTestCA(name string) (*TestCA, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rootKey, err := rsa.GenerateKey(rand.Reader, rsaBits)
 	if err != nil {
 		return nil, err
 	}
@@ -38,41 +56,67 @@ func NewTestCA(name string) (*TestCA, error) {
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
+		SignatureAlgorithm:    x509.SHA256WithRSA,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &rootKey.PublicKey, rootKey)
+	if err != nil {
+		return nil, err
+	}
+	root, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	interKey, err := rsa.GenerateKey(rand.Reader, rsaBits)
+	if err != nil {
+		return nil, err
+	}
+	itmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: name + " RSA 2048 M01", Organization: []string{"spotroot e2e"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(7 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
 		MaxPathLenZero:        true,
+		SignatureAlgorithm:    x509.SHA256WithRSA,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	ider, err := x509.CreateCertificate(rand.Reader, itmpl, root, &interKey.PublicKey, rootKey)
 	if err != nil {
 		return nil, err
 	}
-	cert, err := x509.ParseCertificate(der)
+	inter, err := x509.ParseCertificate(ider)
 	if err != nil {
 		return nil, err
 	}
-	return &TestCA{Cert: cert, key: key,
+	return &TestCA{Cert: root, inter: inter, key: interKey,
 		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
 }
 
-// Issue returns a server certificate for the DNS names.
+// Issue returns a server certificate for the DNS names, with the
+// intermediate after it, as a server sends its chain.
 func (ca *TestCA) Issue(names ...string) (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := rsa.GenerateKey(rand.Reader, rsaBits)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: names[0]},
-		DNSNames:     names,
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(7 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		SerialNumber:       serial(),
+		Subject:            pkix.Name{CommonName: names[0]},
+		DNSNames:           names,
+		NotBefore:          now.Add(-time.Hour),
+		NotAfter:           now.Add(7 * 24 * time.Hour),
+		KeyUsage:           x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:        []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		SignatureAlgorithm: x509.SHA256WithRSA,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.inter, &key.PublicKey, ca.key)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("issue %v: %w", names, err)
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+	return tls.Certificate{Certificate: [][]byte{der, ca.inter.Raw}, PrivateKey: key}, nil
 }
 
 func serial() *big.Int {
