@@ -43,9 +43,24 @@ const rsaBits = 2048
 
 // NewTestCA makes a fresh root named name and an intermediate under it.
 func NewTestCA(name string) (*TestCA, error) {
-	rootKey, err := rsa.GenerateKey(rand.Reader, rsaBits)
+	root, rootKey, err := makeCA(name, nil, nil)
 	if err != nil {
 		return nil, err
+	}
+	inter, interKey, err := makeCA(name+" RSA 2048 M01", root, rootKey)
+	if err != nil {
+		return nil, err
+	}
+	return &TestCA{Cert: root, inter: inter, key: interKey,
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.Raw})}, nil
+}
+
+// makeCA makes a CA certificate and its key: a self-signed root when
+// parent is nil, else an intermediate that may issue only leaves.
+func makeCA(name string, parent *x509.Certificate, parentKey *rsa.PrivateKey) (*x509.Certificate, *rsa.PrivateKey, error) {
+	key, err := rsa.GenerateKey(rand.Reader, rsaBits)
+	if err != nil {
+		return nil, nil, err
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -58,40 +73,19 @@ func NewTestCA(name string) (*TestCA, error) {
 		IsCA:                  true,
 		SignatureAlgorithm:    x509.SHA256WithRSA,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &rootKey.PublicKey, rootKey)
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	} else {
+		tmpl.KeyUsage |= x509.KeyUsageDigitalSignature
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+		tmpl.MaxPathLenZero = true
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("make CA %q: %w", name, err)
 	}
-	root, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	interKey, err := rsa.GenerateKey(rand.Reader, rsaBits)
-	if err != nil {
-		return nil, err
-	}
-	itmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: name + " RSA 2048 M01", Organization: []string{"spotroot e2e"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(7 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-		SignatureAlgorithm:    x509.SHA256WithRSA,
-	}
-	ider, err := x509.CreateCertificate(rand.Reader, itmpl, root, &interKey.PublicKey, rootKey)
-	if err != nil {
-		return nil, err
-	}
-	inter, err := x509.ParseCertificate(ider)
-	if err != nil {
-		return nil, err
-	}
-	return &TestCA{Cert: root, inter: inter, key: interKey,
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
+	cert, err := x509.ParseCertificate(der)
+	return cert, key, err
 }
 
 // Issue returns a server certificate for the DNS names, with the
