@@ -6,9 +6,10 @@ package main
 // drift hides a 5 % change in wall time even over 14 paired runs. How many
 // guest instructions QEMU translates between spotroot's first instruction
 // and the volume's init's first instruction does not follow the host's
-// speed: boots of one build agree within 1–3 % of ~390 000 (what varies is
-// timing-dependent work, such as IPv6 timers firing before the exec or
-// after it). QEMU's in_asm log (every translation block, as translated)
+// speed: boots of one build agree within 1.5 % of ~380 000 (what varies is
+// work whose timing decides whether it lands before the exec or after it;
+// IPv6's timers did so by 5 % before the kernel's IPv6 was held off during
+// DHCPv4). QEMU's in_asm log (every translation block, as translated)
 // gives it, split between user space (spotroot) and the kernel (syscalls,
 // page faults, module loading, the network stack: everything the boot
 // makes the kernel run for the first time).
@@ -167,7 +168,7 @@ func translationRuns(ctx context.Context, b *Bench, spotroot, guestinit string, 
 		}
 		theirs = append(theirs, t)
 	}
-	b.Rep.Note("Translations vary by 1–3 %% from boot to boot: some code runs before the exec or after it depending on timing (IPv6 timers, the GC).")
+	b.Rep.Note("Translations vary by about 1.5 %% from boot to boot: work whose timing decides whether it lands before the exec or after it.")
 	if aenv == nil {
 		return nil
 	}
