@@ -87,9 +87,11 @@ type Handle struct {
 // one, and an on-link route to IMDS when nothing else reaches it.
 func Up(ctx context.Context, cfg Config) (h *Handle, err error) {
 	defer func() {
-		// PID 1 must not die on a bug here: report it as a network error.
+		// PID 1 must not die on a bug here: report it as a network error,
+		// and leave the link's IPv6 as the next init expects it.
 		if r := recover(); r != nil {
-			h, err = nil, fmt.Errorf("netup: internal error: %v", r)
+			rerr := h.releaseIPv6()
+			h, err = nil, errors.Join(fmt.Errorf("netup: internal error: %v", r), rerr)
 		}
 	}()
 	if cfg.LinkTimeout <= 0 {
@@ -112,7 +114,9 @@ func Up(ctx context.Context, cfg Config) (h *Handle, err error) {
 	h = &Handle{log: log}
 	link, err := waitLink(ctx, cfg, log, h)
 	if err != nil {
-		h.releaseIPv6()
+		if rerr := h.releaseIPv6(); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
 		return nil, err
 	}
 	name := link.Attrs().Name
