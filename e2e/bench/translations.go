@@ -47,8 +47,15 @@ func (t Translated) All() int { return t.User + t.Kernel }
 // from up to the first block that starts at to (not counted). from and to
 // are the two programs' ELF entry points: the span is what the guest
 // translated while spotroot ran, in every process and the kernel.
-func countTranslated(r io.Reader, from, to uint64) (Translated, error) {
-	var t Translated
+//
+// marks split the span into stretches: stretch 0 runs until the first
+// block at any mark; from the first block at marks[i], stretch i+1 runs
+// until another mark's first block. Goroutines overlap, so the seams are
+// approximate. perStretch has len(marks)+1 entries.
+func countTranslated(r io.Reader, from, to uint64, marks []uint64) (t Translated, perStretch []int, err error) {
+	perStretch = make([]int, len(marks)+1)
+	seen := make([]bool, len(marks))
+	cur := 0
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	in, blockStart := false, false
@@ -75,12 +82,19 @@ func countTranslated(r io.Reader, from, to uint64) (Translated, error) {
 			case !in && a == from:
 				in = true
 			case in && a == to:
-				return t, nil
+				return t, perStretch, nil
+			case in:
+				for i, m := range marks {
+					if a == m && !seen[i] {
+						seen[i], cur = true, i+1
+					}
+				}
 			}
 		}
 		if !in {
 			continue
 		}
+		perStretch[cur]++
 		if a >= kernelSpace {
 			t.Kernel++
 		} else {
@@ -88,12 +102,60 @@ func countTranslated(r io.Reader, from, to uint64) (Translated, error) {
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return t, err
+		return t, perStretch, err
 	}
 	if !in {
-		return t, fmt.Errorf("no translation block at spotroot's entry point %#x", from)
+		return t, perStretch, fmt.Errorf("no translation block at spotroot's entry point %#x", from)
 	}
-	return t, fmt.Errorf("no translation block at the volume's init's entry point %#x after spotroot's", to)
+	return t, perStretch, fmt.Errorf("no translation block at the volume's init's entry point %#x after spotroot's", to)
+}
+
+// stretches name the handoff's stages by the function that starts each
+// (its first translated block), in the PID 1 binary's symbol table.
+var stretches = []struct{ name, symbol string }{
+	{"mounts, early configuration, marker", "main.main"},
+	{"NIC modules", "github.com/spotroot/spotroot/internal/kmod.(*Loader).LoadForClass"},
+	{"network (link, DHCP, netlink)", "github.com/spotroot/spotroot/internal/netup.Up"},
+	{"IMDS (SDK client, HTTP, JSON, YAML, DNS)", "github.com/spotroot/spotroot/internal/imds.Choose"},
+	{"EC2 client, TLS, claim, device", "github.com/spotroot/spotroot/internal/claim.NewClient"},
+	{"filesystem", "github.com/spotroot/spotroot/internal/fsutil.NeedsCheck"},
+	{"mount, marker removal, switch", "github.com/spotroot/spotroot/internal/sysroot.Mount"},
+}
+
+// stretchMarks resolves the stretches' symbols in syms, an unstripped twin
+// of the booted binary (the same build without -s -w). It checks the twin
+// has the booted binary's code where the booted one has it (entry point,
+// .text address and size) and fails otherwise.
+func stretchMarks(booted, syms string) ([]uint64, error) {
+	b, err := elf.Open(booted)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	s, err := elf.Open(syms)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	bt, st := b.Section(".text"), s.Section(".text")
+	if bt == nil || st == nil || b.Entry != s.Entry || bt.Addr != st.Addr || bt.Size != st.Size {
+		return nil, fmt.Errorf("%s is not %s with symbols: entry or .text differ", syms, booted)
+	}
+	symbols, err := s.Symbols()
+	if err != nil {
+		return nil, err
+	}
+	addr := map[string]uint64{}
+	for _, sy := range symbols {
+		addr[sy.Name] = sy.Value
+	}
+	marks := make([]uint64, len(stretches))
+	for i, st := range stretches {
+		if marks[i] = addr[st.symbol]; marks[i] == 0 {
+			return nil, fmt.Errorf("%s: no symbol %s", syms, st.symbol)
+		}
+	}
+	return marks, nil
 }
 
 // elfEntry is a static binary's entry point: its first instruction's address.
@@ -108,7 +170,7 @@ func elfEntry(path string) (uint64, error) {
 
 // Translations boots spotroot (the PID 1 binary in b.Env's AMI) once with
 // the in_asm log and records the counts under label.
-func (b *Bench) Translations(ctx context.Context, label, spotroot, guestinit string) (Translated, error) {
+func (b *Bench) Translations(ctx context.Context, label, spotroot, guestinit string, marks []uint64) (Translated, error) {
 	from, err := elfEntry(spotroot)
 	if err != nil {
 		return Translated{}, fmt.Errorf("entry point of %s: %w", spotroot, err)
@@ -134,15 +196,25 @@ func (b *Bench) Translations(ctx context.Context, label, spotroot, guestinit str
 		return Translated{}, err
 	}
 	defer f.Close()
-	t, err := countTranslated(f, from, to)
+	t, per, err := countTranslated(f, from, to, marks)
 	if err != nil {
 		return t, fmt.Errorf("%s: %w", logPath, err)
 	}
 	b.Rep.Add(secTranslations, label, "guest instructions translated", "insns", float64(t.All()))
 	b.Rep.Add(secTranslations, label, "  in user space (spotroot)", "insns", float64(t.User))
 	b.Rep.Add(secTranslations, label, "  in the kernel", "insns", float64(t.Kernel))
+	if len(marks) > 0 {
+		b.Rep.Add(secTranslations, label, "  stretch: before main (runtime, package initialisers, exec)", "insns", float64(per[0]))
+		for i, st := range stretches {
+			b.Rep.Add(secTranslations, label, "  stretch: "+st.name, "insns", float64(per[i+1]))
+		}
+	}
 	return t, nil
 }
+
+// spotrootSyms is this build's PID 1 binary with symbols (main.go builds
+// it beside the stripped one when -translations is on), for stretches.
+var spotrootSyms string
 
 // translationRuns counts this build's translations and, with -against, the
 // other build's (alternating, as the timed runs do), and notes the
@@ -152,9 +224,17 @@ func translationRuns(ctx context.Context, b *Bench, spotroot, guestinit string, 
 	kb.Profile, kb.Label = profileKind, ""
 	ab := kb
 	ab.Env = aenv
+	var marks []uint64
+	if spotrootSyms != "" {
+		m, err := stretchMarks(spotroot, spotrootSyms)
+		if err != nil {
+			b.Rep.Note("translations: no stretches: %v", err)
+		}
+		marks = m
+	}
 	var mine, theirs []Translated
 	for i := 0; i < translations; i++ {
-		t, err := kb.Translations(ctx, "this build", spotroot, guestinit)
+		t, err := kb.Translations(ctx, "this build", spotroot, guestinit, marks)
 		if err != nil {
 			return err
 		}
@@ -163,7 +243,7 @@ func translationRuns(ctx context.Context, b *Bench, spotroot, guestinit string, 
 		if aenv == nil {
 			continue
 		}
-		if t, err = ab.Translations(ctx, againstLabel, against, guestinit); err != nil {
+		if t, err = ab.Translations(ctx, againstLabel, against, guestinit, nil); err != nil {
 			return err
 		}
 		theirs = append(theirs, t)

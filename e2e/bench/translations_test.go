@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -38,17 +39,22 @@ IN:
 `
 
 func TestCountTranslated(t *testing.T) {
-	got, err := countTranslated(strings.NewReader(inAsmLog), 0x401000, 0x402000)
+	got, per, err := countTranslated(strings.NewReader(inAsmLog), 0x401000, 0x402000, []uint64{0xffffffff81000010, 0x409000})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got != (Translated{User: 3, Kernel: 2}) {
 		t.Errorf("counted %+v, want user 3, kernel 2", got)
 	}
-	if _, err := countTranslated(strings.NewReader(inAsmLog), 0x403000, 0x402000); err == nil || !strings.Contains(err.Error(), "spotroot's entry point 0x403000") {
+	// The syscall block opens stretch 1 and everything after it is in it;
+	// a mark never reached has none.
+	if !slices.Equal(per, []int{2, 3, 0}) {
+		t.Errorf("stretches %v, want [2 3 0]", per)
+	}
+	if _, _, err := countTranslated(strings.NewReader(inAsmLog), 0x403000, 0x402000, nil); err == nil || !strings.Contains(err.Error(), "spotroot's entry point 0x403000") {
 		t.Errorf("no start block: err = %v", err)
 	}
-	if _, err := countTranslated(strings.NewReader(inAsmLog), 0x401000, 0x404000); err == nil || !strings.Contains(err.Error(), "volume's init's entry point 0x404000") {
+	if _, _, err := countTranslated(strings.NewReader(inAsmLog), 0x401000, 0x404000, nil); err == nil || !strings.Contains(err.Error(), "volume's init's entry point 0x404000") {
 		t.Errorf("no end block: err = %v", err)
 	}
 }
