@@ -124,9 +124,7 @@ func run(ctx context.Context, runs int, latency time.Duration, sel qemuSelection
 			// The same build with its symbol table, to name what the
 			// translation count's stretches start with.
 			syms := spotroot + ".syms"
-			args := images.PID1BuildArgs("")
-			args[len(args)-1] = "-ldflags=" // was -ldflags=-s -w
-			cmd := exec.CommandContext(ctx, "go", append(args, "-o", syms, "./cmd/spotroot")...)
+			cmd := exec.CommandContext(ctx, "go", append(images.PID1BuildArgsWithSymbols(""), "-o", syms, "./cmd/spotroot")...)
 			cmd.Dir = root
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			if b, err := cmd.CombinedOutput(); err != nil {

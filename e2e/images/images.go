@@ -622,13 +622,19 @@ var PID1GCFlags = []string{"-gcflags=all=-l", "-gcflags=std="}
 
 // PID1BuildArgs are the go build arguments of the PID 1 build (plus any
 // extra tags), before -o.
-func PID1BuildArgs(extraTags string) []string {
+func PID1BuildArgs(extraTags string) []string { return pid1BuildArgs(extraTags, "-s -w") }
+
+// PID1BuildArgsWithSymbols are PID1BuildArgs without -s -w: the same code
+// at the same addresses, with the symbol table kept.
+func PID1BuildArgsWithSymbols(extraTags string) []string { return pid1BuildArgs(extraTags, "") }
+
+func pid1BuildArgs(extraTags, ldflags string) []string {
 	tags := PID1Tags
 	if extraTags != "" {
 		tags += "," + extraTags
 	}
 	args := append([]string{"build", "-tags", tags}, PID1GCFlags...)
-	return append(args, "-trimpath", "-ldflags=-s -w")
+	return append(args, "-trimpath", "-ldflags="+ldflags)
 }
 
 func goBuild(ctx context.Context, root, out, arch, tags, ldflags string, pkgs ...string) error {
