@@ -31,12 +31,15 @@ type handoff struct {
 		Target string `json:"target"`
 		Rdev   string `json:"rdev"`
 	} `json:"fds"`
-	Argv    []string `json:"argv"`
-	Env     []string `json:"env"`
-	Cwd     string   `json:"cwd"`
-	Umask   string   `json:"umask"`
-	Cmdline string   `json:"cmdline"`
-	Mounts  []struct {
+	Argv  []string `json:"argv"`
+	Env   []string `json:"env"`
+	Cwd   string   `json:"cwd"`
+	Umask string   `json:"umask"`
+	// TimerSlackNS: PID 1 boots with a wider slack (internal/boot's
+	// BootTimerSlack) and must give the kernel's back.
+	TimerSlackNS string `json:"timerslack_ns"`
+	Cmdline      string `json:"cmdline"`
+	Mounts       []struct {
 		Point, FSType, Source string
 		Self                  bool
 	} `json:"mounts"`
@@ -152,6 +155,12 @@ func checkHandoff(t *testing.T, r *harness.BootResult, opts ...handoffOpts) {
 	}
 	if h.Umask != "0022" {
 		bad("umask %s, want 0022", h.Umask)
+	}
+	// The kernel starts init with a 50 µs timer slack (prctl(2),
+	// PR_SET_TIMERSLACK: "the default value is 50,000 nanoseconds"); every
+	// child of the next init inherits what it gets.
+	if h.TimerSlackNS != "50000" {
+		bad("timer slack %q ns, want the kernel's 50000 (spotroot's boot-time slack leaked across the exec)", h.TimerSlackNS)
 	}
 	// Mounts: /, the API filesystems, configured volumes, lent modules.
 	for _, m := range h.Mounts {

@@ -63,6 +63,7 @@ func Run() {
 	// reboots the instance instead of hanging it.
 	mountProc()
 	armPanicReboot(log, DefaultPaths.ProcSys)
+	bootTimers(log.Printf)
 	b := &booter{log: log, paths: DefaultPaths, started: time.Now(), initramfs: inInitramfs(),
 		tools: fsutil.DefaultTools, mountedDevs: map[string]bool{}}
 	installFaults(b)

@@ -180,7 +180,7 @@ func ensureStdio(console string) error {
 // handOver execs init as PID 1 in the state a kernel-started init has: no
 // fd but 0–2 survives (close_range marks the rest close-on-exec, so the
 // runtime's own stay usable until the exec), an empty signal mask, umask
-// 0022, cwd /. Caught signals become SIG_DFL at exec by themselves.
+// 0022, cwd /, the kernel's timer slack. Caught signals become SIG_DFL at exec by themselves.
 func handOver(init string, argv, env []string) error {
 	runtime.LockOSThread() // the mask below is per thread
 	defer runtime.UnlockOSThread()
@@ -191,6 +191,7 @@ func handOver(init string, argv, env []string) error {
 	_ = unix.PthreadSigmask(unix.SIG_SETMASK, &none, nil)
 	unix.Umask(0o022)
 	_ = unix.Chdir("/")
+	restoreTimerSlack() // per thread, like the mask
 	return execve(init, argv, env)
 }
 

@@ -47,6 +47,7 @@ type hygiene struct {
 	Env          []string   `json:"env"`
 	Cwd          string     `json:"cwd"`
 	Umask        string     `json:"umask"`
+	TimerSlackNS string     `json:"timerslack_ns"`
 	Cmdline      string     `json:"cmdline"`
 	Mounts       []mountRec `json:"mounts"`
 	Addrs        []string   `json:"addrs"`  // every address on a non-loopback link
@@ -142,6 +143,12 @@ func recordHygiene(in inherited, selfMounted map[string]bool) string {
 				h.StatusSigBlk = strings.TrimSpace(v)
 			}
 		}
+	}
+	// Go's runtime leaves the timer slack alone: this is what the exec gave.
+	if sl, err := os.ReadFile("/proc/self/timerslack_ns"); err == nil {
+		h.TimerSlackNS = strings.TrimSpace(string(sl))
+	} else {
+		h.Errors = append(h.Errors, "timer slack: "+err.Error())
 	}
 	cl, _ := os.ReadFile("/proc/cmdline")
 	h.Cmdline = strings.TrimSpace(string(cl))
