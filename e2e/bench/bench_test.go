@@ -89,6 +89,21 @@ func TestStamperAndParsers(t *testing.T) {
 		t.Fatalf("exec = %q", m)
 	}
 
+	rep := &Report{}
+	st.Write([]byte("BENCHSTAT ctxt=3712 loc=1402\n"))
+	if err := addSchedCounters(rep, secSpotroot, "attach 0s", st); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := rep.Stats(secSpotroot, "attach 0s", "context switches, kernel start → init (/proc/stat ctxt)"); s.Median != 3712 {
+		t.Errorf("context switches = %+v, want 3712", s)
+	}
+	if s, _ := rep.Stats(secSpotroot, "attach 0s", "local timer interrupts, kernel start → init (/proc/interrupts LOC)"); s.Median != 1402 {
+		t.Errorf("timer interrupts = %+v, want 1402", s)
+	}
+	if err := addSchedCounters(rep, secSpotroot, "x", &stamper{}); err == nil {
+		t.Error("no BENCHSTAT line: no error")
+	}
+
 	b := &Bench{Rep: &Report{}}
 	st = &stamper{}
 	st.Write([]byte(strings.Join([]string{

@@ -63,7 +63,29 @@ var (
 	reExec     = regexp.MustCompile(`^spotroot: exec (\S+) \(pid 1 start→exec ([0-9]+)ms, peak rss ([0-9]+)kB\)`)
 	reBlockDev = regexp.MustCompile(`spotroot: block device .*disk=/dev/(nvme[0-9]+)n[0-9]+`)
 	reKmsg     = regexp.MustCompile(`^BENCHKMSG ([0-9]+) (.*)$`)
+	reStat     = regexp.MustCompile(`^BENCHSTAT ctxt=([0-9]+) loc=([0-9]+)$`)
 )
+
+// addSchedCounters reports the context switches and local timer interrupts
+// from kernel start to the final init (BENCHSTAT, read by benchinit first
+// thing): wake-ups are CPU time on a TCG guest, and unlike wall time these
+// counts do not follow the host's speed much. Go's sysmon waking every
+// 20 µs was found this way (internal/boot's BootTimerSlack).
+func addSchedCounters(rep *Report, sec, config string, st *stamper) error {
+	l, ok := st.first("BENCHSTAT ")
+	if !ok {
+		return fmt.Errorf("no BENCHSTAT line")
+	}
+	m := reStat.FindStringSubmatch(l.line)
+	if m == nil {
+		return fmt.Errorf("unreadable counters: %q", l.line)
+	}
+	ctxt, _ := strconv.ParseFloat(m[1], 64)
+	loc, _ := strconv.ParseFloat(m[2], 64)
+	rep.Add(sec, config, "context switches, kernel start → init (/proc/stat ctxt)", "events", ctxt)
+	rep.Add(sec, config, "local timer interrupts, kernel start → init (/proc/interrupts LOC)", "events", loc)
+	return nil
+}
 
 // uptimeOf parses "uptime=<s>" in the first line containing marker.
 func uptimeOf(st *stamper, marker string) (float64, time.Time, error) {
@@ -190,6 +212,9 @@ func (b *Bench) Floor(ctx context.Context) error {
 	b.Rep.Add(secFloor, c, "QEMU start → init (host clock)", "s", t.Sub(res.Started).Seconds())
 	b.Rep.Add(secFloor, c, "QEMU start → kernel clock starts (QEMU, firmware, kernel load; est.)", "s", t.Sub(res.Started).Seconds()-up)
 	b.Rep.Add(secFloor, c, "QEMU start → power-off", "s", res.Elapsed.Seconds())
+	if err := addSchedCounters(b.Rep, secFloor, c, st); err != nil {
+		b.Rep.Note("warning: floor run %d: %v", *b.counter, err)
+	}
 	b.Rep.Add(secCompare, "image init (floor)", "QEMU start → init (host clock)", "s", t.Sub(res.Started).Seconds())
 	b.Rep.Add(secCompare, "image init (floor)", "kernel time (sum of uptimes)", "s", up)
 	return nil
@@ -247,6 +272,9 @@ func (b *Bench) Spotroot(ctx context.Context, latency time.Duration) error {
 	b.Rep.Add(secSpotroot, c, "kernel start → persistent init running", "s", up)
 	b.Rep.Add(secSpotroot, c, "QEMU start → persistent init (host clock)", "s", wall)
 	b.Rep.Add(secSpotroot, c, "QEMU start → power-off", "s", res.Elapsed.Seconds())
+	if err := addSchedCounters(b.Rep, secSpotroot, c, st); err != nil {
+		b.Rep.Note("warning: %s run %d: %v", c, *b.counter, err)
+	}
 	// Device notice, on the kernel's printk clock: the partition scan line
 	// (" nvme1n1: p1", logged by add_disk just before the block uevent) vs
 	// spotroot's own "block device" record in /dev/kmsg.

@@ -104,7 +104,7 @@ func format(v float64, unit string) string {
 	switch {
 	case math.IsNaN(v):
 		return "NaN"
-	case unit == "ms" || unit == "kB" || unit == "B" || unit == "calls" || unit == "insns":
+	case unit == "ms" || unit == "kB" || unit == "B" || unit == "calls" || unit == "insns" || unit == "events":
 		if v == math.Trunc(v) || math.Abs(v) >= 100 {
 			return strconv.FormatFloat(v, 'f', 0, 64)
 		}

@@ -7,6 +7,7 @@
 //     persistent volume otherwise): its first act is reading CLOCK_BOOTTIME;
 //     it prints
 //     "BENCHINIT uptime=<s> kind=<image|persistent> root=<source of /> pid=<n>",
+//     "BENCHSTAT ctxt=<context switches> loc=<local timer interrupts>" (since boot),
 //     then the kernel log records that matter to the benchmark (NVMe and
 //     hot-plug records and spotroot's own, read back from /dev/kmsg with the
 //     kernel's timestamps) as "BENCHKMSG <µs> <text>", "BENCHINIT done", and
@@ -24,6 +25,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -50,7 +52,9 @@ func final(up float64) {
 	if b, err := os.ReadFile("/etc/spotroot-test/kind"); err == nil {
 		kind = strings.TrimSpace(string(b))
 	}
+	ctxt, loc := schedCounters()
 	say(fmt.Sprintf("BENCHINIT uptime=%.6f kind=%s root=%s pid=%d", up, kind, rootSource(), os.Getpid()))
+	say(fmt.Sprintf("BENCHSTAT ctxt=%d loc=%d", ctxt, loc))
 	if f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
 		fmt.Fprintf(f, "<5>benchinit: start uptime=%.6f\n", up)
 		f.Close()
@@ -58,6 +62,38 @@ func final(up float64) {
 	dumpKmsg()
 	say("BENCHINIT done")
 	powerOff()
+}
+
+// schedCounters reads, since boot, the context switches (/proc/stat ctxt)
+// and local timer interrupts (/proc/interrupts LOC, every CPU): what a
+// boot's threads cost in wake-ups, which on a TCG guest is CPU time. -1
+// when unreadable.
+func schedCounters() (ctxt, loc int64) {
+	ctxt, loc = -1, -1
+	if b, err := os.ReadFile("/proc/stat"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "ctxt "); ok {
+				ctxt, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/interrupts"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			f := strings.Fields(l)
+			if len(f) < 2 || f[0] != "LOC:" {
+				continue
+			}
+			loc = 0
+			for _, c := range f[1:] {
+				n, err := strconv.ParseInt(c, 10, 64)
+				if err != nil {
+					break // the description
+				}
+				loc += n
+			}
+		}
+	}
+	return ctxt, loc
 }
 
 // dumpKmsg prints the kernel log records the benchmark reads, with their
