@@ -80,17 +80,41 @@ func parseAlias(s string) []alias {
 		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '\t') {
 			return
 		}
-		f := strings.Fields(rest) // 2 fields; Fields allocates one small slice
-		if len(f) != 2 {
+		// Two fields, split by hand: a real modules.alias has thousands of
+		// lines, and strings.Fields allocates for each (a TCG guest pays
+		// tens of ms for a full index).
+		pattern, rest := nextField(rest)
+		module, rest := nextField(rest)
+		if module == "" {
 			return
 		}
-		lit := f[0]
-		if i := strings.IndexAny(lit, "*?["); i >= 0 {
-			lit = lit[:i]
+		if extra, _ := nextField(rest); extra != "" {
+			return
 		}
-		out = append(out, alias{pattern: f[0], module: normalize(f[1]), lit: lit})
+		lit := pattern
+		for i := 0; i < len(lit); i++ {
+			if c := lit[i]; c == '*' || c == '?' || c == '[' {
+				lit = lit[:i]
+				break
+			}
+		}
+		out = append(out, alias{pattern: pattern, module: normalize(module), lit: lit})
 	})
 	return out
+}
+
+// nextField returns the first space- or tab-separated field of s and what
+// follows it.
+func nextField(s string) (field, rest string) {
+	i := 0
+	for i < len(s) && (s[i] == ' ' || s[i] == '\t') {
+		i++
+	}
+	j := i
+	for j < len(s) && s[j] != ' ' && s[j] != '\t' {
+		j++
+	}
+	return s[i:j], s[j:]
 }
 
 func parseBuiltin(s string) map[string]bool {

@@ -687,3 +687,27 @@ func TestPCIClassFromAlias(t *testing.T) {
 		}
 	}
 }
+
+// modules.alias lines as depmod writes them and as a hand-edited file may
+// have them: fields split by spaces or tabs; malformed lines are skipped.
+func TestParseAliasLines(t *testing.T) {
+	got := parseAlias(strings.Join([]string{
+		"# Aliases extracted from modules themselves.",
+		"alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci",
+		"alias\tvirtio:d00000001v*\t virtio-net",
+		"alias  acpi*:PNP0103:*   hpet_fake  ",
+		"alias pci:v00008086d* e1000e extra-field",
+		"alias lonely",
+		"aliasx pci:v* nope",
+		"alias exact:name exact_mod",
+	}, "\n"))
+	want := []alias{
+		{pattern: "pci:v00001AF4d*sv*sd*bc*sc*i*", module: "virtio_pci", lit: "pci:v00001AF4d"},
+		{pattern: "virtio:d00000001v*", module: "virtio_net", lit: "virtio:d00000001v"},
+		{pattern: "acpi*:PNP0103:*", module: "hpet_fake", lit: "acpi"},
+		{pattern: "exact:name", module: "exact_mod", lit: "exact:name"},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("parseAlias:\n got %+v\nwant %+v", got, want)
+	}
+}
