@@ -88,6 +88,24 @@ func TestBuildImages(t *testing.T) {
 		t.Errorf("modules.alias lacks virtio_net:\n%s", a)
 	}
 
+	// FullModuleIndex: the kernel's own index, not depmod's over the subset.
+	full := filepath.Join(dir, "ami-full.img")
+	if err := BuildAMI(ctx, AMIOpts{Out: full, SpotrootBin: bin, TestinitBin: bin, Kernel: k, FullModuleIndex: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"modules.dep", "modules.alias"} {
+		want, err := os.ReadFile(filepath.Join(k.ModulesDir, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cat(full, "/lib/modules/"+k.Version+"/"+n); got != string(want) {
+			t.Errorf("FullModuleIndex: %s has %d bytes, the kernel's %d", n, len(got), len(want))
+		}
+	}
+	if s := ls(full, "/lib/modules/"+k.Version+"/kernel/drivers/net"); !strings.Contains(s, "virtio_net.ko") || strings.Contains(s, "ena") {
+		t.Errorf("FullModuleIndex copies only the chosen modules' files:\n%s", s)
+	}
+
 	vol := filepath.Join(dir, "vol.img")
 	start = time.Now()
 	if err := BuildVolume(ctx, VolumeOpts{Out: vol, TestinitBin: bin, SizeMiB: 64}); err != nil {
