@@ -93,6 +93,10 @@ func bootTimers(warn func(format string, a ...any)) {
 
 // restoreTimerSlack gives the calling thread (the one about to exec) the
 // slack the kernel gave PID 1, so the next init starts with the kernel's.
+// What no interface can reset is the thread's default slack (the value a
+// prctl(PR_SET_TIMERSLACK, 0) returns to): for a thread the runtime started
+// after bootTimers it is the boot's 4 ms. Only an init that resets its own
+// slack to "default" would see it; its children get the current 50 µs.
 func restoreTimerSlack() {
 	if kernelTimerSlack > 0 {
 		_ = unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(kernelTimerSlack), 0, 0, 0)
