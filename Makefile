@@ -54,10 +54,13 @@ lint:
 # Everything: unit tests, privileged mount/pivot tests on loop devices in
 # private namespaces, and the QEMU end-to-end scenarios. -count=1: the e2e
 # tests build spotroot at run time, which Go's test cache cannot see.
+# SPOTROOT_KMOD_TREE: the cloud kernel's depmod tree, for internal/kmod's
+# checks of a real index (binary tries against text, virtio load order).
 test: setup lint
 	@mkdir -p $(BUILD); CGO_ENABLED=0 $(GO) test -count=1 -run '^TestChaos$$' -v ./internal/boot >$(BUILD)/chaos.log 2>&1 \
 		|| { cat $(BUILD)/chaos.log; exit 1; }; grep '^chaos:' $(BUILD)/chaos.log
-	CGO_ENABLED=0 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	SPOTROOT_KMOD_TREE=$$($(GO) run ./e2e/cmd/cloudkernel -arch amd64) && export SPOTROOT_KMOD_TREE && \
+		CGO_ENABLED=0 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 unit: lint
 	CGO_ENABLED=0 $(GO) test -short ./...

@@ -14,6 +14,7 @@ have ip || need+=(iproute2)           # network-namespace tests of the DHCP clie
 have socat || need+=(socat)
 have dnsmasq || need+=(dnsmasq-base) # router advertisements + DHCPv6 of the IPv6-only tests
 have depmod || need+=(kmod)
+have objcopy || need+=(binutils)     # minimal module files for depmod in internal/kmod's trie test
 have xz || need+=(xz-utils)          # the PID 1 build unpacks .ko.xz/.ko.zst with the root's own tools (internal/kmod)
 have zstd || need+=(zstd)
 have mkfs.ext4 || need+=(e2fsprogs)

@@ -2,6 +2,7 @@ package kmod
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -31,7 +32,12 @@ func (l *Loader) LoadFilesystem(fstype string) (loaded []string, err error) {
 	}
 	before := len(l.loaded)
 	name := normalize(fstype)
-	if _, ok := l.ix.deps[name]; !ok && !l.ix.builtin[name] {
+	_, ok, err := l.ix.dep(name)
+	builtin, berr := l.ix.isBuiltin(name)
+	if err != nil || berr != nil {
+		return nil, fmt.Errorf("kmod: filesystem %s: %w", fstype, errors.Join(err, berr))
+	}
+	if !ok && !builtin {
 		return nil, fmt.Errorf("kmod: the kernel has no %s filesystem and %s has no %s module; add it to the image (or initramfs)",
 			fstype, filepath.Join(l.ix.dir, "modules.dep"), name)
 	}

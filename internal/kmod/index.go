@@ -1,16 +1,25 @@
 package kmod
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
-// index is the parsed depmod output of one kernel release. Strings are
-// substrings of the files' contents: parsing allocates slices, not text.
+// index is the depmod output of one kernel release: its binary tries when
+// the tree has them (what modprobe reads: a boot looks up a few keys), else
+// its text files, parsed whole. Parsed strings are substrings of the files'
+// contents: parsing allocates slices, not text.
 type index struct {
-	dir     string              // <root>/lib/modules/<release>
+	dir string // <root>/lib/modules/<release>
+	// Binary: modules.alias.bin and modules.dep.bin, modules.builtin.bin
+	// if present.
+	aliasBin, depBin, builtinBin *trie
+	// Text: why the binary index was not used, and the parsed files.
+	textWhy string
 	aliases []alias             // modules.alias, in file order (modprobe's order)
 	deps    map[string]depEntry // module name -> modules.dep entry
 	builtin map[string]bool     // modules.builtin names
@@ -28,6 +37,40 @@ type depEntry struct {
 }
 
 func loadIndex(dir string) (*index, error) {
+	ix, err := loadBinIndex(dir)
+	if err == nil {
+		return ix, nil
+	}
+	// As modprobe: without (or with a damaged) binary index, the text.
+	ix, terr := loadTextIndex(dir)
+	if terr != nil {
+		return nil, terr
+	}
+	ix.textWhy = err.Error()
+	return ix, nil
+}
+
+func loadBinIndex(dir string) (*index, error) {
+	ix := &index{dir: dir}
+	var err error
+	if ix.aliasBin, err = openTrie(filepath.Join(dir, "modules.alias.bin")); err != nil {
+		return nil, err
+	}
+	if ix.depBin, err = openTrie(filepath.Join(dir, "modules.dep.bin")); err != nil {
+		return nil, err
+	}
+	// modules.builtin.bin is optional, as modules.builtin is; depmod
+	// writes it empty when the tree has no modules.builtin.
+	builtin := filepath.Join(dir, "modules.builtin.bin")
+	if st, err := os.Stat(builtin); err == nil && st.Size() > 0 {
+		if ix.builtinBin, err = openTrie(builtin); err != nil {
+			return nil, err
+		}
+	}
+	return ix, nil
+}
+
+func loadTextIndex(dir string) (*index, error) {
 	ix := &index{dir: dir}
 	dep, err := os.ReadFile(filepath.Join(dir, "modules.dep"))
 	if err != nil {
@@ -44,6 +87,40 @@ func loadIndex(dir string) (*index, error) {
 		ix.builtin = parseBuiltin(string(b))
 	}
 	return ix, nil
+}
+
+// source says which index is in use, for the debug log.
+func (ix *index) source() string {
+	if ix.aliasBin != nil {
+		return "binary (modules.alias.bin, modules.dep.bin)"
+	}
+	return fmt.Sprintf("text (%d modules, %d aliases; %s)", len(ix.deps), len(ix.aliases), ix.textWhy)
+}
+
+// dep returns a module's modules.dep entry.
+func (ix *index) dep(name string) (depEntry, bool, error) {
+	if ix.depBin == nil {
+		e, ok := ix.deps[name]
+		return e, ok, nil
+	}
+	v, ok, err := ix.depBin.get(name)
+	if !ok || err != nil {
+		return depEntry{}, false, err
+	}
+	path, deps, _ := strings.Cut(v, ":")
+	return depEntry{path: strings.TrimSpace(path), deps: strings.TrimSpace(deps)}, true, nil
+}
+
+// isBuiltin reports whether a module is built into the kernel.
+func (ix *index) isBuiltin(name string) (bool, error) {
+	if ix.aliasBin == nil {
+		return ix.builtin[name], nil
+	}
+	if ix.builtinBin == nil {
+		return false, nil
+	}
+	_, ok, err := ix.builtinBin.get(name)
+	return ok, err
 }
 
 // forEachLine calls fn for every non-empty line of s without allocating.
@@ -125,22 +202,64 @@ func parseBuiltin(s string) map[string]bool {
 
 // lookup returns the modules whose alias pattern matches modalias, each
 // once, in modules.alias order — what modprobe would load for it.
-func (ix *index) lookup(modalias string) []string {
+func (ix *index) lookup(modalias string) ([]string, error) {
+	if ix.aliasBin != nil {
+		return ix.lookupBin(modalias)
+	}
 	var out []string
 	for i := range ix.aliases {
 		a := &ix.aliases[i]
 		if !strings.HasPrefix(modalias, a.lit) || !globMatch(a.pattern, modalias) {
 			continue
 		}
-		dup := false
-		for _, m := range out {
-			dup = dup || m == a.module
-		}
-		if !dup {
+		if !slices.Contains(out, a.module) {
 			out = append(out, a.module)
 		}
 	}
-	return out
+	return out, nil
+}
+
+// lookupBin is lookup in modules.alias.bin, whose keys have '-' written
+// '_' outside brackets (depmod's and modprobe's alias normalisation). A
+// value's priority is its module's place in depmod's order, which is
+// modules.alias's order.
+func (ix *index) lookupBin(modalias string) ([]string, error) {
+	type hit struct {
+		prio   uint32
+		module string
+	}
+	var hits []hit
+	err := ix.aliasBin.match(underscores(modalias), func(prio uint32, m string) { hits = append(hits, hit{prio, m}) })
+	if err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(hits, func(a, b hit) int { return cmp.Compare(a.prio, b.prio) })
+	var out []string
+	for _, h := range hits {
+		if m := normalize(h.module); !slices.Contains(out, m) {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// underscores writes '-' as '_' outside bracket expressions.
+func underscores(s string) string {
+	if strings.IndexByte(s, '-') < 0 {
+		return s
+	}
+	b := []byte(s)
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '[':
+			if j := strings.IndexByte(s[i:], ']'); j > 0 {
+				i += j
+			}
+		case '-':
+			b[i] = '_'
+		}
+	}
+	return string(b)
 }
 
 // depPaths returns the dependency paths of a module in load order. depmod
@@ -285,13 +404,24 @@ func Lookup(modulesDir, modalias string) (mods []string, builtin map[string]bool
 	if err != nil {
 		return nil, nil, err
 	}
-	mods = ix.lookup(modalias)
+	if mods, err = ix.lookup(modalias); err != nil {
+		return nil, nil, err
+	}
 	builtin = map[string]bool{}
 	for _, m := range mods {
-		if ix.builtin[m] {
+		b, err := ix.isBuiltin(m)
+		if err != nil {
+			return mods, builtin, err
+		}
+		if b {
 			builtin[m] = true
-		} else if _, ok := ix.deps[m]; !ok {
-			return mods, builtin, fmt.Errorf("module %s (alias %s) is neither in modules.dep nor built in", m, modalias)
+			continue
+		}
+		if _, ok, err := ix.dep(m); err != nil || !ok {
+			if err == nil {
+				err = fmt.Errorf("module %s (alias %s) is neither in modules.dep nor built in", m, modalias)
+			}
+			return mods, builtin, err
 		}
 	}
 	return mods, builtin, nil

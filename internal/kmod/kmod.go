@@ -213,9 +213,13 @@ func (l *Loader) modulesFor(root string, d device) ([]string, error) {
 			return nil, fmt.Errorf("kmod: device %s (alias %s): %w", d.name(), d.modalias, err)
 		}
 		l.ix = ix
-		l.log.Debug("module index parsed", "modules", len(ix.deps), "aliases", len(ix.aliases), "took", time.Since(t))
+		l.log.Debug("module index opened", "index", ix.source(), "took", time.Since(t))
 	}
-	return l.ix.lookup(d.modalias), nil
+	mods, err := l.ix.lookup(d.modalias)
+	if err != nil {
+		return nil, fmt.Errorf("kmod: device %s (alias %s): %w", d.name(), d.modalias, err)
+	}
+	return mods, nil
 }
 
 // classDirs are the module-tree directories of a PCI class's drivers: what
@@ -234,9 +238,9 @@ var classDirs = map[string][]string{
 func (l *Loader) ofClass(mods []string, classPrefix string) []string {
 	var out []string
 	for _, m := range mods {
-		e, ok := l.ix.deps[m]
-		if !ok {
-			continue
+		e, ok, err := l.ix.dep(m)
+		if !ok || err != nil {
+			continue // built in, or not loadable: reported if it is ever loaded
 		}
 		p := strings.TrimPrefix(e.path, "/lib/modules/"+l.Release+"/")
 		for _, dir := range classDirs[classPrefix] {
@@ -258,7 +262,12 @@ func (l *Loader) load(name string, d device, depth int) error {
 	case modFailed:
 		return nil // reported once already
 	}
-	if l.ix.builtin[name] {
+	builtin, err := l.ix.isBuiltin(name)
+	if err != nil {
+		l.state[name] = modFailed
+		return fmt.Errorf("module %s (alias %s of %s): %w", name, d.modalias, d.name(), err)
+	}
+	if builtin {
 		l.state[name] = modLoaded
 		return nil
 	}
@@ -266,7 +275,11 @@ func (l *Loader) load(name string, d device, depth int) error {
 		l.state[name] = modFailed
 		return fmt.Errorf("module %s (alias %s of %s): dependency chain too deep", name, d.modalias, d.name())
 	}
-	e, ok := l.ix.deps[name]
+	e, ok, err := l.ix.dep(name)
+	if err != nil {
+		l.state[name] = modFailed
+		return fmt.Errorf("module %s (alias %s of %s): %w", name, d.modalias, d.name(), err)
+	}
 	if !ok {
 		l.state[name] = modFailed
 		return fmt.Errorf("module %s (alias %s of %s): not in %s", name, d.modalias, d.name(), filepath.Join(l.ix.dir, "modules.dep"))
@@ -284,7 +297,7 @@ func (l *Loader) load(name string, d device, depth int) error {
 	}
 	path := l.ix.file(e.path)
 	t := time.Now()
-	err := l.Load(path, l.Params[name])
+	err = l.Load(path, l.Params[name])
 	switch {
 	case err == nil:
 		l.loaded = append(l.loaded, name)

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -335,7 +336,7 @@ func TestDashUnderscore(t *testing.T) {
 		aliases: parseAlias("alias pci:v00001D0Fd* net-fancy\n"),
 		deps:    parseDep("kernel/net/net-fancy.ko.xz: kernel/lib/crc-x.ko\nkernel/lib/crc-x.ko:\n"),
 	}
-	if got := ix.lookup("pci:v00001D0Fd0000EC20"); !slices.Equal(got, []string{"net_fancy"}) {
+	if got, _ := ix.lookup("pci:v00001D0Fd0000EC20"); !slices.Equal(got, []string{"net_fancy"}) {
 		t.Fatalf("lookup = %v", got)
 	}
 	e, ok := ix.deps["net_fancy"]
@@ -554,13 +555,21 @@ func realModulesDir() string {
 	return filepath.Join("/lib/modules", unix.ByteSliceToString(u.Release[:]))
 }
 
-func TestRealTreeParse(t *testing.T) {
+// requireRealTree returns the real depmod tree, or skips (fails under CI,
+// where make test names the cloud kernel's tree).
+func requireRealTree(t testing.TB) string {
+	t.Helper()
 	dir := realModulesDir()
 	if _, err := os.Stat(filepath.Join(dir, "modules.dep")); err != nil {
-		t.Skipf("no depmod tree at %s (set SPOTROOT_KMOD_TREE to a lib/modules/<release> dir): %v", dir, err)
+		testenv.Skip(t, fmt.Sprintf("no depmod tree at %s (set SPOTROOT_KMOD_TREE to a lib/modules/<release> dir): %v", dir, err))
 	}
+	return dir
+}
+
+func TestRealTreeParse(t *testing.T) {
+	dir := requireRealTree(t)
 	start := time.Now()
-	ix, err := loadIndex(dir)
+	ix, err := loadTextIndex(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -577,55 +586,45 @@ func TestRealTreeParse(t *testing.T) {
 		}
 	}
 	if e, ok := ix.deps["virtio_net"]; ok {
-		if got := ix.lookup(virtioChild); !slices.Contains(got, "virtio_net") {
+		if got, _ := ix.lookup(virtioChild); !slices.Contains(got, "virtio_net") {
 			t.Errorf("lookup(%s) = %v, want virtio_net", virtioChild, got)
 		}
 		t.Logf("virtio_net: %s deps %v", e.path, e.depPaths())
 	}
 	if _, ok := ix.deps["virtio_pci"]; ok {
-		if got := ix.lookup(virtioNetAlias); !slices.Contains(got, "virtio_pci") {
+		if got, _ := ix.lookup(virtioNetAlias); !slices.Contains(got, "virtio_pci") {
 			t.Errorf("lookup(%s) = %v, want virtio_pci", virtioNetAlias, got)
 		}
 	}
 }
 
-// BenchmarkParseIndex measures reading and parsing a real depmod tree, the
-// cost paid on every boot whose NIC driver is a module.
-func BenchmarkParseIndex(b *testing.B) {
-	dir := realModulesDir()
-	if _, err := os.Stat(filepath.Join(dir, "modules.dep")); err != nil {
-		b.Skipf("no depmod tree at %s: %v", dir, err)
-	}
-	for b.Loop() {
-		if _, err := loadIndex(dir); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkLookup measures matching one modalias against all aliases.
-func BenchmarkLookup(b *testing.B) {
-	dir := realModulesDir()
-	if _, err := os.Stat(filepath.Join(dir, "modules.dep")); err != nil {
-		b.Skipf("no depmod tree at %s: %v", dir, err)
-	}
-	ix, err := loadIndex(dir)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for b.Loop() {
-		ix.lookup(virtioNetAlias)
-		ix.lookup(virtioChild)
+// BenchmarkIndex measures what a boot whose NIC driver is a module pays
+// for the index: opening it, two aliases and one module's dependencies,
+// from the binary tries and from the text.
+func BenchmarkIndex(b *testing.B) {
+	dir := requireRealTree(b)
+	for _, bc := range []struct {
+		name string
+		load func(string) (*index, error)
+	}{{"binary", loadBinIndex}, {"text", loadTextIndex}} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				ix, err := bc.load(dir)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ix.lookup(virtioNetAlias)
+				ix.lookup(virtioChild)
+				ix.dep("virtio_net")
+			}
+		})
 	}
 }
 
 // TestRealTreeVirtioOrder runs the loader on a fake sysfs against a real
 // depmod tree: the order must be the one measured in the cloud kernel.
 func TestRealTreeVirtioOrder(t *testing.T) {
-	dir := realModulesDir()
-	if _, err := os.Stat(filepath.Join(dir, "modules.dep")); err != nil {
-		t.Skipf("no depmod tree at %s: %v", dir, err)
-	}
+	dir := requireRealTree(t)
 	if _, err := os.Stat(filepath.Join(dir, "kernel/drivers/net/virtio_net.ko")); err != nil {
 		t.Skipf("tree has no plain virtio_net.ko: %v", err)
 	}
