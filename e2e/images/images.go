@@ -51,13 +51,6 @@ type AMIOpts struct {
 	UUID string
 	// Files are extra files, added after the defaults.
 	Files []File
-	// FullModuleIndex gives the image the kernel's whole depmod index
-	// (modules.dep, modules.alias… of all its modules) while only the
-	// chosen modules' files are copied: a real AMI carries every module,
-	// and PID 1 parses that index on its boot path (the bench, where the
-	// cost counts: a Debian cloud kernel's 1,121 modules and 2,404 aliases
-	// against the 15 and 9 of the staged subset).
-	FullModuleIndex bool
 	// NoDevNodes leaves /dev empty (no console, no null), as a root made
 	// by a tool that does not create device nodes; booted without an
 	// initramfs on a kernel without DEVTMPFS_MOUNT, PID 1 finds no /dev.
@@ -68,8 +61,8 @@ type AMIOpts struct {
 var DefaultHostTools = []string{"e2fsck", "tune2fs", "mkfs.ext4"}
 
 // BuildAMI writes a whole-disk ext4 image: /sbin/init = spotroot,
-// /sbin/init.real = testinit, /etc/spotroot-test/kind = image and the chosen
-// kernel modules with consistent depmod output.
+// /sbin/init.real = testinit, /etc/spotroot-test/kind = image, and the chosen
+// kernel modules' files under the kernel's whole depmod index.
 func BuildAMI(ctx context.Context, o AMIOpts) error {
 	if o.SizeMiB == 0 {
 		o.SizeMiB = 64
@@ -117,7 +110,11 @@ func BuildAMI(ctx context.Context, o AMIOpts) error {
 	if err := stageModules(ctx, stage, o.Kernel, o.Modules); err != nil {
 		return err
 	}
-	if o.FullModuleIndex {
+	// The kernel's whole depmod index goes over the subset's, while only
+	// the chosen modules' files are copied: a real AMI carries every
+	// module, and PID 1 looks its NIC driver up in that index (a Debian
+	// cloud kernel's 1,121 modules and 2,404 aliases, not the staged 15).
+	if len(o.Modules) > 0 {
 		if err := copyModuleIndex(o.Kernel, stage); err != nil {
 			return err
 		}

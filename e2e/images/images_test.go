@@ -69,41 +69,33 @@ func TestBuildImages(t *testing.T) {
 	if s := cat(ami, "/etc/spotroot-test/kind"); s != "image\n" {
 		t.Errorf("kind %q", s)
 	}
-	dep := cat(ami, "/lib/modules/"+k.Version+"/modules.dep")
-	for _, m := range DefaultModules {
-		if !strings.Contains(dep, "/"+m+".ko:") {
-			t.Errorf("modules.dep lacks %s:\n%s", m, dep)
-		}
-	}
-	// Closed under dependencies: every module a line needs has a line.
-	for _, line := range strings.Split(strings.TrimSpace(dep), "\n") {
-		_, needs, _ := strings.Cut(line, ":")
-		for _, d := range strings.Fields(needs) {
-			if !strings.Contains(dep, d+":") {
-				t.Errorf("modules.dep lists %s as a dependency but not as a module:\n%s", d, dep)
-			}
-		}
-	}
-	if a := cat(ami, "/lib/modules/"+k.Version+"/modules.alias"); !strings.Contains(a, "virtio:d00000001v*") {
-		t.Errorf("modules.alias lacks virtio_net:\n%s", a)
-	}
-
-	// FullModuleIndex: the kernel's own index, not depmod's over the subset.
-	full := filepath.Join(dir, "ami-full.img")
-	if err := BuildAMI(ctx, AMIOpts{Out: full, SpotrootBin: bin, TestinitBin: bin, Kernel: k, FullModuleIndex: true}); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range []string{"modules.dep", "modules.alias"} {
+	// The kernel's own index (every module), over the staged subset's.
+	for _, n := range []string{"modules.dep", "modules.alias", "modules.alias.bin", "modules.dep.bin", "modules.builtin.bin"} {
 		want, err := os.ReadFile(filepath.Join(k.ModulesDir, n))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := cat(full, "/lib/modules/"+k.Version+"/"+n); got != string(want) {
-			t.Errorf("FullModuleIndex: %s has %d bytes, the kernel's %d", n, len(got), len(want))
+		if got := cat(ami, "/lib/modules/"+k.Version+"/"+n); got != string(want) {
+			t.Errorf("%s has %d bytes, the kernel's %d", n, len(got), len(want))
 		}
 	}
-	if s := ls(full, "/lib/modules/"+k.Version+"/kernel/drivers/net"); !strings.Contains(s, "virtio_net.ko") || strings.Contains(s, "ena") {
-		t.Errorf("FullModuleIndex copies only the chosen modules' files:\n%s", s)
+	// Only the chosen modules' files, and every one of them with its
+	// dependencies.
+	dep := cat(ami, "/lib/modules/"+k.Version+"/modules.dep")
+	files, err := ResolveModules(k.ModulesDir, DefaultModules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if !strings.Contains(dep, f+":") {
+			t.Errorf("modules.dep lacks %s", f)
+		}
+		if s := ls(ami, "/lib/modules/"+k.Version+"/"+filepath.Dir(f)); !strings.Contains(s, filepath.Base(f)) {
+			t.Errorf("%s is not in the image:\n%s", f, s)
+		}
+	}
+	if s := ls(ami, "/lib/modules/"+k.Version+"/kernel/drivers/net"); !strings.Contains(s, "virtio_net.ko") || strings.Contains(s, "ena") {
+		t.Errorf("only the chosen modules' files are copied:\n%s", s)
 	}
 
 	vol := filepath.Join(dir, "vol.img")
