@@ -42,20 +42,26 @@ func concrete(pattern, fill string) string {
 	return b.String()
 }
 
+// loadBoth opens a tree's binary tries and parses its text files.
+func loadBoth(t *testing.T, dir string) (bin, text *index) {
+	t.Helper()
+	bin, err := loadBinIndex(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text, err = loadTextIndex(dir); err != nil {
+		t.Fatal(err)
+	}
+	return bin, text
+}
+
 // TestTrieAgreesWithText looks up, in a real kernel's binary tries and in
 // its text files, every module, every built-in name, and a modalias made
 // from every alias pattern (and the devices the e2e guests and EC2's
 // instance families show): the two must agree, order included.
 func TestTrieAgreesWithText(t *testing.T) {
 	dir := requireRealTree(t)
-	bin, err := loadBinIndex(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	text, err := loadTextIndex(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin, text := loadBoth(t, dir)
 	keys := []string{virtioNetAlias, virtioChild, "xen:vif", "xen:vbd", "acpi:PNP0103:", "platform:pcspkr",
 		"platform:platform-framebuffer", "serio:ty01pr00id00ex00", "fs-xfs", "fs-btrfs",
 		"pci:v00001D0Fd0000EC20sv00001D0Fsd00000000bc02sc00i00", // ENA
@@ -225,14 +231,7 @@ func TestTrieDepmodPatterns(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Run(t, "depmod", "-b", root, release)
-	bin, err := loadBinIndex(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	text, err := loadTextIndex(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin, text := loadBoth(t, dir)
 	for key, want := range map[string][]string{
 		"pci:v00001234d00010000": {"zeta_net", "gamma", "beta", "alpha"},
 		"pci:v0000Axd0001":       {"gamma", "beta", "alpha"},
