@@ -2,7 +2,9 @@ package kmod
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,11 +20,13 @@ type index struct {
 	// Binary: modules.alias.bin and modules.dep.bin, modules.builtin.bin
 	// if present.
 	aliasBin, depBin, builtinBin *trie
-	// Text: why the binary index was not used, and the parsed files.
-	textWhy string
-	aliases []alias             // modules.alias, in file order (modprobe's order)
-	deps    map[string]depEntry // module name -> modules.dep entry
-	builtin map[string]bool     // modules.builtin names
+	// Text: why the binary index was not used (binDamaged: it is there
+	// but unreadable), and the parsed files.
+	textWhy    string
+	binDamaged bool
+	aliases    []alias             // modules.alias, in file order (modprobe's order)
+	deps       map[string]depEntry // module name -> modules.dep entry
+	builtin    map[string]bool     // modules.builtin names
 }
 
 type alias struct {
@@ -46,7 +50,7 @@ func loadIndex(dir string) (*index, error) {
 	if terr != nil {
 		return nil, terr
 	}
-	ix.textWhy = err.Error()
+	ix.textWhy, ix.binDamaged = err.Error(), !errors.Is(err, fs.ErrNotExist)
 	return ix, nil
 }
 
@@ -60,12 +64,15 @@ func loadBinIndex(dir string) (*index, error) {
 		return nil, err
 	}
 	// modules.builtin.bin is optional, as modules.builtin is; depmod
-	// writes it empty when the tree has no modules.builtin.
+	// writes it empty when the tree has no modules.builtin, and an old
+	// depmod does not write it: then the text list, if any.
 	builtin := filepath.Join(dir, "modules.builtin.bin")
 	if st, err := os.Stat(builtin); err == nil && st.Size() > 0 {
 		if ix.builtinBin, err = openTrie(builtin); err != nil {
 			return nil, err
 		}
+	} else if b, err := os.ReadFile(filepath.Join(dir, "modules.builtin")); err == nil {
+		ix.builtin = parseBuiltin(string(b))
 	}
 	return ix, nil
 }
@@ -97,30 +104,50 @@ func (ix *index) source() string {
 	return fmt.Sprintf("text (%d modules, %d aliases; %s)", len(ix.deps), len(ix.aliases), ix.textWhy)
 }
 
+// toText replaces a binary index found damaged during a lookup (its root
+// opened fine) by the text files, for this lookup and every later one: a
+// bad byte deep in a trie must not cost the boot its NIC driver.
+func (ix *index) toText(damage error) error {
+	tx, err := loadTextIndex(ix.dir)
+	if err != nil {
+		return errors.Join(damage, err)
+	}
+	tx.textWhy, tx.binDamaged = damage.Error(), true
+	*ix = *tx
+	return nil
+}
+
 // dep returns a module's modules.dep entry.
 func (ix *index) dep(name string) (depEntry, bool, error) {
-	if ix.depBin == nil {
-		e, ok := ix.deps[name]
-		return e, ok, nil
+	if ix.depBin != nil {
+		v, ok, err := ix.depBin.get(name)
+		if err == nil {
+			if !ok {
+				return depEntry{}, false, nil
+			}
+			path, deps, _ := strings.Cut(v, ":")
+			return depEntry{path: strings.TrimSpace(path), deps: strings.TrimSpace(deps)}, true, nil
+		}
+		if err := ix.toText(err); err != nil {
+			return depEntry{}, false, err
+		}
 	}
-	v, ok, err := ix.depBin.get(name)
-	if !ok || err != nil {
-		return depEntry{}, false, err
-	}
-	path, deps, _ := strings.Cut(v, ":")
-	return depEntry{path: strings.TrimSpace(path), deps: strings.TrimSpace(deps)}, true, nil
+	e, ok := ix.deps[name]
+	return e, ok, nil
 }
 
 // isBuiltin reports whether a module is built into the kernel.
 func (ix *index) isBuiltin(name string) (bool, error) {
-	if ix.aliasBin == nil {
-		return ix.builtin[name], nil
+	if ix.aliasBin != nil && ix.builtinBin != nil {
+		_, ok, err := ix.builtinBin.get(name)
+		if err == nil {
+			return ok, nil
+		}
+		if err := ix.toText(err); err != nil {
+			return false, err
+		}
 	}
-	if ix.builtinBin == nil {
-		return false, nil
-	}
-	_, ok, err := ix.builtinBin.get(name)
-	return ok, err
+	return ix.builtin[name], nil
 }
 
 // forEachLine calls fn for every non-empty line of s without allocating.
@@ -204,7 +231,13 @@ func parseBuiltin(s string) map[string]bool {
 // once, in modules.alias order — what modprobe would load for it.
 func (ix *index) lookup(modalias string) ([]string, error) {
 	if ix.aliasBin != nil {
-		return ix.lookupBin(modalias)
+		mods, err := ix.lookupBin(modalias)
+		if err == nil {
+			return mods, nil
+		}
+		if err := ix.toText(err); err != nil {
+			return nil, err
+		}
 	}
 	var out []string
 	for i := range ix.aliases {

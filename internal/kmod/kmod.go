@@ -214,12 +214,24 @@ func (l *Loader) modulesFor(root string, d device) ([]string, error) {
 		}
 		l.ix = ix
 		l.log.Debug("module index opened", "index", ix.source(), "took", time.Since(t))
+		l.noteFallback(ix.binDamaged)
 	}
+	wasBin := l.ix.aliasBin != nil
 	mods, err := l.ix.lookup(d.modalias)
+	l.noteFallback(wasBin)
 	if err != nil {
 		return nil, fmt.Errorf("kmod: device %s (alias %s): %w", d.name(), d.modalias, err)
 	}
 	return mods, nil
+}
+
+// noteFallback logs, once, that a damaged binary index was replaced by
+// the text files (wasBin: it was in use, or found damaged at open).
+func (l *Loader) noteFallback(wasBin bool) {
+	if wasBin && l.ix.aliasBin == nil && l.ix.binDamaged {
+		l.log.Warn("depmod's binary index is damaged; reading modules.alias and modules.dep instead (run depmod to rebuild it)",
+			"dir", l.ix.dir, "error", l.ix.textWhy)
+	}
 }
 
 // classDirs are the module-tree directories of a PCI class's drivers: what
@@ -262,7 +274,9 @@ func (l *Loader) load(name string, d device, depth int) error {
 	case modFailed:
 		return nil // reported once already
 	}
+	wasBin := l.ix.aliasBin != nil
 	builtin, err := l.ix.isBuiltin(name)
+	l.noteFallback(wasBin)
 	if err != nil {
 		l.state[name] = modFailed
 		return fmt.Errorf("module %s (alias %s of %s): %w", name, d.modalias, d.name(), err)
@@ -275,7 +289,9 @@ func (l *Loader) load(name string, d device, depth int) error {
 		l.state[name] = modFailed
 		return fmt.Errorf("module %s (alias %s of %s): dependency chain too deep", name, d.modalias, d.name())
 	}
+	wasBin = l.ix.aliasBin != nil
 	e, ok, err := l.ix.dep(name)
+	l.noteFallback(wasBin)
 	if err != nil {
 		l.state[name] = modFailed
 		return fmt.Errorf("module %s (alias %s of %s): %w", name, d.modalias, d.name(), err)

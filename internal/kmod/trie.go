@@ -133,7 +133,7 @@ func (t *trie) get(key string) (value string, ok bool, err error) {
 	off := t.root
 	for i := 0; ; i++ {
 		if i > trieMaxDepth {
-			return "", false, fmt.Errorf("%s: key %q: %w", t.name, key, errTrie)
+			return "", false, fmt.Errorf("%s: the trie nests deeper than %d bytes: %w", t.name, trieMaxDepth, errTrie)
 		}
 		n, err := t.node(off)
 		if err != nil {
@@ -167,7 +167,7 @@ func (t *trie) match(key string, fn func(prio uint32, module string)) error {
 	off, i := t.root, 0
 	for depth := 0; ; depth++ {
 		if depth > trieMaxDepth {
-			return fmt.Errorf("%s: key %q: %w", t.name, key, errTrie)
+			return fmt.Errorf("%s: the trie nests deeper than %d bytes: %w", t.name, trieMaxDepth, errTrie)
 		}
 		n, err := t.node(off)
 		if err != nil {
@@ -207,7 +207,7 @@ func (t *trie) match(key string, fn func(prio uint32, module string)) error {
 // against rest.
 func (t *trie) matchAll(n *trieNode, pattern, rest string, depth int, fn func(uint32, string)) error {
 	if depth > trieMaxDepth {
-		return fmt.Errorf("%s: pattern %q: %w", t.name, pattern, errTrie)
+		return fmt.Errorf("%s: the patterns under %q nest deeper than %d bytes: %w", t.name, pattern[:min(len(pattern), 32)], trieMaxDepth, errTrie)
 	}
 	if n.kids != nil {
 		for c := int(n.first); c <= int(n.last); c++ {
