@@ -71,8 +71,8 @@ func loadBinIndex(dir string) (*index, error) {
 		if ix.builtinBin, err = openTrie(builtin); err != nil {
 			return nil, err
 		}
-	} else if b, err := os.ReadFile(filepath.Join(dir, "modules.builtin")); err == nil {
-		ix.builtin = parseBuiltin(string(b))
+	} else {
+		ix.builtin = readBuiltin(dir)
 	}
 	return ix, nil
 }
@@ -89,11 +89,18 @@ func loadTextIndex(dir string) (*index, error) {
 		return nil, fmt.Errorf("read modules.alias: %w", err)
 	}
 	ix.aliases = parseAlias(string(al))
-	// modules.builtin is optional: old depmod trees and fake trees lack it.
-	if b, err := os.ReadFile(filepath.Join(dir, "modules.builtin")); err == nil {
-		ix.builtin = parseBuiltin(string(b))
-	}
+	ix.builtin = readBuiltin(dir)
 	return ix, nil
+}
+
+// readBuiltin parses modules.builtin, which is optional: old depmod trees
+// and fake trees lack it.
+func readBuiltin(dir string) map[string]bool {
+	b, err := os.ReadFile(filepath.Join(dir, "modules.builtin"))
+	if err != nil {
+		return nil
+	}
+	return parseBuiltin(string(b))
 }
 
 // source says which index is in use, for the debug log.
@@ -125,8 +132,8 @@ func (ix *index) dep(name string) (depEntry, bool, error) {
 			if !ok {
 				return depEntry{}, false, nil
 			}
-			path, deps, _ := strings.Cut(v, ":")
-			return depEntry{path: strings.TrimSpace(path), deps: strings.TrimSpace(deps)}, true, nil
+			e, _ := parseDepLine(v)
+			return e, true, nil
 		}
 		if err := ix.toText(err); err != nil {
 			return depEntry{}, false, err
@@ -168,13 +175,18 @@ func forEachLine(s string, fn func(line string)) {
 func parseDep(s string) map[string]depEntry {
 	m := make(map[string]depEntry, strings.Count(s, "\n")+1)
 	forEachLine(s, func(line string) {
-		path, deps, ok := strings.Cut(line, ":")
-		if !ok {
-			return
+		if e, ok := parseDepLine(line); ok {
+			m[moduleName(e.path)] = e
 		}
-		m[moduleName(path)] = depEntry{path: strings.TrimSpace(path), deps: strings.TrimSpace(deps)}
 	})
 	return m
+}
+
+// parseDepLine splits "path: dep dep…", a modules.dep line or a
+// modules.dep.bin value.
+func parseDepLine(line string) (depEntry, bool) {
+	path, deps, ok := strings.Cut(line, ":")
+	return depEntry{path: strings.TrimSpace(path), deps: strings.TrimSpace(deps)}, ok
 }
 
 func parseAlias(s string) []alias {

@@ -36,10 +36,11 @@ type Loader struct {
 	// loaded (0 = DefaultSettle).
 	Settle time.Duration
 
-	ix     *index
-	state  map[string]modState
-	loaded []string
-	log    *slog.Logger
+	ix          *index
+	warnedIndex bool // warnDamaged said it
+	state       map[string]modState
+	loaded      []string
+	log         *slog.Logger
 }
 
 type modState uint8
@@ -214,21 +215,20 @@ func (l *Loader) modulesFor(root string, d device) ([]string, error) {
 		}
 		l.ix = ix
 		l.log.Debug("module index opened", "index", ix.source(), "took", time.Since(t))
-		l.noteFallback(ix.binDamaged)
 	}
-	wasBin := l.ix.aliasBin != nil
 	mods, err := l.ix.lookup(d.modalias)
-	l.noteFallback(wasBin)
+	l.warnDamaged()
 	if err != nil {
 		return nil, fmt.Errorf("kmod: device %s (alias %s): %w", d.name(), d.modalias, err)
 	}
 	return mods, nil
 }
 
-// noteFallback logs, once, that a damaged binary index was replaced by
-// the text files (wasBin: it was in use, or found damaged at open).
-func (l *Loader) noteFallback(wasBin bool) {
-	if wasBin && l.ix.aliasBin == nil && l.ix.binDamaged {
+// warnDamaged logs, once, that the binary index was found damaged (when
+// opened or during a lookup) and the text files answer instead.
+func (l *Loader) warnDamaged() {
+	if l.ix.binDamaged && !l.warnedIndex {
+		l.warnedIndex = true
 		l.log.Warn("depmod's binary index is damaged; reading modules.alias and modules.dep instead (run depmod to rebuild it)",
 			"dir", l.ix.dir, "error", l.ix.textWhy)
 	}
@@ -274,9 +274,8 @@ func (l *Loader) load(name string, d device, depth int) error {
 	case modFailed:
 		return nil // reported once already
 	}
-	wasBin := l.ix.aliasBin != nil
 	builtin, err := l.ix.isBuiltin(name)
-	l.noteFallback(wasBin)
+	l.warnDamaged()
 	if err != nil {
 		l.state[name] = modFailed
 		return fmt.Errorf("module %s (alias %s of %s): %w", name, d.modalias, d.name(), err)
@@ -289,9 +288,8 @@ func (l *Loader) load(name string, d device, depth int) error {
 		l.state[name] = modFailed
 		return fmt.Errorf("module %s (alias %s of %s): dependency chain too deep", name, d.modalias, d.name())
 	}
-	wasBin = l.ix.aliasBin != nil
 	e, ok, err := l.ix.dep(name)
-	l.noteFallback(wasBin)
+	l.warnDamaged()
 	if err != nil {
 		l.state[name] = modFailed
 		return fmt.Errorf("module %s (alias %s of %s): %w", name, d.modalias, d.name(), err)

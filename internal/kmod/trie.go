@@ -36,8 +36,9 @@ const (
 	trieHasValues  = 0x40000000
 	trieHasKids    = 0x20000000
 	trieOffsetMask = 0x0FFFFFFF
-	// trieMaxDepth bounds the walk of a damaged file whose offsets loop:
-	// depmod's keys are module names and aliases, a few hundred bytes.
+	// trieMaxDepth bounds the walk below a wildcard in a damaged file
+	// whose offsets loop (a walk along a key ends with the key): depmod's
+	// keys are module names and aliases, a few hundred bytes.
 	trieMaxDepth = 4096
 )
 
@@ -98,12 +99,16 @@ func (t *trie) node(off uint32) (trieNode, error) {
 	return n, nil
 }
 
-// child returns the offset of the child labelled c, 0 if none.
+// child returns the offset of the child labelled c, 0 if none (an offset
+// whose position bits are 0 is none, whatever its flags).
 func (n *trieNode) child(c byte) uint32 {
 	if n.kids == nil || c < n.first || c > n.last {
 		return 0
 	}
-	return binary.BigEndian.Uint32(n.kids[4*int(c-n.first):])
+	if off := binary.BigEndian.Uint32(n.kids[4*int(c-n.first):]); off&trieOffsetMask != 0 {
+		return off
+	}
+	return 0
 }
 
 // eachValue calls fn for the node's values in file order.
@@ -128,13 +133,11 @@ func (t *trie) eachValue(n *trieNode, fn func(prio uint32, v string)) error {
 	return nil
 }
 
-// get returns the value of the lowest priority stored under key.
+// get returns the value of the lowest priority stored under key. Every
+// step takes at least one byte of key, so a loop in the file ends with it.
 func (t *trie) get(key string) (value string, ok bool, err error) {
 	off := t.root
-	for i := 0; ; i++ {
-		if i > trieMaxDepth {
-			return "", false, fmt.Errorf("%s: the trie nests deeper than %d bytes: %w", t.name, trieMaxDepth, errTrie)
-		}
+	for {
 		n, err := t.node(off)
 		if err != nil {
 			return "", false, err
@@ -162,20 +165,18 @@ func (t *trie) get(key string) (value string, ok bool, err error) {
 // match calls fn for the values of every stored pattern that matches key
 // (fnmatch without flags, as modprobe): it follows key's bytes down the
 // trie and, wherever a pattern's next byte is a wildcard ('*', '?', '['),
-// tries every pattern of that subtree against the rest of key.
+// tries every pattern of that subtree against the rest of key. As in get,
+// every step down takes a byte of key.
 func (t *trie) match(key string, fn func(prio uint32, module string)) error {
 	off, i := t.root, 0
-	for depth := 0; ; depth++ {
-		if depth > trieMaxDepth {
-			return fmt.Errorf("%s: the trie nests deeper than %d bytes: %w", t.name, trieMaxDepth, errTrie)
-		}
+	for {
 		n, err := t.node(off)
 		if err != nil {
 			return err
 		}
 		for j := 0; j < len(n.prefix); j++ {
 			if c := n.prefix[j]; c == '*' || c == '?' || c == '[' {
-				return t.matchAll(&n, n.prefix[j:], key[i+j:], depth, fn)
+				return t.matchAll(&n, n.prefix[j:], key[i+j:], 0, fn)
 			}
 			if i+j >= len(key) || n.prefix[j] != key[i+j] {
 				return nil
@@ -188,7 +189,7 @@ func (t *trie) match(key string, fn func(prio uint32, module string)) error {
 				if err != nil {
 					return err
 				}
-				if err := t.matchAll(&cn, string(wc)+cn.prefix, key[i:], depth+1, fn); err != nil {
+				if err := t.matchAll(&cn, string(wc)+cn.prefix, key[i:], 0, fn); err != nil {
 					return err
 				}
 			}
@@ -204,7 +205,7 @@ func (t *trie) match(key string, fn func(prio uint32, module string)) error {
 }
 
 // matchAll tries every pattern below n, whose text so far is pattern,
-// against rest.
+// against rest; depth counts the nodes below the wildcard.
 func (t *trie) matchAll(n *trieNode, pattern, rest string, depth int, fn func(uint32, string)) error {
 	if depth > trieMaxDepth {
 		return fmt.Errorf("%s: the patterns under %q nest deeper than %d bytes: %w", t.name, pattern[:min(len(pattern), 32)], trieMaxDepth, errTrie)

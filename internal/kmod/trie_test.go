@@ -120,28 +120,7 @@ func TestTrieDamaged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A wildcard child pointing back at its parent: the subtree of the
-	// "pci:v*" patterns never ends.
-	loop := slices.Clone(good)
-	{
-		tr := &trie{name: "test", b: loop, root: binary.BigEndian.Uint32(loop[8:])}
-		off, key := tr.root, "pci:v"
-		for {
-			n, err := tr.node(off)
-			if err != nil || !strings.HasPrefix(key, n.prefix) {
-				t.Fatalf("walking to %q: %v", key, err)
-			}
-			if key = key[len(n.prefix):]; key == "" {
-				if n.child('*') == 0 {
-					t.Fatal("no '*' child under pci:v")
-				}
-				kids := cap(loop) - cap(n.kids)
-				binary.BigEndian.PutUint32(loop[kids+4*int('*'-n.first):], off)
-				break
-			}
-			off, key = n.child(key[0]), key[1:]
-		}
-	}
+	loop := loopingAliasBin(t, good)
 	cases := map[string][]byte{
 		"empty":     {},
 		"magic":     append([]byte{0, 0, 0, 0}, good[4:]...),
@@ -152,15 +131,7 @@ func TestTrieDamaged(t *testing.T) {
 	}
 	for name, b := range cases {
 		t.Run(name, func(t *testing.T) {
-			d := t.TempDir()
-			for _, f := range []string{"modules.dep", "modules.alias", "modules.builtin", "modules.dep.bin", "modules.builtin.bin"} {
-				if err := os.Symlink(filepath.Join(dir, f), filepath.Join(d, f)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := os.WriteFile(filepath.Join(d, "modules.alias.bin"), b, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			d := treeWithAliasBin(t, dir, b)
 			if tr, err := openTrie(filepath.Join(d, "modules.alias.bin")); err == nil {
 				// It opens: the damage is deeper, and a lookup meets it.
 				var lookupErr error
@@ -199,6 +170,54 @@ func TestTrieDamaged(t *testing.T) {
 			}
 		})
 	}
+}
+
+// loopingAliasBin returns modules.alias.bin with a wildcard child pointing
+// back at its parent: the subtree of the "pci:v*" patterns never ends, but
+// the root opens fine.
+func loopingAliasBin(t *testing.T, good []byte) []byte {
+	t.Helper()
+	loop := slices.Clone(good)
+	tr := &trie{name: "test", b: loop, root: binary.BigEndian.Uint32(loop[8:])}
+	off, key := tr.root, "pci:v"
+	for {
+		n, err := tr.node(off)
+		if err != nil || !strings.HasPrefix(key, n.prefix) {
+			t.Fatalf("walking to %q: %v", key, err)
+		}
+		if key = key[len(n.prefix):]; key == "" {
+			if n.child('*') == 0 {
+				t.Fatal("no '*' child under pci:v")
+			}
+			kids := cap(loop) - cap(n.kids)
+			binary.BigEndian.PutUint32(loop[kids+4*int('*'-n.first):], off)
+			return loop
+		}
+		off, key = n.child(key[0]), key[1:]
+	}
+}
+
+// treeWithAliasBin is a copy of the depmod tree dir (its entries linked)
+// whose modules.alias.bin is b.
+func treeWithAliasBin(t *testing.T, dir string, b []byte) string {
+	t.Helper()
+	d := t.TempDir()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.Name() == "modules.alias.bin" {
+			continue
+		}
+		if err := os.Symlink(filepath.Join(dir, e.Name()), filepath.Join(d, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(d, "modules.alias.bin"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 // TestTrieDepmodPatterns builds a tree whose modules are bare ELF files
