@@ -62,7 +62,7 @@ var DefaultHostTools = []string{"e2fsck", "tune2fs", "mkfs.ext4"}
 
 // BuildAMI writes a whole-disk ext4 image: /sbin/init = spotroot,
 // /sbin/init.real = testinit, /etc/spotroot-test/kind = image, and the chosen
-// kernel modules' files under the kernel's whole depmod index.
+// kernel modules' files under the kernel's whole depmod index (stageModules).
 func BuildAMI(ctx context.Context, o AMIOpts) error {
 	if o.SizeMiB == 0 {
 		o.SizeMiB = 64
@@ -107,17 +107,8 @@ func BuildAMI(ctx context.Context, o AMIOpts) error {
 			return err
 		}
 	}
-	if err := stageModules(ctx, stage, o.Kernel, o.Modules); err != nil {
+	if err := stageModules(stage, o.Kernel, o.Modules); err != nil {
 		return err
-	}
-	// The kernel's whole depmod index goes over the subset's, while only
-	// the chosen modules' files are copied: a real AMI carries every
-	// module, and PID 1 looks its NIC driver up in that index (a Debian
-	// cloud kernel's 1,121 modules and 2,404 aliases, not the staged 15).
-	if len(o.Modules) > 0 {
-		if err := copyModuleIndex(o.Kernel, stage); err != nil {
-			return err
-		}
 	}
 	if o.HostTools == nil {
 		o.HostTools = DefaultHostTools
@@ -240,7 +231,7 @@ func BuildVolume(ctx context.Context, o VolumeOpts) error {
 		if mods == nil {
 			mods = DefaultModules
 		}
-		if err := stageModules(ctx, stage, *o.Kernel, mods); err != nil {
+		if err := stageModules(stage, *o.Kernel, mods); err != nil {
 			return err
 		}
 	}
@@ -470,7 +461,7 @@ func modName(path string) string {
 	return strings.ReplaceAll(b, "-", "_")
 }
 
-func stageModules(ctx context.Context, stage string, k kernel.Kernel, names []string) error {
+func stageModules(stage string, k kernel.Kernel, names []string) error {
 	if len(names) == 0 {
 		return nil
 	}
@@ -484,24 +475,10 @@ func stageModules(ctx context.Context, stage string, k kernel.Kernel, names []st
 			return err
 		}
 	}
-	// Built-in module lists let modprobe-like loaders tell "built in" from "missing".
-	for _, n := range []string{"modules.builtin", "modules.builtin.modinfo", "modules.order"} {
-		src := filepath.Join(k.ModulesDir, n)
-		if _, err := os.Stat(src); err == nil {
-			if err := installFile(src, filepath.Join(root, n), 0o644); err != nil {
-				return err
-			}
-		}
-	}
-	if out, err := exec.CommandContext(ctx, "depmod", "-b", stage, k.Version).CombinedOutput(); err != nil {
-		return fmt.Errorf("depmod -b %s %s: %w: %s (install kmod: apt-get install kmod)", stage, k.Version, err, out)
-	}
-	return nil
-}
-
-// copyModuleIndex puts the kernel's own depmod output (every modules.*
-// file of its tree) over the index depmod made for the staged subset.
-func copyModuleIndex(k kernel.Kernel, stage string) error {
+	// The kernel's own depmod output (every modules.* file of its tree),
+	// not an index made for the chosen modules: a real root carries every
+	// module, and PID 1 looks its NIC driver up in that index (a Debian
+	// cloud kernel's 1,121 modules and 2,404 aliases, not the staged 15).
 	idx, err := filepath.Glob(filepath.Join(k.ModulesDir, "modules.*"))
 	if err != nil {
 		return err
@@ -509,7 +486,6 @@ func copyModuleIndex(k kernel.Kernel, stage string) error {
 	if len(idx) == 0 {
 		return fmt.Errorf("no modules.* index in %s (run depmod)", k.ModulesDir)
 	}
-	root := filepath.Join(stage, "lib", "modules", k.Version)
 	for _, f := range idx {
 		if err := installFile(f, filepath.Join(root, filepath.Base(f)), 0o644); err != nil {
 			return err
