@@ -35,7 +35,7 @@ func (c *Claimer) Claim(ctx context.Context, v config.Volume) (Claim, error) {
 		return c.moveAndAttach(ctx, otherAZ.Volumes[0])
 	case errors.As(err, &otherAZ) && len(otherAZ.Volumes) == 1 && tagValue(otherAZ.Volumes[0], TagMovingTo) != "":
 		// cross_az: fail, but a move is under way: say how far it is.
-		return Claim{}, c.moveProgress(ctx, otherAZ.Volumes[0], "cross_az: fail; only a boot in "+tagValue(otherAZ.Volumes[0], TagMovingTo)+" with cross_az: move resumes it")
+		return Claim{}, c.moveProgress(ctx, otherAZ.Volumes[0], "cross_az: fail; only a boot in "+tagValue(otherAZ.Volumes[0], TagMovingTo)+" with cross_az: move resumes it", moveState{})
 	case err != nil:
 		return Claim{}, err
 	}

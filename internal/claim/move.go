@@ -51,8 +51,10 @@ func (e *MoveInProgressError) Error() string {
 	switch {
 	case e.Copy != "":
 		fmt.Fprintf(&b, " (copy %s from snapshot %s)", e.Copy, e.Snapshot)
-	case e.Snapshot != "":
+	case e.Snapshot != "" && e.Progress != "":
 		fmt.Fprintf(&b, " (snapshot %s %s)", e.Snapshot, e.Progress)
+	case e.Snapshot != "":
+		fmt.Fprintf(&b, " (snapshot %s)", e.Snapshot)
 	default:
 		b.WriteString(" (no snapshot yet)")
 	}
@@ -136,20 +138,28 @@ func (c *Claimer) moveAndAttach(ctx context.Context, old types.Volume) (Claim, e
 	}
 	mctx, cancel := budgetContext(ctx, budget)
 	defer cancel()
-	committed := false
-	cl, err := c.move(ctx, mctx, old, budget, &committed)
+	var st moveState
+	cl, err := c.move(ctx, mctx, old, budget, &st)
 	// Whatever step the budget ran out in (a call cut by it, a wait), the
 	// boot's one line says how far the move is; the next boot resumes.
 	var mip *MoveInProgressError
-	if err != nil && !committed && mctx.Err() != nil && ctx.Err() == nil && !errors.As(err, &mip) {
-		return Claim{}, c.moveProgress(ctx, old, fmt.Sprintf("this boot's budget (%v) ran out; the next boot resumes it", budget))
+	if err != nil && !st.committed && mctx.Err() != nil && ctx.Err() == nil && !errors.As(err, &mip) {
+		return Claim{}, c.moveProgress(ctx, old, fmt.Sprintf("this boot's budget (%v) ran out; the next boot resumes it", budget), st)
 	}
 	return cl, err
 }
 
-// move is moveAndAttach within the move's budget (mctx); committed is set
-// once the original names the copy.
-func (c *Claimer) move(ctx, mctx context.Context, old types.Volume, budget time.Duration, committed *bool) (Claim, error) {
+// moveState is how far this boot took a move: what it made or found, which
+// a Describe call right after may not show yet (eventual consistency), and
+// whether it committed.
+type moveState struct {
+	snapshot, copy string
+	committed      bool
+}
+
+// move is moveAndAttach within the move's budget (mctx); st records its
+// steps.
+func (c *Claimer) move(ctx, mctx context.Context, old types.Volume, budget time.Duration, st *moveState) (Claim, error) {
 	oldID := aws.ToString(old.VolumeId)
 	from := aws.ToString(old.AvailabilityZone)
 	what := fmt.Sprintf("move %s from %s to %s", oldID, from, c.Instance.AZ)
@@ -189,7 +199,7 @@ func (c *Claimer) move(ctx, mctx context.Context, old types.Volume, budget time.
 			}
 		}
 	default:
-		return Claim{}, c.moveProgress(mctx, old, "")
+		return Claim{}, c.moveProgress(mctx, old, "", moveState{})
 	}
 	c.log().Info("volume is in another AZ: copying it through a snapshot", "volume", oldID, "from", from, "to", c.Instance.AZ, "budget", budget.String())
 	start := time.Now()
@@ -206,7 +216,7 @@ func (c *Claimer) move(ctx, mctx context.Context, old types.Volume, budget time.
 		}
 	}
 	if copyVol == nil && len(copies) > 0 {
-		return Claim{}, c.moveProgress(mctx, old, "another instance copies it to "+aws.ToString(copies[0].AvailabilityZone))
+		return Claim{}, c.moveProgress(mctx, old, "another instance copies it to "+aws.ToString(copies[0].AvailabilityZone), moveState{})
 	}
 	var snapID string
 	if copyVol == nil {
@@ -216,10 +226,8 @@ func (c *Claimer) move(ctx, mctx context.Context, old types.Volume, budget time.
 		if err != nil {
 			return Claim{}, err
 		}
+		st.snapshot = snapID
 		if err := c.waitSnapshot(mctx, snapID); err != nil {
-			if mctx.Err() != nil && ctx.Err() == nil {
-				return Claim{}, c.moveProgress(ctx, old, fmt.Sprintf("this boot's budget (%v) ran out; the next boot resumes it", budget))
-			}
 			return Claim{}, fmt.Errorf("%s: %w", what, err)
 		}
 		// 3. The copy, idempotent across boots and movers.
@@ -232,7 +240,7 @@ func (c *Claimer) move(ctx, mctx context.Context, old types.Volume, budget time.
 			if made {
 				c.dropIfUnused(ctx, oldID, snapID)
 			}
-			return Claim{}, c.moveProgress(mctx, old, "another instance is copying it")
+			return Claim{}, c.moveProgress(mctx, old, "another instance is copying it", moveState{})
 		case err != nil:
 			return Claim{}, apiError("CreateVolume", what, err)
 		}
@@ -240,16 +248,14 @@ func (c *Claimer) move(ctx, mctx context.Context, old types.Volume, budget time.
 			if made {
 				c.dropIfUnused(ctx, oldID, snapID)
 			}
-			return Claim{}, c.moveProgress(mctx, old, "another instance copies it to "+az)
+			return Claim{}, c.moveProgress(mctx, old, "another instance copies it to "+az, moveState{})
 		}
 		copyVol = &types.Volume{VolumeId: out.VolumeId, SnapshotId: out.SnapshotId}
 	}
 	newID := aws.ToString(copyVol.VolumeId)
+	st.copy, st.snapshot = newID, aws.ToString(copyVol.SnapshotId)
 	var vol types.Volume
 	if err := c.waitAvailable(mctx, newID, &vol); err != nil {
-		if mctx.Err() != nil && ctx.Err() == nil {
-			return Claim{}, c.moveProgress(ctx, old, fmt.Sprintf("this boot's budget (%v) ran out; the next boot resumes it", budget))
-		}
 		return Claim{}, fmt.Errorf("%s: wait for the copy %s: %w", what, newID, err)
 	}
 	snapID = aws.ToString(vol.SnapshotId)
@@ -273,7 +279,7 @@ func (c *Claimer) move(ctx, mctx context.Context, old types.Volume, budget time.
 	if err := c.tag(mctx, oldID, TagMovedTo, newID, what+": commit"); err != nil {
 		return Claim{}, err
 	}
-	*committed = true
+	st.committed = true
 	c.log().Info("moved volume", "from", oldID, "to", newID, "snapshot", snapID, "took", time.Since(start).Round(time.Millisecond).String())
 	// 5b.
 	if c.DeleteMoved {
@@ -408,8 +414,9 @@ func unclear(err error) bool {
 }
 
 // moveProgress describes a move under way (for the one line a boot prints
-// before the image's init).
-func (c *Claimer) moveProgress(ctx context.Context, old types.Volume, reason string) error {
+// before the image's init). What this boot made or found (known) is named
+// even while EC2's views do not show it yet.
+func (c *Claimer) moveProgress(ctx context.Context, old types.Volume, reason string, known moveState) error {
 	oldID := aws.ToString(old.VolumeId)
 	e := &MoveInProgressError{Volume: oldID, From: aws.ToString(old.AvailabilityZone), To: tagValue(old, TagMovingTo), Reason: reason}
 	if e.To == "" {
@@ -420,14 +427,21 @@ func (c *Claimer) moveProgress(ctx context.Context, old types.Volume, reason str
 	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if snaps, err := c.moveSnapshots(pctx, oldID); err == nil && len(snaps) > 0 {
-		e.Snapshot, e.Progress = aws.ToString(snaps[0].SnapshotId), aws.ToString(snaps[0].Progress)
-		if snaps[0].State == types.SnapshotStateCompleted {
-			e.Progress = "completed"
+	e.Snapshot, e.Copy = known.snapshot, known.copy
+	if snaps, err := c.moveSnapshots(pctx, oldID); err == nil {
+		for i, s := range snaps {
+			if id := aws.ToString(s.SnapshotId); id == known.snapshot || (known.snapshot == "" && i == 0) {
+				e.Snapshot, e.Progress = id, aws.ToString(s.Progress)
+				if s.State == types.SnapshotStateCompleted {
+					e.Progress = "completed"
+				}
+			}
 		}
 	}
-	if copies, err := c.describe(pctx, &ec2.DescribeVolumesInput{Filters: []types.Filter{{Name: aws.String("tag:" + TagMovedFrom), Values: []string{oldID}}}}, "find the copy of "+oldID); err == nil && len(copies) > 0 {
-		e.Copy, e.Snapshot = aws.ToString(copies[0].VolumeId), aws.ToString(copies[0].SnapshotId)
+	if e.Copy == "" {
+		if copies, err := c.describe(pctx, &ec2.DescribeVolumesInput{Filters: []types.Filter{{Name: aws.String("tag:" + TagMovedFrom), Values: []string{oldID}}}}, "find the copy of "+oldID); err == nil && len(copies) > 0 {
+			e.Copy, e.Snapshot = aws.ToString(copies[0].VolumeId), aws.ToString(copies[0].SnapshotId)
+		}
 	}
 	return e
 }
