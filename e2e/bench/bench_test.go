@@ -90,7 +90,7 @@ func TestStamperAndParsers(t *testing.T) {
 	}
 
 	rep := &Report{}
-	st.Write([]byte("BENCHSTAT ctxt=3712 loc=1402\n"))
+	st.Write([]byte("BENCHSTAT ctxt=3712 loc=1402 majflt=97 pgpgin=14336\n"))
 	if err := addSchedCounters(rep, secSpotroot, "attach 0s", st); err != nil {
 		t.Fatal(err)
 	}
@@ -99,6 +99,12 @@ func TestStamperAndParsers(t *testing.T) {
 	}
 	if s, _ := rep.Stats(secSpotroot, "attach 0s", "local timer interrupts, kernel start → init (/proc/interrupts LOC)"); s.Median != 1402 {
 		t.Errorf("timer interrupts = %+v, want 1402", s)
+	}
+	if s, _ := rep.Stats(secSpotroot, "attach 0s", "page faults that read the disk, kernel start → init (/proc/vmstat pgmajfault)"); s.Median != 97 {
+		t.Errorf("major faults = %+v, want 97", s)
+	}
+	if s, _ := rep.Stats(secSpotroot, "attach 0s", "read from disks, kernel start → init (/proc/vmstat pgpgin)"); s.Median != 14336 {
+		t.Errorf("KiB read = %+v, want 14336", s)
 	}
 	if err := addSchedCounters(rep, secSpotroot, "x", &stamper{}); err == nil {
 		t.Error("no BENCHSTAT line: no error")

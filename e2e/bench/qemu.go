@@ -63,11 +63,12 @@ var (
 	reExec     = regexp.MustCompile(`^spotroot: exec (\S+) \(pid 1 start→exec ([0-9]+)ms, peak rss ([0-9]+)kB\)`)
 	reBlockDev = regexp.MustCompile(`spotroot: block device .*disk=/dev/(nvme[0-9]+)n[0-9]+`)
 	reKmsg     = regexp.MustCompile(`^BENCHKMSG ([0-9]+) (.*)$`)
-	reStat     = regexp.MustCompile(`^BENCHSTAT ctxt=([0-9]+) loc=([0-9]+)$`)
+	reStat     = regexp.MustCompile(`^BENCHSTAT ctxt=([0-9]+) loc=([0-9]+) majflt=([0-9]+) pgpgin=([0-9]+)$`)
 )
 
-// addSchedCounters reports the context switches and local timer interrupts
-// from kernel start to the final init (BENCHSTAT, read by benchinit first
+// addSchedCounters reports the context switches, local timer interrupts,
+// major page faults and KiB read from disks from kernel start to the final
+// init (BENCHSTAT, read by benchinit first
 // thing): wake-ups are CPU time on a TCG guest, and unlike wall time these
 // counts do not follow the host's speed much. Go's sysmon waking every
 // 20 µs was found this way (internal/boot's BootTimerSlack).
@@ -84,6 +85,10 @@ func addSchedCounters(rep *Report, sec, config string, st *stamper) error {
 	loc, _ := strconv.ParseFloat(m[2], 64)
 	rep.Add(sec, config, "context switches, kernel start → init (/proc/stat ctxt)", "events", ctxt)
 	rep.Add(sec, config, "local timer interrupts, kernel start → init (/proc/interrupts LOC)", "events", loc)
+	majflt, _ := strconv.ParseFloat(m[3], 64)
+	pgpgin, _ := strconv.ParseFloat(m[4], 64)
+	rep.Add(sec, config, "page faults that read the disk, kernel start → init (/proc/vmstat pgmajfault)", "faults", majflt)
+	rep.Add(sec, config, "read from disks, kernel start → init (/proc/vmstat pgpgin)", "KiB", pgpgin)
 	return nil
 }
 

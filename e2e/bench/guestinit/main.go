@@ -7,7 +7,8 @@
 //     persistent volume otherwise): its first act is reading CLOCK_BOOTTIME;
 //     it prints
 //     "BENCHINIT uptime=<s> kind=<image|persistent> root=<source of /> pid=<n>",
-//     "BENCHSTAT ctxt=<context switches> loc=<local timer interrupts>" (since boot),
+//     "BENCHSTAT ctxt=<context switches> loc=<local timer interrupts>
+//     majflt=<major page faults> pgpgin=<KiB read>" (since boot),
 //     then the kernel log records that matter to the benchmark (NVMe and
 //     hot-plug records and spotroot's own, read back from /dev/kmsg with the
 //     kernel's timestamps) as "BENCHKMSG <µs> <text>", "BENCHINIT done", and
@@ -53,8 +54,9 @@ func final(up float64) {
 		kind = strings.TrimSpace(string(b))
 	}
 	ctxt, loc := schedCounters()
+	majflt, pgpgin := pagingCounters()
 	say(fmt.Sprintf("BENCHINIT uptime=%.6f kind=%s root=%s pid=%d", up, kind, rootSource(), os.Getpid()))
-	say(fmt.Sprintf("BENCHSTAT ctxt=%d loc=%d", ctxt, loc))
+	say(fmt.Sprintf("BENCHSTAT ctxt=%d loc=%d majflt=%d pgpgin=%d", ctxt, loc, majflt, pgpgin))
 	if f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
 		fmt.Fprintf(f, "<5>benchinit: start uptime=%.6f\n", up)
 		f.Close()
@@ -94,6 +96,27 @@ func schedCounters() (ctxt, loc int64) {
 		}
 	}
 	return ctxt, loc
+}
+
+// pagingCounters reads, since boot, the page faults that waited for the
+// disk (/proc/vmstat pgmajfault) and the KiB read from block devices
+// (pgpgin): what executing a larger binary from a cold disk costs. -1
+// when unreadable.
+func pagingCounters() (majflt, pgpgin int64) {
+	majflt, pgpgin = -1, -1
+	b, err := os.ReadFile("/proc/vmstat")
+	if err != nil {
+		return
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "pgmajfault "); ok {
+			majflt, _ = strconv.ParseInt(v, 10, 64)
+		}
+		if v, ok := strings.CutPrefix(l, "pgpgin "); ok {
+			pgpgin, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return
 }
 
 // dumpKmsg prints the kernel log records the benchmark reads, with their
