@@ -56,11 +56,13 @@ lint:
 # tests build spotroot at run time, which Go's test cache cannot see.
 # SPOTROOT_KMOD_TREE: the cloud kernel's depmod tree, for internal/kmod's
 # checks of a real index (binary tries against text, virtio load order).
+# CI=1: setup has installed every tool and fetched the kernel, so a test that
+# finds one missing fails instead of skipping (internal/testenv).
 test: setup lint
-	@mkdir -p $(BUILD); CGO_ENABLED=0 $(GO) test -count=1 -run '^TestChaos$$' -v ./internal/boot >$(BUILD)/chaos.log 2>&1 \
+	@mkdir -p $(BUILD); CI=1 CGO_ENABLED=0 $(GO) test -count=1 -run '^TestChaos$$' -v ./internal/boot >$(BUILD)/chaos.log 2>&1 \
 		|| { cat $(BUILD)/chaos.log; exit 1; }; grep '^chaos:' $(BUILD)/chaos.log
 	SPOTROOT_KMOD_TREE=$$($(GO) run ./e2e/cmd/cloudkernel -arch amd64) && export SPOTROOT_KMOD_TREE && \
-		CGO_ENABLED=0 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+		CI=1 CGO_ENABLED=0 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 unit: lint
 	CGO_ENABLED=0 $(GO) test -short ./...
