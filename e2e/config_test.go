@@ -111,7 +111,29 @@ func TestConfigScenarios(t *testing.T) {
 				UserData:   userData("  volume: {tag: {Name: no-such-volume}}\n"),
 				KernelArgs: []string{"spotroot.volume=" + w.VolumeID},
 			})
-			expect(t, r, "persistent", execPersistent, `attach requested volume=`+w.VolumeID)
+			expect(t, r, "persistent", execPersistent)
+			// The effect, from EC2's side: the instance attached the named
+			// volume and never looked for user-data's tag. (Its own "attach
+			// requested" line is missing when the simulator loses the answer.)
+			attached := false
+			for _, e := range audit(t, w) {
+				if e.UserIdentity.SourceInstance != r.InstanceID {
+					continue
+				}
+				// Any outcome: a committed attach whose answer was lost
+				// shows as InternalError, its retry as VolumeInUse.
+				if e.EventName == "AttachVolume" && e.RequestParameters["VolumeId"] == w.VolumeID {
+					attached = true
+				}
+				for k, v := range e.RequestParameters {
+					if v == "no-such-volume" {
+						t.Errorf("%s %s=%s: the boot looked for user-data's volume although the command line names one", e.EventName, k, v)
+					}
+				}
+			}
+			if !attached {
+				t.Errorf("no AttachVolume of %s by %s in the audit log", w.VolumeID, r.InstanceID)
+			}
 		}},
 		{"image-config-only", func(t *testing.T) {
 			w := newWorld(t, harness.WorldOpts{})
