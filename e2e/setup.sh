@@ -12,6 +12,7 @@ have qemu-system-aarch64 || need+=(qemu-system-arm) # make e2e-arm64 (Graviton)
 have qemu-img || need+=(qemu-utils)   # per-VM qcow2 overlays; only a Recommends of qemu
 have ip || need+=(iproute2)           # network-namespace tests of the DHCP client
 have socat || need+=(socat)
+have nbdkit || need+=(nbdkit)         # make bench -lazy-ami: an AMI root volume loaded block by block (e2e/qemu/lazydisk.go)
 have dnsmasq || need+=(dnsmasq-base) # router advertisements + DHCPv6 of the IPv6-only tests
 have depmod || need+=(kmod)
 have objcopy || need+=(binutils)     # minimal module files for depmod in internal/kmod's trie test

@@ -38,6 +38,7 @@ func main() {
 	flag.DurationVar(&poolBudget, "pool-budget", poolBudget, "time limit of one pool race")
 	flag.DurationVar(&fleetSpreadFlag, "pool-spread", fleetSpread, "also race each pool of 1000 or more with the boots spread over this window (0 = no)")
 	flag.IntVar(&translations, "translations", 3, "also boot spotroot this many times (and the -against build as often) with QEMU's in_asm log and count the guest instructions translated from start to the exec: a figure the host's drift does not move (0 = no)")
+	flag.DurationVar(&lazyAMI, "lazy-ami", 0, "delay the first read of each 512 KiB block of the AMI's root disk by this much, as EBS loads a volume made from a snapshot from S3 (floor, spotroot and translation boots; not two-boot, which boots a private copy); 0 = a local disk")
 	flag.StringVar(&extraKargs, "kargs", "", "extra guest kernel arguments (e.g. spotroot.log_level=debug; console lines slow a TCG guest)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -62,6 +63,10 @@ var against string
 
 // translations is -translations (translations.go): boots per build.
 var translations int
+
+// lazyAMI is -lazy-ami: the first-read latency of the AMI's root disk
+// (qemu.Opts.LazyRoot).
+var lazyAMI time.Duration
 
 // benchLatency is the realistic AttachVolume latency (-latency).
 var benchLatency = 2 * time.Second
@@ -167,6 +172,9 @@ func run(ctx context.Context, runs int, latency time.Duration, sel qemuSelection
 		}
 	}
 
+	if lazyAMI > 0 {
+		rep.Note("AMI root disk loaded lazily (-lazy-ami): the first read of each 512 KiB block waited %s (floor, spotroot and translation boots; not two-boot).", lazyAMI)
+	}
 	rep.Note("Total bench time %s on %d CPU(s). Raw console logs: %s/runs.", time.Since(began).Round(time.Second), cpus(), work)
 	rep.WriteTable(os.Stdout)
 	writeFleetGoals(os.Stdout)

@@ -199,7 +199,7 @@ func (b *Bench) Floor(ctx context.Context) error {
 	}
 	defer w.Close()
 	st := &stamper{}
-	res, err := w.Boot(ctx, harness.BootOpts{KernelArgs: kargs("init=/sbin/benchinit"),
+	res, err := w.Boot(ctx, harness.BootOpts{KernelArgs: kargs("init=/sbin/benchinit"), LazyRoot: lazyAMI,
 		Until: regexp.MustCompile(`^BENCHINIT uptime=`), Log: st})
 	if err != nil {
 		return err
@@ -234,7 +234,7 @@ func (b *Bench) Spotroot(ctx context.Context, latency time.Duration) error {
 	}
 	defer w.Close()
 	st := &stamper{}
-	res, err := w.Boot(ctx, harness.BootOpts{UserData: benchUserData, KernelArgs: kargs(),
+	res, err := w.Boot(ctx, harness.BootOpts{UserData: benchUserData, KernelArgs: kargs(), LazyRoot: lazyAMI,
 		Until: regexp.MustCompile(`^BENCHINIT uptime=`), Log: st})
 	if err != nil {
 		return err

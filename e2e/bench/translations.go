@@ -187,7 +187,7 @@ func (b *Bench) Translations(ctx context.Context, label, spotroot, guestinit str
 	defer cleanup(dir)
 	logPath := filepath.Join(dir, "in_asm.log")
 	defer os.Remove(logPath) // ~60 MB
-	if _, err := w.Boot(ctx, harness.BootOpts{UserData: benchUserData, KernelArgs: kargs(),
+	if _, err := w.Boot(ctx, harness.BootOpts{UserData: benchUserData, KernelArgs: kargs(), LazyRoot: lazyAMI,
 		Until: regexp.MustCompile(`^BENCHINIT uptime=`), ExtraArgs: []string{"-d", "in_asm", "-D", logPath}}); err != nil {
 		return Translated{}, err
 	}

@@ -330,6 +330,9 @@ type BootOpts struct {
 	InstanceType string   // "" = t3.micro
 	KernelArgs   []string // extra guest kernel arguments
 	Initrd       string   // optional initramfs (QEMU -initrd)
+	// LazyRoot delays the first read of each 512 KiB block of the AMI's
+	// root disk (qemu.Opts.LazyRoot); not with RootDirect.
+	LazyRoot time.Duration
 
 	SMBIOS  []string      // extra -smbios values
 	Timeout time.Duration // whole boot; 0 = 2 minutes
@@ -530,7 +533,7 @@ func (w *World) Boot(ctx context.Context, o BootOpts) (*BootResult, error) {
 		IMDSPort: vn.imdsPort, EC2Port: vn.ec2Port, MemoryMiB: o.MemoryMiB, DomainName: DHCPDomain,
 		Netns: vn.ns, ResolvConf: vn.resolvConf, Tap: tap, TapNetNS: tapNS,
 		ConsoleLog: res.ConsoleLog, Console: o.Log, Timeout: o.Timeout,
-		ExtraArgs: o.ExtraArgs,
+		ExtraArgs: o.ExtraArgs, LazyRoot: o.LazyRoot,
 	})
 	if err != nil {
 		return res, err

@@ -70,6 +70,10 @@ type Opts struct {
 	// NIC is the network device model ("" = virtio-net-pci; e.g.
 	// virtio-net-device, a NIC on the virtio-mmio bus, not on PCI).
 	NIC string
+	// LazyRoot, if set, delays the first read of each 512 KiB block of
+	// RootImage by this much, as EBS does for a volume made from an AMI's
+	// snapshot (lazydisk.go). Only with the overlay (not RootDirect).
+	LazyRoot time.Duration
 }
 
 // DefaultKernelArgs is the guest kernel command line before Opts.KernelArgs.
@@ -172,10 +176,38 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 	}()
 
 	rootNode := "driver=raw,node-name=rootdisk,file.driver=file,file.filename=" + qemuEscape(root)
+	if o.LazyRoot > 0 && o.RootDirect {
+		return nil, errors.New("qemu: LazyRoot needs the overlay, not RootDirect")
+	}
+	var lazy *exec.Cmd
+	stopLazy := func() {
+		if lazy != nil {
+			lazy.Process.Kill()
+			lazy.Wait()
+		}
+	}
+	defer func() {
+		if !ok {
+			stopLazy()
+		}
+	}()
 	if !o.RootDirect {
 		overlay := filepath.Join(dir, "root.qcow2")
-		out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2",
-			"-b", root, "-F", "raw", overlay).CombinedOutput()
+		create := []string{"create", "-q", "-f", "qcow2", "-b", root, "-F", "raw", overlay}
+		if o.LazyRoot > 0 {
+			var backing string
+			if backing, lazy, err = lazyDisk(ctx, dir, root, o.LazyRoot); err != nil {
+				return nil, err
+			}
+			st, err := os.Stat(root)
+			if err != nil {
+				return nil, err
+			}
+			// -u and the size: no probe of the export, whose first reads
+			// belong to the guest.
+			create = []string{"create", "-q", "-f", "qcow2", "-u", "-b", backing, "-F", "raw", overlay, fmt.Sprint(st.Size())}
+		}
+		out, err := exec.CommandContext(ctx, "qemu-img", create...).CombinedOutput()
 		if err != nil {
 			return nil, fmt.Errorf("qemu-img create overlay of %s: %w: %s", root, err, out)
 		}
@@ -327,6 +359,7 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 			}
 		}
 		killGroup(cmd.Process.Pid) // stray socat children
+		stopLazy()
 		// Let the readers drain what QEMU wrote before it exited.
 		grace := time.After(2 * time.Second)
 		select {
