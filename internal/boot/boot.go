@@ -23,6 +23,7 @@ import (
 	"github.com/spotroot/spotroot/internal/fsutil"
 	"github.com/spotroot/spotroot/internal/imds"
 	"github.com/spotroot/spotroot/internal/kmod"
+	"github.com/spotroot/spotroot/internal/readahead"
 	"github.com/spotroot/spotroot/internal/safego"
 )
 
@@ -117,6 +118,9 @@ type netDown interface{ Down() error }
 
 func (b *booter) run() {
 	b.log.Printf("start pid=%d uptime=%s", os.Getpid(), uptime())
+	// In the background: opening them may itself wait for the disk (their
+	// directories), which on EC2's lazily loaded AMI volume is a fetch.
+	safego.Go("read ahead", func() { readahead.Files(earlyFiles()...) })
 	if err := b.log.Phase("mounts", b.mountAPI); err != nil {
 		b.fail(err)
 	}

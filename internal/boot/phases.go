@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/spotroot/spotroot/internal/apifs"
 	"github.com/spotroot/spotroot/internal/blockdev"
 	"github.com/spotroot/spotroot/internal/bootlog"
+	"github.com/spotroot/spotroot/internal/caroots"
 	"github.com/spotroot/spotroot/internal/claim"
 	"github.com/spotroot/spotroot/internal/config"
 	"github.com/spotroot/spotroot/internal/fsutil"
@@ -528,6 +530,19 @@ func parentDir(p string) string {
 		return "/"
 	}
 	return p[:i]
+}
+
+// earlyFiles are the files of the root PID 1 runs from that every boot
+// reads before EC2 answers: depmod's index for the NIC driver's lookup and
+// the CA bundle for EC2's certificate. Their reads are submitted first
+// thing (internal/readahead).
+func earlyFiles() []string {
+	dir := filepath.Join("/lib/modules", kernelRelease())
+	files := []string{filepath.Join(dir, "modules.alias.bin"), filepath.Join(dir, "modules.dep.bin"), filepath.Join(dir, "modules.builtin.bin")}
+	if ca := caroots.Find("/"); ca != "" {
+		files = append(files, ca)
+	}
+	return files
 }
 
 func kernelRelease() string {

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/spotroot/spotroot/internal/readahead"
 )
 
 // DefaultSettle bounds the wait for a device to bind to the driver just
@@ -29,6 +31,9 @@ type Loader struct {
 	// Load inserts one module file. Default: finit_module, with in-kernel
 	// or userspace decompression for .ko.xz/.ko.zst/.ko.gz.
 	Load func(path string, params string) error
+	// ReadAhead submits the reads of a module and its dependencies before
+	// the first of them loads. Default: readahead.Files.
+	ReadAhead func(paths ...string)
 
 	// Params are per-module parameters (module name -> "a=1 b=2"). Optional.
 	Params map[string]string
@@ -199,6 +204,9 @@ func (l *Loader) init() {
 	if l.Load == nil {
 		l.Load = loadModule
 	}
+	if l.ReadAhead == nil {
+		l.ReadAhead = readahead.Files
+	}
 }
 
 // modulesFor resolves a device's modalias, parsing the index on first use so
@@ -299,6 +307,18 @@ func (l *Loader) load(name string, d device, depth int) error {
 		return fmt.Errorf("module %s (alias %s of %s): not in %s", name, d.modalias, d.name(), filepath.Join(l.ix.dir, "modules.dep"))
 	}
 	l.state[name] = modLoaded // mark first: breaks cycles
+	if depth == 0 {
+		// depmod lists every module the chain needs: submit the reads of
+		// those not loaded yet before the first finit_module waits for
+		// its own.
+		files := []string{l.ix.file(e.path)}
+		for _, dp := range e.depPaths() {
+			if l.state[moduleName(dp)] == modUnknown {
+				files = append(files, l.ix.file(dp))
+			}
+		}
+		l.ReadAhead(files...)
+	}
 	for _, dp := range e.depPaths() {
 		if err := l.load(moduleName(dp), d, depth+1); err != nil {
 			l.state[name] = modFailed

@@ -192,6 +192,56 @@ func TestVirtioChain(t *testing.T) {
 	}
 }
 
+// TestReadAheadBeforeChain: each driver's whole dependency chain (its
+// file and depmod's list) is handed to ReadAhead before the first of
+// them loads.
+func TestReadAheadBeforeChain(t *testing.T) {
+	ft := newFakeTree(t)
+	k := &kernel{ft: ft}
+	l := ft.loader(k)
+	var calls [][]string
+	loadsBefore := []int{}
+	l.ReadAhead = func(paths ...string) {
+		var names []string
+		for _, p := range paths {
+			if _, err := os.Stat(p); err != nil {
+				t.Errorf("ReadAhead of %s: %v", p, err)
+			}
+			names = append(names, moduleName(p))
+		}
+		k.mu.Lock()
+		loadsBefore = append(loadsBefore, len(k.order))
+		k.mu.Unlock()
+		calls = append(calls, names)
+	}
+	if _, err := l.LoadForClass(context.Background(), "0x02"); err != nil {
+		t.Fatalf("LoadForClass: %v", err)
+	}
+	if len(calls) != 2 {
+		t.Fatalf("ReadAhead calls %v, want one per driver (virtio_pci, virtio_net)", calls)
+	}
+	for i, c := range calls {
+		top := c[0]
+		at := slices.Index(wantVirtioOrder, top)
+		var chain []string
+		for _, m := range wantVirtioOrder[:at+1] {
+			if slices.Contains(c, m) {
+				chain = append(chain, m)
+			}
+		}
+		// Every module in the call loads after it, none before.
+		if n := loadsBefore[i]; slices.ContainsFunc(k.order[:n], func(m string) bool { return slices.Contains(c, m) }) {
+			t.Errorf("ReadAhead %v came after some of them loaded (%v)", c, k.order[:n])
+		}
+		if len(chain) != len(c) {
+			t.Errorf("ReadAhead %v names modules outside %s's chain", c, top)
+		}
+	}
+	if !slices.Contains(calls[0], "virtio_ring") || !slices.Contains(calls[1], "net_failover") {
+		t.Errorf("ReadAhead calls %v miss a dependency (virtio_ring of virtio_pci, net_failover of virtio_net)", calls)
+	}
+}
+
 func TestChildAppearsLater(t *testing.T) {
 	ft := newFakeTree(t)
 	k := &kernel{ft: ft, delay: 60 * time.Millisecond}
