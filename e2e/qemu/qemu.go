@@ -193,9 +193,8 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 	}()
 	if !o.RootDirect {
 		overlay := filepath.Join(dir, "root.qcow2")
-		create := []string{"create", "-q", "-f", "qcow2", "-b", root, "-F", "raw", overlay}
+		backing, tail := root, []string{overlay}
 		if o.LazyRoot > 0 {
-			var backing string
 			if backing, lazy, err = lazyDisk(ctx, dir, root, o.LazyRoot); err != nil {
 				return nil, err
 			}
@@ -205,8 +204,9 @@ func Start(ctx context.Context, o Opts) (*VM, error) {
 			}
 			// -u and the size: no probe of the export, whose first reads
 			// belong to the guest.
-			create = []string{"create", "-q", "-f", "qcow2", "-u", "-b", backing, "-F", "raw", overlay, fmt.Sprint(st.Size())}
+			tail = []string{"-u", overlay, fmt.Sprint(st.Size())}
 		}
+		create := append([]string{"create", "-q", "-f", "qcow2", "-b", backing, "-F", "raw"}, tail...)
 		out, err := exec.CommandContext(ctx, "qemu-img", create...).CombinedOutput()
 		if err != nil {
 			return nil, fmt.Errorf("qemu-img create overlay of %s: %w: %s", root, err, out)

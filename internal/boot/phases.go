@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -537,8 +536,7 @@ func parentDir(p string) string {
 // the CA bundle for EC2's certificate. Their reads are submitted first
 // thing (internal/readahead).
 func earlyFiles() []string {
-	dir := filepath.Join("/lib/modules", kernelRelease())
-	files := []string{filepath.Join(dir, "modules.alias.bin"), filepath.Join(dir, "modules.dep.bin"), filepath.Join(dir, "modules.builtin.bin")}
+	files := kmod.IndexFiles("/", kernelRelease())
 	if ca := caroots.Find("/"); ca != "" {
 		files = append(files, ca)
 	}

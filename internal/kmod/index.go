@@ -54,19 +54,34 @@ func loadIndex(dir string) (*index, error) {
 	return ix, nil
 }
 
+// depmod's binary index files, in a release's module directory.
+const (
+	aliasBin   = "modules.alias.bin"
+	depBin     = "modules.dep.bin"
+	builtinBin = "modules.builtin.bin"
+)
+
+// IndexFiles are the files a NIC driver's lookup reads first under root
+// for the kernel release: depmod's binary index (internal/readahead reads
+// them ahead at boot).
+func IndexFiles(root, release string) []string {
+	dir := filepath.Join(root, "lib/modules", release)
+	return []string{filepath.Join(dir, aliasBin), filepath.Join(dir, depBin), filepath.Join(dir, builtinBin)}
+}
+
 func loadBinIndex(dir string) (*index, error) {
 	ix := &index{dir: dir}
 	var err error
-	if ix.aliasBin, err = openTrie(filepath.Join(dir, "modules.alias.bin")); err != nil {
+	if ix.aliasBin, err = openTrie(filepath.Join(dir, aliasBin)); err != nil {
 		return nil, err
 	}
-	if ix.depBin, err = openTrie(filepath.Join(dir, "modules.dep.bin")); err != nil {
+	if ix.depBin, err = openTrie(filepath.Join(dir, depBin)); err != nil {
 		return nil, err
 	}
 	// modules.builtin.bin is optional, as modules.builtin is; depmod
 	// writes it empty when the tree has no modules.builtin, and an old
 	// depmod does not write it: then the text list, if any.
-	builtin := filepath.Join(dir, "modules.builtin.bin")
+	builtin := filepath.Join(dir, builtinBin)
 	if st, err := os.Stat(builtin); err == nil && st.Size() > 0 {
 		if ix.builtinBin, err = openTrie(builtin); err != nil {
 			return nil, err

@@ -780,3 +780,19 @@ func TestParseAliasLines(t *testing.T) {
 		t.Fatalf("parseAlias:\n got %+v\nwant %+v", got, want)
 	}
 }
+
+// TestIndexFilesOfRealTree: the files boot reads ahead are the binary
+// index a real depmod wrote and loadBinIndex opens.
+func TestIndexFilesOfRealTree(t *testing.T) {
+	dir := requireRealTree(t)
+	release := filepath.Base(dir)
+	root := strings.TrimSuffix(dir, filepath.Join("lib/modules", release))
+	for _, p := range IndexFiles(root, release) {
+		if st, err := os.Stat(p); err != nil || st.Size() == 0 {
+			t.Errorf("IndexFiles names %s: %v (size %v)", p, err, st)
+		}
+	}
+	if _, err := loadBinIndex(dir); err != nil {
+		t.Errorf("loadBinIndex(%s): %v", dir, err)
+	}
+}
