@@ -22,5 +22,8 @@ func TestHandoffOneConnection(t *testing.T) {
 	const name = "ec2.us-east-1.amazonaws.com"
 	if n := r.TLSHandshakes[name]; n != 1 || r.EC2HTTPS < 2 {
 		t.Errorf("%d TLS handshakes with %s for %d EC2 requests; want 1 for all of them (handshakes: %v)", n, name, r.EC2HTTPS, r.TLSHandshakes)
+		for _, e := range audit(t, w) {
+			t.Logf("EC2 call at %s: %s %s", e.EventTime.Format("15:04:05.000"), e.EventName, e.ErrorCode)
+		}
 	}
 }

@@ -1,12 +1,13 @@
 package claim
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"io"
 	"net"
 	"net/http"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
@@ -72,6 +74,9 @@ type ClientOptions struct {
 	// Warmed, if set, is told when the connection opened ahead is ready
 	// (or failed), for the boot's timeline.
 	Warmed func(addr string, took time.Duration, err error)
+
+	// wrapConn, in tests, wraps each raw connection the client opens.
+	wrapConn func(net.Conn) net.Conn
 }
 
 // Credentials is the instance-profile credentials cache NewClient uses:
@@ -98,7 +103,17 @@ var RetryableCodes = map[string]struct{}{"RequestExpired": {}}
 // Credentials come from the instance profile through IMDS.
 func NewClient(o ClientOptions) *ec2.Client {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second, Resolver: o.Resolver}
-	tlsd := &tlsDialer{dial: dialer.DialContext, verify: o.Verify, timeout: 5 * time.Second, warmed: o.Warmed,
+	dial := dialer.DialContext
+	if o.wrapConn != nil {
+		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return o.wrapConn(c), nil
+		}
+	}
+	tlsd := &tlsDialer{dial: dial, verify: o.Verify, timeout: 5 * time.Second, warmed: o.Warmed,
 		// The session cache lets a new connection (after a reset, a lost
 		// answer, an idle timeout) resume the TLS session instead of a
 		// full handshake. ALPN offers HTTP/1.1 only: the PID 1 build leaves
@@ -107,7 +122,7 @@ func NewClient(o ClientOptions) *ec2.Client {
 		config: &tls.Config{RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12,
 			ClientSessionCache: tls.NewLRUClientSessionCache(8), NextProtos: []string{"http/1.1"}}}
 	transport := &http.Transport{
-		DialContext:           dialer.DialContext,
+		DialContext:           dial,
 		DialTLSContext:        tlsd.DialTLSContext,
 		TLSHandshakeTimeout:   5 * time.Second,
 		ResponseHeaderTimeout: 20 * time.Second,
@@ -126,7 +141,7 @@ func NewClient(o ClientOptions) *ec2.Client {
 	}
 	cfg := aws.Config{
 		Region:      o.Region,
-		HTTPClient:  &http.Client{Transport: transport},
+		HTTPClient:  ownBody{&http.Client{Transport: transport}},
 		Credentials: creds,
 		// Throttling (RequestLimitExceeded), 5xx, resets and RequestExpired
 		// are retried with full-jitter exponential backoff (the standard
@@ -195,4 +210,32 @@ func certificateError(err error) aws.Ternary {
 		return aws.FalseTernary
 	}
 	return aws.UnknownTernary
+}
+
+// ownBody sends each request with a body of its own, read from the SDK's.
+// smithy-go closes the body it built as soon as Do returns
+// (transport/http/client.go: "HTTP RoundTripper *should* close the request
+// body. But this may not happen in a timely manner"), and its closed body
+// answers WriteTo with io.EOF (transport/http/internal/io/safe.go,
+// aws/smithy-go#218). net/http reads a body once more after sending it, to
+// check its length (transferWriter.writeBody); when the answer overtakes
+// that check (a busy CPU: the e2e guest under load), the check reads the
+// closed body, the write counts as failed, and the transport closes the
+// connection instead of keeping it (persistConn.wroteRequest): the next
+// call pays a new TCP and TLS handshake. A *bytes.Reader body has no such
+// race, and net/http sends it in one write with the headers (a body it
+// does not know to be in memory gets its headers flushed first).
+type ownBody struct{ c *http.Client }
+
+func (o ownBody) Do(r *http.Request) (*http.Response, error) {
+	if r.Body != nil && r.Body != http.NoBody {
+		b, err := io.ReadAll(r.Body)
+		r.Body.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read the body of %s %s: %w", r.Method, r.URL.Redacted(), err)
+		}
+		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	}
+	return o.c.Do(r)
 }

@@ -102,3 +102,51 @@ func TestClientOneConnection(t *testing.T) {
 		})
 	}
 }
+
+// slowWriteConn returns from each Write only after a pause, the data
+// already sent: the answer arrives while net/http's writer is still in
+// Write, as on a busy CPU. The pause stays under the 50 ms net/http waits
+// for the writer before it gives a connection up
+// (maxWriteWaitBeforeConnReuse).
+type slowWriteConn struct{ net.Conn }
+
+func (c slowWriteConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	time.Sleep(20 * time.Millisecond)
+	return n, err
+}
+
+// When EC2's answer overtakes the client's own bookkeeping of the request
+// it sent (the SDK closes the request body as soon as the answer is in),
+// the connection is still kept for the next call.
+func TestClientKeepsConnectionWhenAnswerIsFast(t *testing.T) {
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.ParseForm()
+		w.Header().Set("Content-Type", "text/xml")
+		w.Write([]byte(`<DescribeVolumesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>r</requestId><volumeSet/></DescribeVolumesResponse>`))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.StartTLS()
+	defer srv.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	c := NewClient(ClientOptions{Region: "us-east-1", Endpoint: srv.URL, RootCAs: roots,
+		wrapConn: func(c net.Conn) net.Conn { return slowWriteConn{c} }})
+	const calls = 4
+	for range calls {
+		_, err := c.DescribeVolumes(context.Background(), &ec2.DescribeVolumesInput{VolumeIds: []string{"vol-0123456789abcdef0"}}, func(o *ec2.Options) {
+			o.Credentials = credentials.NewStaticCredentialsProvider("AKIDEXAMPLE", "secret", "")
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d calls opened %d connections, want 1 for all of them", calls, n)
+	}
+}
