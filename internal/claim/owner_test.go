@@ -1,9 +1,14 @@
 package claim_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -376,5 +381,42 @@ func TestMovedVolumeByID(t *testing.T) {
 	cl3, err := claimAndWait(context.Background(), w.claimer("us-east-1b", nil), byID)
 	if err != nil || cl3.VolumeID != cl2.VolumeID {
 		t.Fatalf("third boot: %+v, %v; want %s", cl3, err, cl2.VolumeID)
+	}
+}
+
+// TestClaimLetsGoOfAVolumeMarkedForMove: a mover in another AZ marks the
+// volume just as this boot's AttachVolume lands (it found the volume free
+// a moment before). The claim looks again after its attach, sees the mark,
+// detaches the volume and says so: the move or the next boot wins, never
+// both.
+func TestClaimLetsGoOfAVolumeMarkedForMove(t *testing.T) {
+	w := newWorld(t)
+	// What is tested is that the claim reads the mark after its attach,
+	// not how long EC2's view takes to show it.
+	if err := w.sim.DisableHostile(sim.HostileConsistency, "the mark must be visible to the look after the attach at once"); err != nil {
+		t.Fatal(err)
+	}
+	id := w.volume("us-east-1a", map[string]string{"Name": "home-root"})
+	next := w.ec2.Config.Handler
+	var marked atomic.Bool
+	w.ec2.Config.Handler = http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body)) // the signature covers it
+		if q, _ := url.ParseQuery(string(body)); q.Get("Action") == "AttachVolume" && marked.CompareAndSwap(false, true) {
+			w.sim.Update(func(sw *sim.World) error {
+				sw.Volumes[id].Tags[claim.TagMovingTo] = "us-east-1b"
+				return nil
+			})
+		}
+		next.ServeHTTP(rw, r)
+	})
+	_, err := claimAndWait(context.Background(), w.claimer("us-east-1a", nil), home)
+	var mip *claim.MoveInProgressError
+	if !marked.Load() || !errorsAs(err, &mip) || mip.Volume != id || mip.To != "us-east-1b" {
+		t.Fatalf("claim = %v (marked: %v), want the move under way to us-east-1b", err, marked.Load())
+	}
+	w.srv.Wait()
+	if v := w.vol(id); len(v.Attachments) != 0 || v.State != sim.VolumeAvailable {
+		t.Fatalf("volume %s: state %s, attachments %v; want it let go (available, detached)", id, v.State, v.Attachments)
 	}
 }
