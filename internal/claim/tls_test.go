@@ -23,32 +23,19 @@ import (
 func TestClientOneConnection(t *testing.T) {
 	for _, mode := range []string{"roots", "verify"} {
 		t.Run(mode, func(t *testing.T) {
-			var conns atomic.Int32
 			var mu sync.Mutex
 			var full []string // connections with a full handshake, by remote address
 			var first string  // the first request's connection
-			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				r.ParseForm()
+			srv, conns, roots := volumesServer(t, func(r *http.Request) {
 				mu.Lock()
+				defer mu.Unlock()
 				if first == "" {
 					first = r.RemoteAddr
 				}
 				if !r.TLS.DidResume && !slices.Contains(full, r.RemoteAddr) {
 					full = append(full, r.RemoteAddr)
 				}
-				mu.Unlock()
-				w.Header().Set("Content-Type", "text/xml")
-				w.Write([]byte(`<DescribeVolumesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>r</requestId><volumeSet/></DescribeVolumesResponse>`))
-			}))
-			srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-				if s == http.StateNew {
-					conns.Add(1)
-				}
-			}
-			srv.StartTLS()
-			defer srv.Close()
-			roots := x509.NewCertPool()
-			roots.AddCert(srv.Certificate())
+			})
 			o := ClientOptions{Region: "us-east-1", Endpoint: srv.URL, Prewarm: true}
 			var verified []string
 			if mode == "roots" {
@@ -120,21 +107,7 @@ func (c slowWriteConn) Write(p []byte) (int, error) {
 // it sent (the SDK closes the request body as soon as the answer is in),
 // the connection is still kept for the next call.
 func TestClientKeepsConnectionWhenAnswerIsFast(t *testing.T) {
-	var conns atomic.Int32
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.ParseForm()
-		w.Header().Set("Content-Type", "text/xml")
-		w.Write([]byte(`<DescribeVolumesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>r</requestId><volumeSet/></DescribeVolumesResponse>`))
-	}))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	srv.StartTLS()
-	defer srv.Close()
-	roots := x509.NewCertPool()
-	roots.AddCert(srv.Certificate())
+	srv, conns, roots := volumesServer(t, nil)
 	c := NewClient(ClientOptions{Region: "us-east-1", Endpoint: srv.URL, RootCAs: roots,
 		wrapConn: func(c net.Conn) net.Conn { return slowWriteConn{c} }})
 	const calls = 4
@@ -149,4 +122,29 @@ func TestClientKeepsConnectionWhenAnswerIsFast(t *testing.T) {
 	if n := conns.Load(); n != 1 {
 		t.Errorf("%d calls opened %d connections, want 1 for all of them", calls, n)
 	}
+}
+
+// volumesServer is an EC2 endpoint over TLS answering every call with an
+// empty DescribeVolumes, after seen (if set) has looked at the request; it
+// counts the connections it accepts and gives the roots that verify it.
+func volumesServer(t *testing.T, seen func(*http.Request)) (*httptest.Server, *atomic.Int32, *x509.CertPool) {
+	conns := new(atomic.Int32)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.ParseForm()
+		if seen != nil {
+			seen(r)
+		}
+		w.Header().Set("Content-Type", "text/xml")
+		w.Write([]byte(`<DescribeVolumesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>r</requestId><volumeSet/></DescribeVolumesResponse>`))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	return srv, conns, roots
 }
