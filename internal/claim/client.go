@@ -141,7 +141,7 @@ func NewClient(o ClientOptions) *ec2.Client {
 	}
 	cfg := aws.Config{
 		Region:      o.Region,
-		HTTPClient:  ownBody{&http.Client{Transport: transport}},
+		HTTPClient:  OwnBody(&http.Client{Transport: transport}),
 		Credentials: creds,
 		// Throttling (RequestLimitExceeded), 5xx, resets and RequestExpired
 		// are retried with full-jitter exponential backoff (the standard
@@ -212,6 +212,11 @@ func certificateError(err error) aws.Ternary {
 	return aws.UnknownTernary
 }
 
+// OwnBody wraps an SDK client's HTTP client so that it sends each request
+// with a body of its own, read from the SDK's (the operator commands' EC2
+// client uses it too).
+func OwnBody(c aws.HTTPClient) aws.HTTPClient { return ownBody{c} }
+
 // ownBody sends each request with a body of its own, read from the SDK's.
 // smithy-go closes the body it built as soon as Do returns
 // (transport/http/client.go: "HTTP RoundTripper *should* close the request
@@ -225,7 +230,7 @@ func certificateError(err error) aws.Ternary {
 // call pays a new TCP and TLS handshake. A *bytes.Reader body has no such
 // race, and net/http sends it in one write with the headers (a body it
 // does not know to be in memory gets its headers flushed first).
-type ownBody struct{ c *http.Client }
+type ownBody struct{ c aws.HTTPClient }
 
 func (o ownBody) Do(r *http.Request) (*http.Response, error) {
 	if r.Body != nil && r.Body != http.NoBody {

@@ -10,6 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+
+	"github.com/spotroot/spotroot/internal/claim"
 )
 
 // OperatorBuild: this build has the SDK's default credential chain.
@@ -42,6 +44,9 @@ func (a *AWSFlags) Client(ctx context.Context) (*ec2.Client, string, error) {
 		// it learned the skew from the answer's Date header; one retry
 		// signs with the corrected time (see claim.RetryableCodes).
 		o.Retryer = retry.AddWithErrorCodes(o.Retryer, "RequestExpired")
+		// Connections kept across calls although the SDK closes its
+		// request body early (claim.OwnBody).
+		o.HTTPClient = claim.OwnBody(o.HTTPClient)
 	})
 	return c, cfg.Region, nil
 }
