@@ -229,7 +229,11 @@ func OwnBody(c aws.HTTPClient) aws.HTTPClient { return ownBody{c} }
 // connection instead of keeping it (persistConn.wroteRequest): the next
 // call pays a new TCP and TLS handshake. A *bytes.Reader body has no such
 // race, and net/http sends it in one write with the headers (a body it
-// does not know to be in memory gets its headers flushed first).
+// does not know to be in memory gets its headers flushed first). GetBody
+// lets net/http resend a request it wrote nothing of to a kept connection
+// the server had closed (shouldRetryRequest, nothingWrittenError); one it
+// sent is never resent there: the SDK's retries and the claim's look-ups
+// decide.
 type ownBody struct{ c aws.HTTPClient }
 
 func (o ownBody) Do(r *http.Request) (*http.Response, error) {
