@@ -5,9 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/spotroot/spotroot/e2e/harness"
 	"github.com/spotroot/spotroot/e2e/images"
+	"github.com/spotroot/spotroot/e2e/sim"
 )
 
 // Instance families beyond the plain Nitro x86 instance: see also the arm64
@@ -31,16 +30,13 @@ type attachLog struct {
 }
 
 func (a *attachLog) wrap(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		if q, err := url.ParseQuery(string(body)); err == nil && q.Get("Action") == "AttachVolume" {
+	return &sim.Tap{Next: h, Before: func(c sim.TapCall) {
+		if c.Action == "AttachVolume" {
 			a.mu.Lock()
-			a.devices = append(a.devices, q.Get("Device"))
+			a.devices = append(a.devices, c.Params.Get("Device"))
 			a.mu.Unlock()
 		}
-		h.ServeHTTP(w, r)
-	})
+	}}
 }
 
 func (a *attachLog) list() []string {

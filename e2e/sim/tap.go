@@ -27,6 +27,9 @@ type Tap struct {
 	// connection resets), without crashing: EC2 committed, the caller
 	// cannot tell.
 	LoseAt int
+	// Before, if set, sees each call before it is served: a test changes
+	// the world at that instant (what another actor did meanwhile).
+	Before func(TapCall)
 
 	// CrashAtStep, when > 0, crashes at a step instead of a call: a step
 	// is a run of consecutive mutating calls StepOf names alike (the
@@ -65,6 +68,9 @@ func (t *Tap) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	params, _ := requestParams(r, body)
 	action := params.Get("Action")
+	if t.Before != nil {
+		t.Before(TapCall{Action: action, Params: params})
+	}
 
 	t.mu.Lock()
 	if t.crashed {

@@ -1,12 +1,8 @@
 package claim_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
-	"net/http"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -397,19 +393,15 @@ func TestClaimLetsGoOfAVolumeMarkedForMove(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := w.volume("us-east-1a", map[string]string{"Name": "home-root"})
-	next := w.ec2.Config.Handler
 	var marked atomic.Bool
-	w.ec2.Config.Handler = http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		r.Body = io.NopCloser(bytes.NewReader(body)) // the signature covers it
-		if q, _ := url.ParseQuery(string(body)); q.Get("Action") == "AttachVolume" && marked.CompareAndSwap(false, true) {
+	w.ec2.Config.Handler = &sim.Tap{Next: w.srv.EC2Handler(), Before: func(c sim.TapCall) {
+		if c.Action == "AttachVolume" && marked.CompareAndSwap(false, true) {
 			w.sim.Update(func(sw *sim.World) error {
 				sw.Volumes[id].Tags[claim.TagMovingTo] = "us-east-1b"
 				return nil
 			})
 		}
-		next.ServeHTTP(rw, r)
-	})
+	}}
 	_, err := claimAndWait(context.Background(), w.claimer("us-east-1a", nil), home)
 	var mip *claim.MoveInProgressError
 	if !marked.Load() || !errorsAs(err, &mip) || mip.Volume != id || mip.To != "us-east-1b" {
