@@ -2,16 +2,19 @@ package blockdev
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unsafe"
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
+	"golang.org/x/sys/unix"
 
 	"github.com/spotroot/spotroot/internal/testenv"
 )
@@ -96,6 +99,83 @@ func TestWaitDiskIsEventDriven(t *testing.T) {
 	defer cancel()
 	_, err := s.WaitDisk(ctx, l, Target{VolumeID: "vol-0ffffffffffffffff", Device: "/dev/sdp"})
 	if err == nil || !strings.Contains(err.Error(), "vol0ffffffffffffffff") || !strings.Contains(err.Error(), "sdp/xvdp") {
+		t.Fatalf("timeout error = %v", err)
+	}
+}
+
+// The kernel lists a disk and its partitions in sysfs (and devtmpfs) a
+// moment before their block devices open: opening the node fails with
+// ENXIO until then (a boot of the bench's bare handoff mounted the
+// partition in that moment and failed). The waits (a volume's disk, its
+// partition, the initramfs's root) must return only once the node opens,
+// woken by the uevent that follows.
+func TestWaitsUntilTheDeviceOpens(t *testing.T) {
+	s := fakeSys(t)
+	var mu sync.Mutex
+	opens := map[string]bool{}
+	s.open = func(p string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !opens[filepath.Base(p)] {
+			return unix.ENXIO
+		}
+		return nil
+	}
+	ready := func(name string) { mu.Lock(); opens[name] = true; mu.Unlock() }
+	addDisk(t, s, "nvme1n1", map[string]string{"device/serial": "vol0123456789abcdef0", "nvme1n1p1/partition": "1\n"})
+	must(t, os.WriteFile(filepath.Join(s.Dev, "nvme1n1"), nil, 0o600))
+	must(t, os.WriteFile(filepath.Join(s.Dev, "nvme1n1p1"), nil, 0o600))
+	l, events := NewTestListener()
+	target := Target{VolumeID: "vol-0123456789abcdef0", Device: "/dev/sdf"}
+
+	waits := []struct {
+		name string
+		wait func(context.Context) (string, error)
+	}{
+		{"nvme1n1", func(ctx context.Context) (string, error) { return s.WaitDisk(ctx, l, target) }},
+		{"nvme1n1p1", func(ctx context.Context) (string, error) { return s.WaitPartition(ctx, l, "nvme1n1", 1) }},
+		{"nvme1n1p1", func(ctx context.Context) (string, error) {
+			return s.WaitRoot(ctx, l, RootSpec{Key: "path", Value: "nvme1n1p1"})
+		}},
+	}
+	for _, w := range waits {
+		mu.Lock()
+		delete(opens, w.name)
+		mu.Unlock()
+		done := make(chan string, 1)
+		go func() {
+			name, err := w.wait(context.Background())
+			if err != nil {
+				name = "error: " + err.Error()
+			}
+			done <- name
+		}()
+		events <- Uevent{Action: "add", Subsystem: "block", DevName: w.name}
+		select {
+		case got := <-done:
+			t.Fatalf("returned %q while %s did not open", got, w.name)
+		case <-time.After(30 * time.Millisecond):
+		}
+		ready(w.name)
+		events <- Uevent{Action: "add", Subsystem: "block", DevName: w.name}
+		select {
+		case got := <-done:
+			if got != w.name {
+				t.Fatalf("wait = %q, want %s", got, w.name)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("the event after %s opened did not wake the waiter", w.name)
+		}
+	}
+
+	// A device that never opens: the timeout names it and why.
+	mu.Lock()
+	opens = map[string]bool{}
+	mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_, err := s.WaitPartition(ctx, l, "nvme1n1", 1)
+	if err == nil || !strings.Contains(err.Error(), "nvme1n1p1") || !strings.Contains(err.Error(), "does not open yet") || !errors.Is(err, unix.ENXIO) {
 		t.Fatalf("timeout error = %v", err)
 	}
 }

@@ -2,17 +2,22 @@ package blockdev
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Sys locates sysfs and /dev; tests point them at fake trees.
 type Sys struct {
 	SysBlock string // "/sys/block"
 	Dev      string // "/dev"
+
+	open func(path string) error // tests: opening a device node (nil = open(2))
 }
 
 // DefaultSys is the running system.
@@ -109,19 +114,58 @@ func (s Sys) readTrim(parts ...string) string {
 	return strings.TrimSpace(string(b))
 }
 
-// WaitDisk waits, event-driven, for t's disk to appear and returns its
-// /sys/block name. l must have been opened before the volume was attached.
+// WaitDisk waits, event-driven, for t's disk to appear and open, and
+// returns its /sys/block name. l must have been opened before the volume
+// was attached.
 func (s Sys) WaitDisk(ctx context.Context, l *Listener, t Target) (string, error) {
 	var found string
+	var notYet error
 	err := l.WaitFor(ctx, func() (bool, error) {
 		name, err := s.Match(t)
-		found = name
-		return name != "", err
+		if name == "" || err != nil {
+			return false, err
+		}
+		found, notYet = name, s.notOpenYet(name)
+		return notYet == nil, nil
 	})
 	if err != nil {
+		if notYet != nil {
+			err = fmt.Errorf("%w: %w", notYet, err)
+		}
 		return "", fmt.Errorf("wait for the block device of %s (NVMe serial %s, or %s): %w", t.VolumeID, t.Serial(), strings.Join(t.xenNames(), "/"), err)
 	}
 	return found, nil
+}
+
+// notOpenYet is non-nil while name's device node refuses to open with
+// ENXIO. The kernel shows a disk or a partition in sysfs and devtmpfs
+// (device_add) before it registers its block device (bdev_add): in
+// between, opening the node fails with ENXIO (Linux block/genhd.c
+// device_add_disk, block/partitions/core.c add_partition). The ADD uevent
+// comes after both, so a waiter that sees ENXIO is woken again when the
+// device opens. Other failures are left to the caller's own open, which
+// names them.
+func (s Sys) notOpenYet(name string) error {
+	p, err := s.Node(name)
+	if err != nil {
+		return nil
+	}
+	open := s.open
+	if open == nil {
+		open = openNode
+	}
+	if err := open(p); errors.Is(err, unix.ENXIO) {
+		return fmt.Errorf("%s is in %s but %s does not open yet (%w)", name, s.SysBlock, p, err)
+	}
+	return nil
+}
+
+func openNode(p string) error {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
 }
 
 // Partitions lists the partition block devices of disk by number.
@@ -140,14 +184,21 @@ func (s Sys) Partitions(disk string) map[int]string {
 	return out
 }
 
-// WaitPartition waits for partition number n of disk to appear.
+// WaitPartition waits for partition number n of disk to appear and open.
 func (s Sys) WaitPartition(ctx context.Context, l *Listener, disk string, n int) (string, error) {
 	var found string
+	var notYet error
 	err := l.WaitFor(ctx, func() (bool, error) {
-		found = s.Partitions(disk)[n]
-		return found != "", nil
+		if found = s.Partitions(disk)[n]; found == "" {
+			return false, nil
+		}
+		notYet = s.notOpenYet(found)
+		return notYet == nil, nil
 	})
 	if err != nil {
+		if notYet != nil {
+			err = fmt.Errorf("%w: %w", notYet, err)
+		}
 		return "", fmt.Errorf("wait for partition %d of %s: %w", n, disk, err)
 	}
 	return found, nil

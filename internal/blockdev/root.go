@@ -218,16 +218,24 @@ func (s Sys) findPartition(disk string, r RootSpec) string {
 	return ""
 }
 
-// WaitRoot waits, event-driven, for the device r names and returns its
-// /sys/block name. l must have been opened before the first look.
+// WaitRoot waits, event-driven, for the device r names to appear and open,
+// and returns its /sys/block name. l must have been opened before the
+// first look.
 func (s Sys) WaitRoot(ctx context.Context, l *Listener, r RootSpec) (string, error) {
 	var found string
+	var notYet error
 	err := l.WaitFor(ctx, func() (bool, error) {
 		var err error
-		found, err = s.FindRoot(r)
-		return found != "", err
+		if found, err = s.FindRoot(r); found == "" || err != nil {
+			return false, err
+		}
+		notYet = s.notOpenYet(found)
+		return notYet == nil, nil
 	})
 	if err != nil {
+		if notYet != nil {
+			err = fmt.Errorf("%w: %w", notYet, err)
+		}
 		return "", fmt.Errorf("wait for root=%s: %w", r, err)
 	}
 	return found, nil

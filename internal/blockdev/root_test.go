@@ -114,6 +114,7 @@ func TestWaitRootIsEventDriven(t *testing.T) {
 		done <- name
 	}()
 	addDisk(t, s, "nvme0n1", map[string]string{"dev": "259:0\n"})
+	must(t, os.WriteFile(filepath.Join(s.Dev, "nvme0n1"), nil, 0o600)) // devtmpfs's node
 	events <- Uevent{Action: "add", Subsystem: "block", DevName: "nvme0n1"}
 	if got := <-done; got != "nvme0n1" {
 		t.Fatalf("WaitRoot = %q", got)
