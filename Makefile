@@ -14,7 +14,7 @@ GOFLAGS_BIN := -trimpath -ldflags='-s -w -X main.version=$(VERSION)'
 PID1_TAGS   := -tags pid1,nethttpomithttp2 -gcflags=all=-l -gcflags=std=
 TEST_TIMEOUT ?= 70m
 
-.PHONY: size-report all build build-ops initramfs deb lintian release setup demo test unit e2e e2e-distro e2e-arm64 lint bench soak crash-soak clean
+.PHONY: size-report all build build-ops initramfs deb lintian release setup demo test unit e2e e2e-distro e2e-arm64 lint bench bench-floor soak crash-soak clean
 
 # The hostile simulator's seed (README: "The hostile cloud"): empty = a
 # random one, printed on failure; SEED=N replays it.
@@ -102,6 +102,16 @@ e2e-arm64: setup
 BENCH_ARGS ?=
 bench: setup
 	CGO_ENABLED=0 $(GO) run ./e2e/bench -out $(BUILD)/bench $(BENCH_ARGS)
+
+# The handoff's floor on the bench guest (README "The handoff's floor"):
+# e2e/bench/skeleton, the bare library calls of a handoff and nothing else,
+# booted as "this build" in pairs with spotroot at attach 0 s, both counted
+# in translated instructions. Its goal lines are the skeleton's. ≈ 8 min.
+FLOOR_ARGS ?= -runs 10 -translations 2
+bench-floor: setup build
+	CGO_ENABLED=0 $(GO) build $(PID1_TAGS) $(GOFLAGS_BIN) -o $(BUILD)/skeleton/spotroot ./e2e/bench/skeleton
+	CGO_ENABLED=0 $(GO) run ./e2e/bench -out $(BUILD)/bench-floor -pool "" -profile kind -only spotroot \
+		-spotroot $(BUILD)/skeleton/spotroot -against $(BUILD)/spotroot $(FLOOR_ARGS)
 
 # spotroot's initramfs: spotroot as /init plus the NIC, disk and filesystem
 # modules of a kernel. INITRAMFS_KERNEL: lib/modules/<release>, a root holding
