@@ -1,12 +1,13 @@
 // Command skeleton is an experiment, not a product: the least a handoff
 // can do with spotroot's libraries (kernel modules, DHCP, IMDSv2 through
 // the SDK, EC2 over TLS through the SDK, hot-plugged disk, ext4 mount,
-// switch, exec) with nothing else: no marker, no read-ahead, no checks,
-// no configuration parsing, no fallbacks; with spotroot's own speed-ups
+// network down, switch, exec) and nothing else: no crash-loop marker, no
+// configuration parsing, no checks, no fallbacks, a volume found by its
+// Name tag and attached as /dev/sdf. It keeps spotroot's own speed-ups
 // (read-ahead of its executable and of the index files it opens, the
-// boot's timer slack). Booted as the AMI's /sbin/init
-// by `go run ./e2e/bench -spotroot <this build>` it prints the lines the
-// bench reads, so its start → exec is the floor of spotroot's.
+// boot's timer slack, the TLS connection opened ahead). `make bench-floor`
+// boots it as the AMI's /sbin/init in pairs with spotroot; it prints the
+// lines the bench reads, so its start → exec is the floor of spotroot's.
 package main
 
 import (
