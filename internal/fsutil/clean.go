@@ -3,7 +3,6 @@ package fsutil
 import (
 	"encoding/binary"
 	"fmt"
-	"os"
 	"time"
 )
 
@@ -51,13 +50,8 @@ func NeedsCheck(dev, fstype string, now time.Time) (bool, string) {
 	default:
 		return true, fstype + ": no clean flag to read"
 	}
-	f, err := os.Open(dev)
+	sb, err := readSuperblock(dev)
 	if err != nil {
-		return true, fmt.Sprintf("cannot read the superblock: %v", err)
-	}
-	defer f.Close()
-	sb := make([]byte, 1024)
-	if _, err := f.ReadAt(sb, 1024); err != nil {
 		return true, fmt.Sprintf("cannot read the superblock: %v", err)
 	}
 	return ext4NeedsCheck(sb, now)
@@ -74,6 +68,8 @@ func ext4NeedsCheck(sb []byte, now time.Time) (bool, string) {
 	maxMnt := int16(le16(sbMaxMntCount))
 	last, interval := int64(le32(sbLastCheck)), int64(le32(sbCheckInterval))
 	switch {
+	case tornSuperblock(sb):
+		return true, "the superblock's checksum does not match it (a write to it was cut)"
 	case state&stateError != 0 || le32(sbErrorCount) != 0:
 		return true, "the filesystem has errors recorded"
 	case state&stateValid == 0:

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -69,7 +70,23 @@ func (t Tools) run(ctx context.Context, name string, args ...string) (int, strin
 func (t Tools) Check(ctx context.Context, dev, fstype string) (string, error) {
 	switch fstype {
 	case "ext4", "ext3", "ext2":
-		code, out, err := t.run(ctx, "e2fsck", "-p", dev)
+		args := []string{"-p", dev}
+		code, out, err := t.run(ctx, "e2fsck", args...)
+		if err == nil && code&8 != 0 {
+			// A primary superblock whose checksum no longer matches (a
+			// check or UUID change cut mid-write): e2fsck -p will not open
+			// it, e2fsck's own advice is a backup superblock, and -p still
+			// repairs only what is safe (a journal the backup does not
+			// flag is replayed anyway: "Recovery flag not set in backup
+			// superblock, so running journal anyway").
+			if sb, rerr := readSuperblock(dev); rerr == nil && tornSuperblock(sb) {
+				if block, size, ok := backupSuperblock(sb); ok {
+					args = []string{"-p", "-b", strconv.FormatUint(block, 10), "-B", strconv.FormatUint(uint64(size), 10), dev}
+					code, out, err = t.run(ctx, "e2fsck", args...)
+					out = fmt.Sprintf("the primary superblock's checksum did not match; checked from the backup at block %d: %s", block, out)
+				}
+			}
+		}
 		switch {
 		case err != nil:
 			return "", err
@@ -78,7 +95,7 @@ func (t Tools) Check(ctx context.Context, dev, fstype string) (string, error) {
 		case code == 1 || code == 2:
 			return "errors corrected: " + out, nil
 		}
-		return "", fmt.Errorf("e2fsck -p %s exited %d (uncorrected errors): %s; repair it from another instance with e2fsck -f", dev, code, out)
+		return "", fmt.Errorf("e2fsck %s exited %d (uncorrected errors): %s; repair it from another instance with e2fsck -f", strings.Join(args, " "), code, out)
 	case "xfs":
 		code, out, err := t.run(ctx, "xfs_repair", "-n", dev)
 		switch {
