@@ -20,14 +20,7 @@ func TestIdentityFixCutAnywhere(t *testing.T) {
 	need(t, "mkfs.ext4", "e2fsck", "tune2fs", "debugfs")
 	ctx := context.Background()
 	dir := t.TempDir()
-	content := filepath.Join(dir, "content")
-	if err := os.MkdirAll(filepath.Join(content, "var/lib"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	data := strings.Repeat("persistent state ", 4096)
-	if err := os.WriteFile(filepath.Join(content, "var/lib/state"), []byte(data), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	content, data := stateTree(t, dir)
 	base := filepath.Join(dir, "image.img")
 	// Debian's mkfs default: metadata_csum without the seed.
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-O", "metadata_csum,^metadata_csum_seed", "-d", content, base, "256M").CombinedOutput(); err != nil {

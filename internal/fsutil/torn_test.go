@@ -30,6 +30,21 @@ func tear(t *testing.T, img string, edit func(sb []byte)) {
 	}
 }
 
+// stateTree makes dir/content, a tree for mkfs -d holding var/lib/state,
+// and returns it with the file's contents (what a cut must not lose).
+func stateTree(t *testing.T, dir string) (content, data string) {
+	t.Helper()
+	content = filepath.Join(dir, "content")
+	if err := os.MkdirAll(filepath.Join(content, "var/lib"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data = strings.Repeat("persistent state ", 4096)
+	if err := os.WriteFile(filepath.Join(content, "var/lib/state"), []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return content, data
+}
+
 // A check or a UUID change cut between two of its superblock writes leaves
 // a primary superblock whose checksum does not match (found by
 // TestIdentityFixCutAnywhere: e2fsck -p then exits 8 and the kernel
@@ -40,14 +55,7 @@ func TestTornSuperblockIsCheckedFromTheBackup(t *testing.T) {
 	need(t, "mkfs.ext4", "e2fsck", "debugfs")
 	ctx := context.Background()
 	dir := t.TempDir()
-	content := filepath.Join(dir, "content")
-	if err := os.MkdirAll(filepath.Join(content, "var/lib"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	data := strings.Repeat("persistent state ", 4096)
-	if err := os.WriteFile(filepath.Join(content, "var/lib/state"), []byte(data), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	content, data := stateTree(t, dir)
 	bump := func(sb []byte) { sb[sbMntCount]++ }
 	for _, c := range []struct {
 		name string
