@@ -118,23 +118,31 @@ func (s Sys) readTrim(parts ...string) string {
 // returns its /sys/block name. l must have been opened before the volume
 // was attached.
 func (s Sys) WaitDisk(ctx context.Context, l *Listener, t Target) (string, error) {
-	var found string
-	var notYet error
-	err := l.WaitFor(ctx, func() (bool, error) {
-		name, err := s.Match(t)
-		if name == "" || err != nil {
-			return false, err
-		}
-		found, notYet = name, s.notOpenYet(name)
-		return notYet == nil, nil
-	})
+	found, err := s.waitOpen(ctx, l, func() (string, error) { return s.Match(t) })
 	if err != nil {
-		if notYet != nil {
-			err = fmt.Errorf("%w: %w", notYet, err)
-		}
 		return "", fmt.Errorf("wait for the block device of %s (NVMe serial %s, or %s): %w", t.VolumeID, t.Serial(), strings.Join(t.xenNames(), "/"), err)
 	}
 	return found, nil
+}
+
+// waitOpen waits, event-driven, until find names a device ("" = none yet)
+// whose node opens; a timeout says which device did not open, if one was
+// found.
+func (s Sys) waitOpen(ctx context.Context, l *Listener, find func() (string, error)) (string, error) {
+	var found string
+	var notYet error
+	err := l.WaitFor(ctx, func() (bool, error) {
+		var err error
+		if found, err = find(); found == "" || err != nil {
+			return false, err
+		}
+		notYet = s.notOpenYet(found)
+		return notYet == nil, nil
+	})
+	if err != nil && notYet != nil {
+		err = fmt.Errorf("%w: %w", notYet, err)
+	}
+	return found, err
 }
 
 // notOpenYet is non-nil while name's device node refuses to open with
@@ -186,19 +194,8 @@ func (s Sys) Partitions(disk string) map[int]string {
 
 // WaitPartition waits for partition number n of disk to appear and open.
 func (s Sys) WaitPartition(ctx context.Context, l *Listener, disk string, n int) (string, error) {
-	var found string
-	var notYet error
-	err := l.WaitFor(ctx, func() (bool, error) {
-		if found = s.Partitions(disk)[n]; found == "" {
-			return false, nil
-		}
-		notYet = s.notOpenYet(found)
-		return notYet == nil, nil
-	})
+	found, err := s.waitOpen(ctx, l, func() (string, error) { return s.Partitions(disk)[n], nil })
 	if err != nil {
-		if notYet != nil {
-			err = fmt.Errorf("%w: %w", notYet, err)
-		}
 		return "", fmt.Errorf("wait for partition %d of %s: %w", n, disk, err)
 	}
 	return found, nil

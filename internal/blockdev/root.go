@@ -222,20 +222,8 @@ func (s Sys) findPartition(disk string, r RootSpec) string {
 // and returns its /sys/block name. l must have been opened before the
 // first look.
 func (s Sys) WaitRoot(ctx context.Context, l *Listener, r RootSpec) (string, error) {
-	var found string
-	var notYet error
-	err := l.WaitFor(ctx, func() (bool, error) {
-		var err error
-		if found, err = s.FindRoot(r); found == "" || err != nil {
-			return false, err
-		}
-		notYet = s.notOpenYet(found)
-		return notYet == nil, nil
-	})
+	found, err := s.waitOpen(ctx, l, func() (string, error) { return s.FindRoot(r) })
 	if err != nil {
-		if notYet != nil {
-			err = fmt.Errorf("%w: %w", notYet, err)
-		}
 		return "", fmt.Errorf("wait for root=%s: %w", r, err)
 	}
 	return found, nil
